@@ -1,0 +1,76 @@
+"""The contract between the runner and a step kind.
+
+A kind is a class with a name, a code version (bump it when the kind's output changes
+meaning: it is part of every output hash), a pydantic ``Params`` model (the kind's own
+schema for ``params:`` in workflows.yaml), the inputs it reads, and ``run``.
+
+``run`` writes data files into ``ctx.output`` (an fsspec URL of an empty folder) and
+returns counters (a flat ``{name: number}``). The runner writes ``_SUCCESS.json`` after
+``run`` returns; a kind never writes it. The real work lives in ``pipelines/`` or
+``trainer/``; a kind only maps the spec onto it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Params(BaseModel):
+    """Base for a kind's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One named input of a kind: ``many`` takes a list of steps, else exactly one."""
+
+    many: bool = False
+    required: bool = True
+
+
+@dataclass
+class Resources:
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+
+
+@dataclass
+class StepContext:
+    step: str  # the step's name in the workflow
+    output: str  # fsspec URL of the step's output folder, empty when run() starts
+    inputs: dict[str, list[str]]  # input name -> output URLs of the steps it reads
+    params: Any  # the kind's validated Params
+    resources: Resources
+    base_dir: Path  # folder of the workflow file: relative data paths resolve against it
+    beam_options: Callable[..., Any]  # (**overrides) -> apache_beam PipelineOptions
+    ray_init: Callable[[], None]  # connects this process to Ray (local or an address)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("bertflow.step"))
+
+    def input(self, name: str) -> str:
+        """The one URL of a single-step input."""
+        (url,) = self.inputs[name]
+        return url
+
+    def resolve_path(self, path: str) -> str:
+        """A data path from the spec: URLs and absolute paths as given, relative ones
+        against the workflow file's folder."""
+        if "://" in path or Path(path).is_absolute():
+            return path
+        return str((self.base_dir / path).resolve())
+
+
+class StepKind:
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[Params]] = Params
+    inputs: ClassVar[dict[str, Input]] = {}
+
+    def run(self, ctx: StepContext) -> dict[str, float]:
+        raise NotImplementedError
