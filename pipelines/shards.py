@@ -41,6 +41,7 @@ def write_table(table: pa.Table, url: str) -> None:
     fs, path = fsspec.core.url_to_fs(url)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", row_group_size=8192)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
     with fs.open(tmp, "wb") as f:
         f.write(buf.getvalue())

@@ -1,0 +1,381 @@
+"""The step runner: content-addressed outputs, manifests written last, skip-when-done.
+
+A step's output folder is ``{storage}/{step}-{hash}``; the hash covers the step kind, its
+code version, its resolved parameters and the hashes of the steps it reads, so the same
+spec run twice does the work once and a changed parameter reruns exactly that step and
+what reads it. A step is done when ``_SUCCESS.json`` exists in its folder: written last,
+after every data file, with the files, counters, timings, parameters and versions. A step
+that raised or was interrupted leaves ``_status.json`` (state, error, log) and no manifest,
+and is redone on the next run; its folder is kept so that a kind can resume from what it
+left (the trainer's checkpoints).
+
+    runner = Runner(spec_file.workflow("demo"))
+    runner.run()            # or run(only="vocab"), run(force=["examples"]), run(dry_run=True)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+
+from . import engines, storage
+from .kinds import KINDS, Resources, StepContext
+from .spec import Workflow
+
+SUCCESS = "_SUCCESS.json"
+STATUS = "_status.json"
+LOG = "_logs/step.log"
+RUNNER_FILES = (SUCCESS, STATUS, LOG)
+
+log = logging.getLogger("bertflow")
+
+PACKAGES = ("bertflow", "apache-beam", "ray", "torch", "tokenizers", "transformers", "pyarrow", "fsspec", "s3fs", "gcsfs")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def step_hash(kind: str, version: int, params: dict, input_hashes: dict[str, list[str]]) -> str:
+    blob = json.dumps(
+        {"kind": kind, "version": version, "params": params, "inputs": input_hashes},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class PlannedStep:
+    name: str
+    kind: str
+    hash: str
+    output: str
+    action: str  # "run" or "reuse"
+    reason: str  # why it runs: "new", "forced", "after FORCED", "failed before", ...
+
+
+@dataclass
+class StepOutcome:
+    name: str
+    action: str  # ran, reused, failed, interrupted, not run
+    output: str
+    seconds: float = 0.0
+    error: str | None = None
+    log: str | None = None
+    counters: dict = field(default_factory=dict)
+
+
+class StepFailed(Exception):
+    def __init__(self, outcome: StepOutcome):
+        self.outcome = outcome
+        super().__init__(f"step '{outcome.name}' failed: {outcome.error}\n  log: {outcome.log}")
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, workflow: Workflow):
+        self.wf = workflow
+        self.root = storage.resolve_root(workflow.storage, workflow.base_dir)
+        self.hashes: dict[str, str] = {}
+        for name in workflow.order:
+            step = workflow.steps[name]
+            kind = KINDS[step.kind]
+            params = workflow.params[name].model_dump(mode="json")
+            inputs = {k: [self.hashes[s] for s in v] for k, v in sorted(workflow.inputs(name).items())}
+            self.hashes[name] = step_hash(step.kind, kind.version, params, inputs)
+
+    def output(self, name: str) -> str:
+        return storage.join(self.root, f"{name}-{self.hashes[name]}")
+
+    def is_done(self, name: str) -> bool:
+        return storage.exists(storage.join(self.output(name), SUCCESS))
+
+    # -- planning ----------------------------------------------------------------------
+
+    def plan(self, only: str | None = None, force: list[str] = ()) -> list[PlannedStep]:
+        for s in [only, *force]:
+            if s is not None and s not in self.wf.steps:
+                raise KeyError(f"no step '{s}' in workflow '{self.wf.name}' (steps: {', '.join(self.wf.order)})")
+        selected = self.wf.upstream(only) if only else set(self.wf.order)
+        # A forced step's readers are redone too: their input's content changed.
+        forced = {d: f for f in force for d in self.wf.downstream(f)}
+        planned = []
+        for name in self.wf.order:
+            if name not in selected:
+                continue
+            if name in forced:
+                action, reason = "run", "forced" if forced[name] == name else f"after forced {forced[name]}"
+            elif self.is_done(name):
+                action, reason = "reuse", "done"
+            else:
+                state = self._state(name)
+                action, reason = "run", {"failed": "failed before", "interrupted": "interrupted before"}.get(state, "new")
+            planned.append(PlannedStep(name, self.wf.steps[name].kind, self.hashes[name], self.output(name), action, reason))
+        return planned
+
+    def _state(self, name: str) -> str | None:
+        url = storage.join(self.output(name), STATUS)
+        return storage.read_json(url).get("state") if storage.exists(url) else None
+
+    # -- running -----------------------------------------------------------------------
+
+    def run(self, only: str | None = None, force: list[str] = (), dry_run: bool = False) -> list[StepOutcome]:
+        planned = self.plan(only, force)
+        if dry_run:
+            return [StepOutcome(p.name, "would run" if p.action == "run" else "would reuse", p.output) for p in planned]
+        started, t0 = now(), time.time()
+        outcomes = {p.name: StepOutcome(p.name, "reused", p.output) for p in planned if p.action == "reuse"}
+        todo = [p for p in planned if p.action == "run"]
+        for p in planned:
+            log.info("%-10s %-6s %s (%s)", p.name, p.action, p.output, p.reason)
+        try:
+            self._schedule(todo, outcomes)
+        finally:
+            for p in planned:
+                outcomes.setdefault(p.name, StepOutcome(p.name, "not run", p.output))
+            ordered = [outcomes[p.name] for p in planned]
+            self._write_record(started, time.time() - t0, planned, ordered)
+        failed = [o for o in ordered if o.action == "failed"]
+        if failed:
+            raise StepFailed(failed[0])
+        return ordered
+
+    def _schedule(self, todo: list[PlannedStep], outcomes: dict[str, StepOutcome]) -> None:
+        events: queue.Queue[StepOutcome] = queue.Queue()
+        cancel = threading.Event()
+        pending = {p.name: p for p in todo}
+        running: dict[str, PlannedStep] = {}
+        failed = False
+        try:
+            while pending or running:
+                if not failed:
+                    for name in list(pending):
+                        if len(running) >= self.wf.parallel_steps:
+                            break
+                        needs = [d for ds in self.wf.inputs(name).values() for d in ds]
+                        if all(d in outcomes and outcomes[d].action in ("ran", "reused") for d in needs):
+                            running[name] = pending.pop(name)
+                            t = threading.Thread(
+                                target=self._execute, args=(running[name], events, cancel), name=f"step-{name}", daemon=True
+                            )
+                            t.start()
+                if not running:
+                    break  # what is left waits on a failed step
+                while True:
+                    try:
+                        outcome = events.get(timeout=0.5)
+                        break
+                    except queue.Empty:
+                        continue
+                running.pop(outcome.name)
+                outcomes[outcome.name] = outcome
+                if outcome.action == "failed":
+                    failed = True  # let running steps finish; start nothing new
+        except KeyboardInterrupt:
+            cancel.set()
+            for name, p in running.items():
+                outcomes[name] = StepOutcome(name, "interrupted", p.output)
+                self._write_status(p, "interrupted", error="stopped by Ctrl-C")
+            raise
+
+    def _execute(self, p: PlannedStep, events: queue.Queue, cancel: threading.Event) -> None:
+        step = self.wf.steps[p.name]
+        kind = KINDS[step.kind]
+        local_log, handler = self._open_log(p)
+        logger = logging.getLogger(f"bertflow.{p.name}")
+        t0 = time.time()
+        outcome = StepOutcome(p.name, "ran", p.output, log=self._log_url(p, local_log))
+        try:
+            storage.makedirs(p.output)
+            self._write_status(p, "running", log=outcome.log)
+            logger.info("step %s (%s) -> %s", p.name, step.kind, p.output)
+            ctx = StepContext(
+                step=p.name,
+                output=p.output,
+                inputs={k: [self.output(s) for s in v] for k, v in self.wf.inputs(p.name).items()},
+                params=self.wf.params[p.name],
+                resources=Resources(**step.resources.model_dump()),
+                base_dir=self.wf.base_dir,
+                beam_options=functools.partial(self._beam_options, p),
+                ray_init=functools.partial(
+                    engines.ray_init, self.wf.ray.address, self.wf.ray.num_cpus, self.wf.ray.num_gpus
+                ),
+                log=logger,
+            )
+            counters = kind().run(ctx) or {}
+            if cancel.is_set():
+                raise Interrupted()
+            outcome.seconds = time.time() - t0
+            outcome.counters = counters
+            files = {k: v for k, v in storage.list_files(p.output).items() if k not in RUNNER_FILES}
+            manifest = {
+                "step": p.name,
+                "workflow": self.wf.name,
+                "kind": step.kind,
+                "kind_version": kind.version,
+                "hash": p.hash,
+                "params": self.wf.params[p.name].model_dump(mode="json"),
+                "inputs": ctx.inputs,
+                "resources": step.resources.model_dump(),
+                "files": files,
+                "counters": counters,
+                "started": datetime.fromtimestamp(t0, timezone.utc).isoformat(timespec="seconds"),
+                "finished": now(),
+                "seconds": round(outcome.seconds, 3),
+                "versions": package_versions(),
+                "host": socket.gethostname(),
+            }
+            logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, _short(counters))
+            self._close_log(p, local_log, handler)
+            handler = None
+            self._write_status(p, "done", log=outcome.log)
+            # Last: from here on the step is done.
+            storage.write_json(storage.join(p.output, SUCCESS), manifest)
+        except BaseException as e:  # noqa: BLE001 - a failed step must be recorded, whatever it raised
+            outcome.action = "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed"
+            outcome.seconds = time.time() - t0
+            outcome.error = f"{type(e).__name__}: {e}"
+            logger.error("step %s failed: %s\n%s", p.name, outcome.error, traceback.format_exc())
+            try:
+                if handler is not None:
+                    self._close_log(p, local_log, handler)
+                self._write_status(p, outcome.action, error=outcome.error, log=outcome.log)
+            except Exception:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
+                logger.exception("could not record the failure of %s", p.name)
+        finally:
+            events.put(outcome)
+
+    def _beam_options(self, p: PlannedStep, **overrides):
+        beam = self.wf.beam
+        if beam.runner.lower() not in engines.LOCAL_RUNNERS:
+            # Remote runners show the job by name: make it say which step it is.
+            overrides.setdefault("job_name", f"bertflow-{p.name}-{p.hash}".lower().replace("_", "-"))
+        return engines.beam_options(beam.runner, beam.options, **overrides)
+
+    # -- logs, status, records ---------------------------------------------------------
+
+    def _log_url(self, p: PlannedStep, local_log: str) -> str:
+        return local_log if _is_local(p.output) else storage.join(p.output, LOG)
+
+    def _open_log(self, p: PlannedStep):
+        if _is_local(p.output):
+            path = os.path.join(p.output, LOG)
+        else:
+            path = os.path.join(tempfile.gettempdir(), "bertflow-logs", f"{p.name}-{p.hash}-{uuid.uuid4().hex[:6]}.log")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler = logging.FileHandler(path, mode="a")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # This thread's records only: other steps may run beside it.
+        ident = threading.get_ident()
+        handler.addFilter(lambda record: record.thread == ident)
+        logging.getLogger().addHandler(handler)
+        return path, handler
+
+    def _close_log(self, p: PlannedStep, local_log: str, handler: logging.Handler) -> None:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+        if not _is_local(p.output):
+            storage.put_file(local_log, storage.join(p.output, LOG))
+
+    def _write_status(self, p: PlannedStep, state: str, **extra) -> None:
+        storage.write_json(
+            storage.join(p.output, STATUS),
+            {"state": state, "at": now(), "host": socket.gethostname(), "pid": os.getpid(), **extra},
+        )
+
+    def _write_record(self, started: str, seconds: float, planned: list[PlannedStep], outcomes: list[StepOutcome]) -> None:
+        record = {
+            "workflow": self.wf.name,
+            "started": started,
+            "seconds": round(seconds, 3),
+            "argv": sys.argv,
+            "storage": self.root,
+            "git": git_commit(self.wf.base_dir),
+            "versions": package_versions(),
+            "steps": {
+                o.name: {**asdict(o), "kind": p.kind, "hash": p.hash, "params": self.wf.params[p.name].model_dump(mode="json")}
+                for p, o in zip(planned, outcomes)
+            },
+        }
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        url = storage.join(self.root, "_runs", self.wf.name, f"{stamp}-{uuid.uuid4().hex[:6]}.json")
+        storage.write_json(url, record)
+        self.record_url = url
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        rows = []
+        for name in self.wf.order:
+            out = self.output(name)
+            row = {"step": name, "kind": self.wf.steps[name].kind, "output": out, "state": "not done"}
+            if storage.exists(storage.join(out, SUCCESS)):
+                m = storage.read_json(storage.join(out, SUCCESS))
+                row.update(state="done", seconds=m.get("seconds"), counters=m.get("counters", {}), finished=m.get("finished"))
+            elif storage.exists(storage.join(out, STATUS)):
+                s = storage.read_json(storage.join(out, STATUS))
+                state = s.get("state", "unknown")
+                if state == "running" and s.get("host") == socket.gethostname() and not _pid_alive(s.get("pid")):
+                    state = "died"
+                row.update(state=state, error=s.get("error"), log=s.get("log"), at=s.get("at"))
+            rows.append(row)
+        return rows
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _short(counters: dict, n: int = 4) -> str:
+    return ", ".join(f"{k}={v}" for k, v in list(counters.items())[:n])
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit(path) -> dict | None:
+    try:
+        head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.TimeoutExpired):
+        return None

@@ -1,0 +1,312 @@
+"""The workflow spec (`workflows.yaml`): parsing, pydantic validation, error paths.
+
+Validation happens in two passes. The first checks the file's shape (top-level keys,
+workflows, steps, resources). The second checks what only the step kinds know: each
+step's ``params`` against its kind's ``Params`` model, its ``inputs`` against the kind's
+declared inputs, that every input names a step of the same workflow, and that there is
+no cycle. Every error names its key path and, when the file has it, its line:
+
+    workflows.demo.steps.examples.params.dupe_factor: must be >= 1 (line 31)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .kinds import KINDS, PLANNED
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BeamSettings(Strict):
+    """``runner``: DirectRunner (local, multi-process FnApiRunner), DataflowRunner,
+    FlinkRunner, SparkRunner, ...; ``options``: Beam pipeline flags passed through
+    (``{project: p, region: r, temp_location: gs://...}``)."""
+
+    runner: str = "DirectRunner"
+    options: dict[str, Any] = {}
+
+
+class RaySettings(Strict):
+    """``address`` (``auto``, ``ray://head:10001``) connects to a cluster; without it a
+    local Ray starts with exactly ``num_cpus`` / ``num_gpus``."""
+
+    address: str | None = None
+    num_cpus: float | None = Field(default=None, gt=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+
+
+class ResourcesSpec(Strict):
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1, gt=0)
+    gpus_per_worker: float = Field(default=0, ge=0)
+
+
+class StepSpec(Strict):
+    kind: str
+    inputs: dict[str, str | list[str]] = {}
+    params: dict[str, Any] = {}
+    resources: ResourcesSpec = ResourcesSpec()
+
+
+class WorkflowSpec(Strict):
+    description: str = ""
+    # Per-workflow overrides of the defaults (a real recipe runs on Dataflow and a Ray
+    # cluster while the demo in the same file runs locally).
+    storage: str | None = None
+    beam: BeamSettings | None = None
+    ray: RaySettings | None = None
+    steps: dict[str, StepSpec] = Field(min_length=1)
+
+
+class Spec(Strict):
+    storage: str = "./runs"
+    beam: BeamSettings = BeamSettings()
+    ray: RaySettings = RaySettings()
+    parallel_steps: int = Field(default=2, ge=1)
+    workflows: dict[str, WorkflowSpec] = Field(min_length=1)
+
+
+class SpecError(Exception):
+    """A spec that cannot run; ``errors`` are ``key.path: message`` lines."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+_MESSAGES = {
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+}
+
+
+def _message(err: dict) -> str:
+    template = _MESSAGES.get(err["type"])
+    if template:
+        ctx = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in err.get("ctx", {}).items()}
+        return template.format(**ctx)
+    msg = err["msg"]
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def _join(*parts: Any) -> str:
+    return ".".join(str(p) for p in parts if p != "")
+
+
+def pydantic_errors(e: ValidationError, prefix: str = "") -> list[str]:
+    out = []
+    for err in e.errors():
+        # Union branches add their type name to the location; drop it.
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "list")))]
+        out.append(f"{_join(prefix, *loc)}: {_message(err)}")
+    return out
+
+
+class Workflow:
+    """A validated workflow: its steps in dependency order with their kinds' Params."""
+
+    def __init__(self, name: str, spec: Spec, wf: WorkflowSpec, base_dir: Path):
+        self.name, self.base_dir = name, base_dir
+        self.storage = wf.storage or spec.storage
+        self.beam = wf.beam or spec.beam
+        self.ray = wf.ray or spec.ray
+        self.parallel_steps = spec.parallel_steps
+        self.steps = wf.steps
+        self.params = {n: KINDS[s.kind].Params.model_validate(s.params) for n, s in wf.steps.items()}
+        self.order = topological_order({n: deps(s) for n, s in wf.steps.items()})
+
+    def inputs(self, step: str) -> dict[str, list[str]]:
+        return {k: [v] if isinstance(v, str) else list(v) for k, v in self.steps[step].inputs.items()}
+
+    def upstream(self, step: str) -> set[str]:
+        """The step and every step it needs, transitively."""
+        seen, todo = set(), [step]
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo.extend(deps(self.steps[s]))
+        return seen
+
+    def downstream(self, step: str) -> set[str]:
+        return {s for s in self.order if step in self.upstream(s)}
+
+
+def deps(step: StepSpec) -> list[str]:
+    out: list[str] = []
+    for v in step.inputs.values():
+        out.extend([v] if isinstance(v, str) else v)
+    return out
+
+
+def topological_order(graph: dict[str, list[str]]) -> list[str]:
+    """Steps ordered so that each comes after what it reads; ties keep spec order."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == "done":
+            return
+        if state.get(node) == "visiting":
+            cycle = path[path.index(node):] + [node]
+            raise SpecError([f"cycle: {' -> '.join(cycle)}"])
+        state[node] = "visiting"
+        for d in graph[node]:
+            visit(d, path + [node])
+        state[node] = "done"
+        order.append(node)
+
+    for node in graph:
+        visit(node, [])
+    return order
+
+
+class SpecFile:
+    """A parsed, validated ``workflows.yaml``."""
+
+    def __init__(self, raw: dict, path: Path | None = None, lines: dict[tuple, int] | None = None):
+        self.path = path
+        self.base_dir = (path.parent if path else Path.cwd()).resolve()
+        self._lines = lines or {}
+        try:
+            self.spec = Spec.model_validate(raw)
+        except ValidationError as e:
+            raise SpecError(self._with_lines(pydantic_errors(e))) from None
+        self.missing_kinds: dict[str, list[str]] = {}  # planned kind -> steps needing it
+        errors: list[str] = []
+        for wname, wf in self.spec.workflows.items():
+            errors += self._check_workflow(wname, wf)
+        if errors:
+            raise SpecError(self._with_lines(errors))
+
+    def _check_workflow(self, wname: str, wf: WorkflowSpec) -> list[str]:
+        errors: list[str] = []
+        for sname, step in wf.steps.items():
+            at = f"workflows.{wname}.steps.{sname}"
+            kind = KINDS.get(step.kind)
+            if kind is None:
+                if step.kind in PLANNED:
+                    self.missing_kinds.setdefault(step.kind, []).append(f"{wname}.{sname}")
+                else:
+                    known = ", ".join(sorted(set(KINDS) | set(PLANNED)))
+                    errors.append(f"{at}.kind: unknown step kind '{step.kind}' (known kinds: {known})")
+                continue
+            try:
+                kind.Params.model_validate(step.params)
+            except ValidationError as e:
+                errors += pydantic_errors(e, f"{at}.params")
+            for iname, src in step.inputs.items():
+                decl = kind.inputs.get(iname)
+                if decl is None:
+                    known = ", ".join(kind.inputs) or "none"
+                    errors.append(f"{at}.inputs.{iname}: '{step.kind}' has no input '{iname}' (its inputs: {known})")
+                    continue
+                if isinstance(src, list) and not decl.many:
+                    errors.append(f"{at}.inputs.{iname}: takes one step, not a list")
+                for s in [src] if isinstance(src, str) else src:
+                    if s not in wf.steps:
+                        errors.append(f"{at}.inputs.{iname}: no step '{s}' in workflow '{wname}'")
+                    elif s == sname:
+                        errors.append(f"{at}.inputs.{iname}: a step cannot read its own output")
+            for iname, decl in kind.inputs.items():
+                if decl.required and iname not in step.inputs:
+                    errors.append(f"{at}.inputs.{iname}: required")
+        if not errors:
+            try:
+                topological_order({n: deps(s) for n, s in wf.steps.items()})
+            except SpecError as e:
+                errors += [f"workflows.{wname}.steps: {m}" for m in e.errors]
+        return errors
+
+    def _with_lines(self, errors: list[str]) -> list[str]:
+        out = []
+        for err in errors:
+            path, _, _ = err.partition(": ")
+            key = tuple(path.split("."))
+            # The deepest part of the path that the file has gives the line.
+            while key and key not in self._lines:
+                key = key[:-1]
+            out.append(f"{err} (line {self._lines[key]})" if key else err)
+        return out
+
+    @property
+    def workflows(self) -> list[str]:
+        return list(self.spec.workflows)
+
+    def workflow(self, name: str) -> Workflow:
+        if name not in self.spec.workflows:
+            raise SpecError([f"workflows.{name}: no such workflow (this file has: {', '.join(self.workflows)})"])
+        self.require_kinds(name)
+        return Workflow(name, self.spec, self.spec.workflows[name], self.base_dir)
+
+    def require_kinds(self, name: str) -> None:
+        lacking = sorted(k for k, steps in self.missing_kinds.items() if any(s.startswith(f"{name}.") for s in steps))
+        if lacking:
+            raise SpecError([f"workflows.{name}: needs step kinds this version of bertflow lacks: {', '.join(lacking)}"])
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = path + (str(k.value),)
+            out[key] = k.start_mark.line + 1
+            _line_index(v, key, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out[path + (str(i),)] = v.start_mark.line + 1
+            _line_index(v, path + (str(i),), out)
+    return out
+
+
+def set_value(raw: dict, assignment: str) -> None:
+    """Apply ``--set STEP.PARAM=VALUE`` (VALUE read as YAML) to every workflow's STEP."""
+    key, sep, value = assignment.partition("=")
+    parts = key.split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise SpecError([f"--set {assignment}: expected STEP.PARAM=VALUE"])
+    step, *param = parts
+    found = False
+    for wf in (raw.get("workflows") or {}).values():
+        steps = (wf or {}).get("steps") or {}
+        if step in steps:
+            found = True
+            node = steps[step].setdefault("params", {})
+            for p in param[:-1]:
+                node = node.setdefault(p, {})
+            node[param[-1]] = yaml.safe_load(value)
+    if not found:
+        raise SpecError([f"--set {assignment}: no step '{step}' in any workflow"])
+
+
+def load(path: str | Path, sets: list[str] = (), storage: str | None = None) -> SpecFile:
+    path = Path(path)
+    if not path.exists():
+        raise SpecError([f"{path}: no such file (give the workflows file with -f)"])
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text)) if raw else {}
+    except yaml.YAMLError as e:
+        raise SpecError([f"{path}: not valid YAML: {e}"]) from None
+    if not isinstance(raw, dict):
+        raise SpecError([f"{path}: expected a mapping with a 'workflows' key"])
+    for s in sets:
+        set_value(raw, s)
+    if storage:
+        raw["storage"] = storage
+        for wf in (raw.get("workflows") or {}).values():
+            if isinstance(wf, dict):
+                wf.pop("storage", None)
+    return SpecFile(raw, path, lines)

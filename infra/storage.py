@@ -1,0 +1,77 @@
+"""Every path through fsspec: local folders, gs://, s3://, memory://."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+
+def resolve_root(url: str, base_dir: Path) -> str:
+    """A storage root as an absolute URL; relative local paths are taken from the
+    workflow file's folder, so a run does not depend on the shell's directory."""
+    if "://" in url:
+        return url.rstrip("/")
+    p = Path(url)
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+def join(root: str, *parts: str) -> str:
+    return posixpath.join(root.rstrip("/"), *parts)
+
+
+def fs_for(url: str):
+    return fsspec.core.url_to_fs(url)
+
+
+def exists(url: str) -> bool:
+    fs, path = fs_for(url)
+    return fs.exists(path)
+
+
+def read_json(url: str) -> Any:
+    with fsspec.open(url, "r") as f:
+        return json.load(f)
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    """Write beside the target, then rename: a reader sees the old file or the new one."""
+    fs, path = fs_for(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = posixpath.join(posixpath.dirname(path), f"_tmp.{uuid.uuid4().hex}.{posixpath.basename(path)}")
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_json(url: str, obj: Any) -> None:
+    write_bytes_atomic(url, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def list_files(url: str) -> dict[str, int]:
+    """``{relative path: size}`` of every file under ``url``."""
+    fs, path = fs_for(url)
+    if not fs.exists(path):
+        return {}
+    found = fs.find(path, detail=True)
+    root = path.rstrip("/") + "/"
+    return {
+        p[len(root):] if p.startswith(root) else p: int(info.get("size") or 0)
+        for p, info in sorted(found.items())
+        if info.get("type", "file") == "file"
+    }
+
+
+def makedirs(url: str) -> None:
+    fs, path = fs_for(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def put_file(local: str, url: str) -> None:
+    fs, path = fs_for(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    fs.put_file(local, path)

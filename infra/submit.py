@@ -1,0 +1,64 @@
+"""`bertflow submit`: the same `bertflow run` on a Ray cluster, through the Ray Jobs API.
+
+The project folder is shipped as the job's working directory (without .venv, runs and
+.git); the cluster's image must have bertflow's dependencies installed (see
+infra/deploy/Dockerfile). Storage must then be a URL every node reaches (gs://, s3://).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+EXCLUDES = [".venv", ".git", "runs", "bench-envs", "**/__pycache__", "*.egg-info"]
+
+
+def entrypoint(args) -> str:
+    cmd = ["bertflow", "run", args.workflow, "-f", Path(args.file).name]
+    if args.storage:
+        cmd += ["--storage", args.storage]
+    for s in args.set:
+        cmd += ["--set", s]
+    if args.only:
+        cmd += ["--only", args.only]
+    for f in args.force:
+        cmd += ["--force", f]
+    return shlex.join(cmd)
+
+
+def submit(args) -> int:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(args.address)
+    job = client.submit_job(
+        entrypoint=entrypoint(args),
+        runtime_env={"working_dir": str(Path(args.file).resolve().parent), "excludes": EXCLUDES},
+        metadata={"bertflow_workflow": args.workflow},
+    )
+    print(f"submitted {job} to {args.address}")
+    if args.no_wait:
+        return 0
+    for line in _tail(client, job):
+        print(line, end="")
+    status = client.get_job_status(job)
+    print(f"\njob {job}: {status}")
+    return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+def _tail(client, job):
+    import asyncio
+
+    async def lines():
+        async for chunk in client.tail_job_logs(job):
+            yield chunk
+
+    loop = asyncio.new_event_loop()
+    agen = lines()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()

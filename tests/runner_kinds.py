@@ -1,0 +1,89 @@
+"""Step kinds that exist only for the runner's tests: they do real file work through
+fsspec, in-process, so they run on any storage including memory://."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import fsspec
+from pydantic import Field
+
+from infra.kinds import KINDS, Input, Params, StepKind, register
+
+CALLS: list[str] = []  # step names, in the order this process ran them
+
+
+class TextParams(Params):
+    text: str
+    copies: int = Field(default=1, ge=1)
+    sleep: float = Field(default=0, ge=0)
+
+
+class JoinParams(Params):
+    separator: str = " "
+    fail: bool = False
+    hang: bool = False  # write a part, then wait to be killed
+
+
+def _write(url: str, text: str) -> None:
+    with fsspec.open(url, "w") as f:
+        f.write(text)
+
+
+def _read(url: str) -> str:
+    with fsspec.open(url, "r") as f:
+        return f.read()
+
+
+@register
+class TextKind(StepKind):
+    name = "test_text"
+    Params = TextParams
+
+    def run(self, ctx):
+        CALLS.append(ctx.step)
+        started = time.time()
+        time.sleep(ctx.params.sleep)
+        _write(f"{ctx.output}/text.txt", " ".join([ctx.params.text] * ctx.params.copies))
+        _write(f"{ctx.output}/times.json", json.dumps([started, time.time()]))
+        return {"words": ctx.params.copies * len(ctx.params.text.split())}
+
+
+@register
+class JoinKind(StepKind):
+    name = "test_join"
+    Params = JoinParams
+    inputs = {"parts": Input(many=True), "title": Input(required=False)}
+
+    def run(self, ctx):
+        CALLS.append(ctx.step)
+        parts = [_read(f"{u}/text.txt") for u in ctx.inputs["parts"]]
+        if "title" in ctx.inputs:
+            parts.insert(0, _read(f"{ctx.input('title')}/text.txt").upper())
+        _write(f"{ctx.output}/part-0.txt", parts[0])  # half of the output, before failing
+        if ctx.params.fail:
+            raise RuntimeError("asked to fail")
+        if ctx.params.hang:
+            print(f"HANGING pid={os.getpid()}", flush=True)
+            time.sleep(600)
+        _write(f"{ctx.output}/text.txt", ctx.params.separator.join(parts))
+        return {"parts": len(parts)}
+
+
+TEST_KINDS = [TextKind, JoinKind]
+
+
+def unregister() -> None:
+    for k in TEST_KINDS:
+        KINDS.pop(k.name, None)
+
+
+if __name__ == "__main__":
+    # The CLI with the test kinds registered, for tests that kill or interrupt a real run.
+    import sys
+
+    from infra.cli import main
+
+    sys.exit(main(sys.argv[1:]))
