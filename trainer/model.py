@@ -1,0 +1,612 @@
+"""BERT (Devlin et al. 2018) for pretraining, with transformers' parameter names.
+
+The encoder is the paper's: learned position and segment embeddings, post-LayerNorm
+blocks, exact (erf) GELU, a tanh pooler over [CLS]. The pretraining heads are the MLM
+head (dense + GELU + LayerNorm, then a decoder tied to the word embeddings) and the
+next-sentence head. Every parameter has the name it has in
+``transformers.BertForPreTraining``, so state dicts load strictly in both directions and
+an exported folder opens with ``transformers.BertForPreTraining.from_pretrained``.
+
+Where the time goes, and what we do about it:
+
+- attention is ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on
+  GPU, the fused CPU kernel on CPU) with a boolean key-padding mask, dropout inside it;
+- Q, K and V are one matmul (the three weights are concatenated on the fly, which keeps
+  the transformers names and costs a copy of 3*H*H per layer);
+- the MLM decoder (H x vocab, the largest matmul of a small BERT) runs only on the
+  gathered masked positions, ~15% of the tokens, not on every token;
+- the loader pads per batch, so padding is only up to the longest sequence in the batch.
+
+Sizes by name (``BertConfig.from_name``) follow the BERT tables (Turc et al. 2019 for the
+small ones). Loading and saving go through fsspec, so folders may be local, s3://,
+gs:// or memory://.
+
+    python -m trainer.model --name mini --vocab-size 30522     # prints the config and size
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Mapping
+
+import fsspec
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# layers, hidden, heads for the sizes of the BERT tables; intermediate is 4 * hidden
+SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 128, 2),
+    "mini": (4, 256, 4),
+    "small": (4, 512, 8),
+    "medium": (8, 512, 8),
+    "base": (12, 768, 12),
+    "large": (24, 1024, 16),
+}
+
+IGNORE_INDEX = -100  # label value that the losses skip (padding of masked_lm_ids, no NSP)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_name(cls, name: str, vocab_size: int, **overrides) -> "BertConfig":
+        """A size from the BERT tables: tiny, mini, small, medium, base, large."""
+        if name not in SIZES:
+            raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(SIZES)}")
+        layers, hidden, heads = SIZES[name]
+        return cls(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                   num_attention_heads=heads, intermediate_size=4 * hidden, **overrides)
+
+    @classmethod
+    def from_hf(cls, hf: Mapping) -> "BertConfig":
+        """From a transformers config.json dict (unknown keys are ignored)."""
+        if hf.get("model_type", "bert") != "bert":
+            raise ValueError(f"not a BERT config: model_type is {hf.get('model_type')!r}")
+        if hf.get("hidden_act", "gelu") != "gelu":
+            raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'gelu')")
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError("only absolute position embeddings are supported, got "
+                             f"{hf['position_embedding_type']!r}")
+        names = {f.name for f in fields(cls)}
+        missing = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                   "intermediate_size"} - set(hf)
+        if missing:
+            raise ValueError(f"config.json lacks {sorted(missing)}")
+        kwargs = {k: v for k, v in hf.items() if k in names and v is not None}
+        return cls(**kwargs)
+
+    def to_hf(self, architectures: list[str] | None = None) -> dict:
+        """The transformers config.json dict."""
+        out = {"architectures": architectures or ["BertForPreTraining"], "model_type": "bert"}
+        out.update(asdict(self))
+        out.update(hidden_act="gelu", position_embedding_type="absolute",
+                   torch_dtype="float32")
+        return out
+
+    def num_parameters(self, embeddings: bool = True) -> int:
+        """Parameters of the encoder (+ pooler), counted from the config."""
+        h, i, n = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        per_layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h  # attn, ffn, 2 LayerNorms
+        emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h
+        return n * per_layer + h * h + h + (emb if embeddings else 0)
+
+
+# --------------------------------------------------------------------------- encoder
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        # positions [0, S) broadcast over the batch; no buffer, so nothing extra in the state dict
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings.weight[:seq_len]
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, s, h = x.shape
+        # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
+        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(x, w, bias).view(b, s, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        return out.transpose(1, 2).reshape(b, s, h)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # post-LayerNorm
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # exact erf GELU, as BERT's "gelu"
+
+
+class BertOutput(BertSelfOutput):
+    def __init__(self, config: BertConfig):
+        nn.Module.__init__(self)
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention(x, mask)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, mask)
+        return x
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(sequence_output[:, 0]))
+
+
+def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, S] with 1 for real tokens -> a boolean [B, 1, 1, S] mask (True = attend) that
+    broadcasts over heads and query positions; None when there is no padding, so SDPA
+    can take its unmasked (fastest) path."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()
+    if not torch.compiler.is_compiling() and bool(mask.all()):
+        return None
+    return mask[:, None, None, :]
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialization: N(0, std) for matrices and embeddings, zero biases,
+    LayerNorm at identity, the padding embedding zero."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BertModel(nn.Module):
+    """The encoder and the pooler: ``forward -> (sequence_output [B,S,H], pooled [B,H])``."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooler else None
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None):
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds "
+                             f"max_position_embeddings {self.config.max_position_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
+        x = self.encoder(x, attention_mask_for_sdpa(attention_mask))
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return x, pooled
+
+
+# --------------------------------------------------------------------------- heads
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """transform, then a decoder whose weight is the word embedding matrix and whose bias
+    is ``bias`` (both tied, as in transformers, so the state dict has the same keys)."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        # built on the meta device: its own weight would be thrown away by the tie below
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.weight = word_embeddings.weight
+        self.decoder.bias = self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(x))
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config, word_embeddings)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+@dataclass
+class PreTrainingLoss:
+    """The pretraining loss and the counts for accuracies (sum them over batches/workers
+    before dividing). ``loss = mlm_loss + nsp_loss``; each is a mean over its labels."""
+
+    loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    nsp_loss: torch.Tensor
+    mlm_correct: torch.Tensor
+    mlm_count: torch.Tensor
+    nsp_correct: torch.Tensor
+    nsp_count: torch.Tensor
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the MLM and NSP heads.
+
+    ``forward(input_ids, token_type_ids, attention_mask, masked_lm_positions)`` returns
+    ``(mlm_logits [B, P, V], nsp_logits [B, 2])``. ``masked_lm_positions`` is ``[B, P]``,
+    padded with 0 (position 0 is [CLS], never masked); the MLM head runs only on those
+    gathered positions. The labels that go with it, ``masked_lm_ids [B, P]``, are padded
+    with ``IGNORE_INDEX`` (-100), so padded slots count nowhere; ``next_sentence_label``
+    is 0 (B follows A), 1 (B is random) or -100 (no NSP for that example).
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config, self.bert.embeddings.word_embeddings)
+        self.tie_weights()
+        # the decoder is the (already initialized) word embedding matrix: leave it alone
+        for part in (self.cls.predictions.transform, self.cls.seq_relationship):
+            part.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def tie_weights(self) -> None:
+        """(Re)tie the decoder to the word embeddings and to ``cls.predictions.bias``;
+        called again after anything that may replace the parameters (loading, ``to_empty``)."""
+        pred = self.cls.predictions
+        pred.decoder.weight = self.bert.embeddings.word_embeddings.weight
+        pred.decoder.bias = pred.bias
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None,
+                masked_lm_positions: torch.Tensor | None = None):
+        sequence_output, pooled = self.bert(input_ids, token_type_ids, attention_mask)
+        if masked_lm_positions is None:  # every position (e.g. for inspection)
+            masked = sequence_output
+        else:
+            index = masked_lm_positions.long().unsqueeze(-1).expand(-1, -1, sequence_output.shape[-1])
+            masked = torch.gather(sequence_output, 1, index)  # [B, P, H]
+        mlm_logits = self.cls.predictions(masked)
+        nsp_logits = self.cls.seq_relationship(pooled)
+        return mlm_logits, nsp_logits
+
+    @staticmethod
+    def loss(mlm_logits: torch.Tensor, nsp_logits: torch.Tensor, masked_lm_ids: torch.Tensor,
+             next_sentence_label: torch.Tensor | None) -> PreTrainingLoss:
+        """Cross-entropy (in fp32, whatever the autocast dtype) over the real masked
+        positions and the NSP labels; labels equal to -100 are skipped."""
+        labels = masked_lm_ids.reshape(-1).long()
+        logits = mlm_logits.reshape(-1, mlm_logits.shape[-1]).float()
+        valid = labels != IGNORE_INDEX
+        mlm_count = valid.sum()
+        # a batch without a single masked token is legal: its MLM loss is 0, not NaN
+        mlm_loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        mlm_loss = mlm_loss / mlm_count.clamp(min=1)
+        mlm_correct = ((logits.argmax(-1) == labels) & valid).sum()
+        if next_sentence_label is None:
+            zero = mlm_loss.new_zeros(())
+            return PreTrainingLoss(mlm_loss, mlm_loss, zero, mlm_correct, mlm_count,
+                                   mlm_count.new_zeros(()), mlm_count.new_zeros(()))
+        nsp_labels = next_sentence_label.reshape(-1).long()
+        nsp_logits = nsp_logits.float()
+        nsp_valid = nsp_labels != IGNORE_INDEX
+        nsp_count = nsp_valid.sum()
+        nsp_loss = F.cross_entropy(nsp_logits, nsp_labels, ignore_index=IGNORE_INDEX,
+                                   reduction="sum") / nsp_count.clamp(min=1)
+        nsp_correct = ((nsp_logits.argmax(-1) == nsp_labels) & nsp_valid).sum()
+        return PreTrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_correct, mlm_count,
+                               nsp_correct, nsp_count)
+
+
+# --------------------------------------------------------------------------- folders
+
+ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+# tensors transformers never needs in a file: buffers it rebuilds, tied copies
+IGNORED_KEYS = ("embeddings.position_ids",)
+
+
+@dataclass
+class LoadReport:
+    """What ``load_pretrained`` did with the checkpoint's tensors."""
+
+    missing: list[str] = field(default_factory=list)  # the model's, not in the file: left at init
+    unexpected: list[str] = field(default_factory=list)  # the file's, not in the model: ignored
+
+    def __str__(self) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing (left at their initial values): "
+                         + ", ".join(self.missing))
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected (ignored): " + ", ".join(self.unexpected))
+        return "; ".join(parts) or "all tensors matched"
+
+
+def _canonical_key(key: str) -> str:
+    """A checkpoint key in bare-encoder form: no ``bert.`` prefix, TF-era LayerNorm names."""
+    if key.startswith("bert."):
+        key = key[len("bert."):]
+    if key.endswith("LayerNorm.gamma"):
+        key = key[: -len("gamma")] + "weight"
+    elif key.endswith("LayerNorm.beta"):
+        key = key[: -len("beta")] + "bias"
+    return key
+
+
+def _read_state_dict(fs, root: str) -> dict[str, torch.Tensor]:
+    def read(name):
+        with fs.open(posixpath.join(root, name), "rb") as f:
+            return f.read()
+
+    from safetensors.torch import load as load_safetensors
+
+    if fs.exists(posixpath.join(root, "model.safetensors")):
+        return load_safetensors(read("model.safetensors"))
+    if fs.exists(posixpath.join(root, "model.safetensors.index.json")):
+        index = json.loads(read("model.safetensors.index.json"))
+        state = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_safetensors(read(shard)))
+        return state
+    if fs.exists(posixpath.join(root, "pytorch_model.bin")):
+        return torch.load(io.BytesIO(read("pytorch_model.bin")), map_location="cpu",
+                          weights_only=True)
+    raise FileNotFoundError(
+        f"{root}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin; "
+        "is this a transformers model folder?")
+
+
+def load_config(folder: str) -> BertConfig:
+    fs, root = fsspec.core.url_to_fs(folder)
+    path = posixpath.join(root, "config.json")
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{folder}: no config.json; is this a transformers model folder?")
+    with fs.open(path, "r") as f:
+        return BertConfig.from_hf(json.load(f))
+
+
+def load_pretrained(folder: str, model_cls: type[nn.Module] = None, *, config: BertConfig | None = None,
+                    strict_encoder: bool = True) -> nn.Module:
+    """A model of class ``model_cls`` (``BertModel``, ``BertForPreTraining`` or any module
+    built as ``model_cls(config)`` whose encoder is ``bert`` or at the top level) with the
+    weights of a transformers-layout folder on any fsspec URL.
+
+    Keys with or without the ``bert.`` prefix both load. The encoder must be complete
+    (``strict_encoder``: a missing encoder tensor is an error, since it means the folder
+    is not the BERT it claims to be); the model's other parts that the file lacks (e.g. the
+    MLM/NSP heads when loading an encoder-only checkpoint, or a new fine-tuning head) stay
+    at their initial values, and tensors the model has no place for are ignored; both are
+    logged and kept in ``model.load_report``. Shapes must match exactly.
+    """
+    model_cls = model_cls or BertForPreTraining
+    config = config or load_config(folder)
+    fs, root = fsspec.core.url_to_fs(folder)
+    source = {_canonical_key(k): v for k, v in _read_state_dict(fs, root).items()
+              if _canonical_key(k) not in IGNORED_KEYS}
+
+    model = model_cls(config)
+    target = model.state_dict()
+    encoder_prefix = "bert." if any(k.startswith("bert.") for k in target) else ""
+
+    def source_key(model_key: str) -> str:
+        if encoder_prefix and model_key.startswith(encoder_prefix):
+            return model_key[len(encoder_prefix):]
+        return model_key
+
+    tied = _tied_keys(model)
+    to_load, report = {}, LoadReport()
+    for key, tensor in target.items():
+        src = source_key(key)
+        if src in source:
+            if source[src].shape != tensor.shape:
+                raise ValueError(f"{folder}: {src} has shape {tuple(source[src].shape)}, "
+                                 f"the model expects {tuple(tensor.shape)}")
+            to_load[key] = source[src]
+        elif key in tied:  # tied to a tensor loaded under its other name
+            continue
+        else:
+            report.missing.append(key)
+    used = {source_key(k) for k in to_load}
+    report.unexpected = sorted(k for k in source if k not in used
+                               and k not in {source_key(t) for t in tied})
+
+    missing_encoder = [k for k in report.missing if source_key(k).startswith(ENCODER_PREFIXES)
+                       and k.startswith(encoder_prefix)]
+    if strict_encoder and missing_encoder:
+        raise ValueError(f"{folder}: the checkpoint lacks encoder tensors {missing_encoder}")
+    result = model.load_state_dict(to_load, strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    model.load_report = report
+    if report.missing or report.unexpected:
+        log.warning("loading %s into %s: %s", folder, model_cls.__name__, report)
+    return model
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    """State-dict keys that alias an earlier key's tensor (the decoder's weight and bias)."""
+    seen, tied = {}, set()
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        ptr = tensor.data_ptr()
+        if ptr in seen:
+            tied.add(key)
+        else:
+            seen[ptr] = key
+    return tied
+
+
+def _write_atomic(fs, path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def save_pretrained(model: nn.Module, folder: str, config: BertConfig | None = None,
+                    extra_files: Mapping[str, str | bytes] | None = None) -> None:
+    """Write ``config.json`` (architectures = the model's class) and ``model.safetensors``
+    into ``folder`` (any fsspec URL), plus ``extra_files`` (name -> text or bytes, e.g.
+    vocab.txt, tokenizer.json). Each file is written under a temporary name and renamed;
+    the weights go first and config.json last, so a folder with a config.json is whole.
+
+    Tied tensors are saved once (the decoder's weight and bias are left out, as
+    transformers does, and tied again on load)."""
+    from safetensors.torch import save as save_safetensors
+
+    config = config or model.config
+    fs, root = fsspec.core.url_to_fs(folder)
+    fs.makedirs(root, exist_ok=True)
+    tied = _tied_keys(model)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
+             if k not in tied}
+    _write_atomic(fs, posixpath.join(root, "model.safetensors"),
+                  save_safetensors(state, metadata={"format": "pt"}))
+    for name, content in (extra_files or {}).items():
+        _write_atomic(fs, posixpath.join(root, name),
+                      content.encode() if isinstance(content, str) else bytes(content))
+    hf = config.to_hf(architectures=[type(model).__name__])
+    _write_atomic(fs, posixpath.join(root, "config.json"),
+                  (json.dumps(hf, indent=2, sort_keys=True) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Show a BERT config by size name, or the "
+                                     "config and load report of a model folder.")
+    parser.add_argument("--name", choices=sorted(SIZES), default="base")
+    parser.add_argument("--vocab-size", type=int, default=30522)
+    parser.add_argument("--folder", help="a transformers model folder (any fsspec URL) to load")
+    args = parser.parse_args(argv)
+    if args.folder:
+        model = load_pretrained(args.folder, BertForPreTraining, strict_encoder=True)
+        config = model.config
+        print(f"load report: {model.load_report}")
+    else:
+        config = BertConfig.from_name(args.name, args.vocab_size)
+    print(json.dumps(asdict(config), indent=2))
+    print(f"parameters: {config.num_parameters() / 1e6:.1f} M "
+          f"({config.num_parameters(embeddings=False) / 1e6:.1f} M without embeddings)")
+
+
+if __name__ == "__main__":
+    main()
