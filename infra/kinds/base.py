@@ -4,8 +4,9 @@ A kind is a class with a name, a code version (bump it when the kind's output ch
 meaning: it is part of every output hash), a pydantic ``Params`` model (the kind's own
 schema for ``params:`` in workflows.yaml), the inputs it reads, and ``run``.
 
-``run`` writes data files into ``ctx.output`` (an fsspec URL of an empty folder) and
-returns counters (a flat ``{name: number}``). The runner writes ``_SUCCESS.json`` after
+``run`` writes data files into ``ctx.output`` (an fsspec URL of the step's folder) and
+returns counters (a flat ``{name: number}``). The folder may hold what an earlier, dead
+attempt left (no manifest was written for it): overwrite it, or resume from it. The runner writes ``_SUCCESS.json`` after
 ``run`` returns; a kind never writes it. The real work lives in ``pipelines/`` or
 ``trainer/``; a kind only maps the spec onto it.
 """
@@ -44,7 +45,7 @@ class Resources:
 @dataclass
 class StepContext:
     step: str  # the step's name in the workflow
-    output: str  # fsspec URL of the step's output folder, empty when run() starts
+    output: str  # fsspec URL of the step's output folder
     inputs: dict[str, list[str]]  # input name -> output URLs of the steps it reads
     params: Any  # the kind's validated Params
     resources: Resources
