@@ -311,16 +311,35 @@ class Runner:
             "argv": sys.argv,
             "storage": self.root,
             "git": git_commit(self.wf.base_dir),
+            "spec": self.resolved_spec(),
             "versions": package_versions(),
             "steps": {
                 o.name: {**asdict(o), "kind": p.kind, "hash": p.hash, "params": self.wf.params[p.name].model_dump(mode="json")}
                 for p, o in zip(planned, outcomes)
             },
         }
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         url = storage.join(self.root, "_runs", self.wf.name, f"{stamp}-{uuid.uuid4().hex[:6]}.json")
         storage.write_json(url, record)
         self.record_url = url
+
+    def resolved_spec(self) -> dict:
+        """The workflow as it ran: defaults filled in, parameters resolved, outputs named."""
+        return {
+            "storage": self.root,
+            "beam": self.wf.beam.model_dump(),
+            "ray": self.wf.ray.model_dump(),
+            "steps": {
+                name: {
+                    "kind": self.wf.steps[name].kind,
+                    "inputs": self.wf.steps[name].inputs,
+                    "params": self.wf.params[name].model_dump(mode="json"),
+                    "resources": self.wf.steps[name].resources.model_dump(),
+                    "output": self.output(name),
+                }
+                for name in self.wf.order
+            },
+        }
 
     # -- status ------------------------------------------------------------------------
 

@@ -87,6 +87,11 @@ def test_runs_then_reuses_every_step(storage_url, tmp_path, calls):
     # Every run leaves a record of what ran and what was reused.
     records = storage.list_files(storage.join(r.root, "_runs", "words"))
     assert len(records) == 2
+    record = storage.read_json(storage.join(r.root, "_runs", "words", sorted(records)[-1]))
+    assert {s["action"] for s in record["steps"].values()} == {"reused"}
+    assert record["spec"]["steps"]["again"]["params"]["separator"] == "|"
+    assert record["spec"]["steps"]["again"]["output"] == r.output("again")
+    assert record["versions"]["apache-beam"] and "git" in record
 
 
 def test_changed_parameter_reruns_that_step_and_its_readers_only(tmp_path, calls):
