@@ -1,0 +1,231 @@
+"""The pretraining examples Beam job (pipelines/examples.py) and the ``pretraining_data``
+step kind, run for real on the FnApiRunner over documents made from the sample books."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from infra.engines import FN_API_RUNNER
+from infra.kinds import KINDS, StepKind, register
+from infra.runner import Runner
+from infra.spec import SpecError, SpecFile
+from pipelines.examples import SCHEMA, ExamplesConfig, run, split_of
+from pipelines.instances import InstanceConfig
+from pipelines.shards import list_shards, read_rows
+from tests.book_documents import book_documents, vocab_folder, write_documents
+
+
+def options(workers: int) -> PipelineOptions:
+    return PipelineOptions(flags=[], runner=FN_API_RUNNER, direct_running_mode="multi_processing", direct_num_workers=workers)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Two documents folders (as from two corpus steps) and a vocab folder."""
+    root = tmp_path_factory.mktemp("inputs")
+    rows = book_documents(paragraphs_per_book=90)
+    write_documents(str(root / "books-a"), rows[: len(rows) // 2], num_shards=3)
+    write_documents(str(root / "books-b"), rows[len(rows) // 2 :], num_shards=2)
+    (root / "vocab").mkdir()
+    for name in ("vocab.txt", "tokenizer.json"):
+        shutil.copy(vocab_folder() / name, root / "vocab" / name)
+    return {"documents": [str(root / "books-a"), str(root / "books-b")], "vocab": str(root / "vocab"), "rows": rows}
+
+
+def config(inputs, output, **kw) -> ExamplesConfig:
+    instances = InstanceConfig(**{k: kw.pop(k) for k in list(kw) if k in InstanceConfig.__dataclass_fields__})
+    base = dict(dupe_factor=2, eval_fraction=0.1, num_shards=3, docs_per_bucket=24)
+    return ExamplesConfig(documents=inputs["documents"], vocab=inputs["vocab"], output=str(output), instances=instances, **{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def outputs(inputs, tmp_path_factory):
+    """The same job with one and with two workers."""
+    out = {}
+    for workers in (1, 2):
+        folder = tmp_path_factory.mktemp(f"examples-{workers}")
+        out[workers] = (folder, run(config(inputs, folder), options(workers)))
+    return out
+
+
+def test_output_files_and_schema(outputs):
+    folder, counters = outputs[1]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["eval-00000-of-00001.parquet", "stats.json", "tokenizer.json",
+                     "train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
+                     "train-00002-of-00003.parquet", "vocab.txt"]  # fmt: skip
+    for name in names:
+        if name.endswith(".parquet"):
+            assert pq.read_schema(folder / name).equals(SCHEMA)
+    assert counters["documents_read"] == 90 and counters["instances"] > 1000
+    assert counters["instances"] == counters["train_rows"] + counters["eval_rows"]
+    assert counters["eval_rows"] > 0 and counters["nsp_no_partner"] == 0
+
+
+def test_same_bytes_with_one_and_two_workers(outputs):
+    one, two = outputs[1][0], outputs[2][0]
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_rows_are_valid_instances(outputs):
+    folder, _ = outputs[1]
+    rows = list(read_rows(list_shards(str(folder), "train")))
+    for r in rows:
+        ids = r["input_ids"]
+        assert 4 <= len(ids) <= 128 and ids[0] == 101 and ids[-1] == 102
+        assert len(r["token_type_ids"]) == len(ids) and r["token_type_ids"][0] == 0 and r["token_type_ids"][-1] == 1
+        pos = r["masked_lm_positions"]
+        assert len(pos) == len(r["masked_lm_ids"]) == min(20, max(1, round(len(ids) * 0.15)))
+        assert all(0 < p < len(ids) - 1 for p in pos)
+        assert r["next_sentence_label"] in (0, 1)
+    # Shards are in a hashed order, not document order: neighbours come from many places.
+    assert len({tuple(r["input_ids"][:6]) for r in rows}) > 0.9 * len(rows)
+
+
+def test_stats_agree_with_the_shards(outputs):
+    folder, counters = outputs[1]
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["params"]["max_seq_length"] == 128 and stats["params"]["dupe_factor"] == 2
+    for split in ("train", "eval"):
+        rows = list(read_rows(list_shards(str(folder), split)))
+        s = stats[split]
+        assert s["instances"] == len(rows) == counters[f"{split}_rows"]
+        assert s["tokens"] == sum(len(r["input_ids"]) for r in rows)
+        assert s["masked_tokens"] == sum(len(r["masked_lm_ids"]) for r in rows)
+        assert sum(s["length_histogram"].values()) == len(rows)
+        assert s["nsp_random_rate"] == round(sum(r["next_sentence_label"] for r in rows) / len(rows), 6)
+    train = stats["train"]
+    assert 0.45 < train["nsp_random_rate"] < 0.65  # 0.5, plus single-sentence chunks
+    assert 0.13 < train["masked_per_token"] < 0.16
+    assert abs(train["mask_share"] - 0.8) < 0.03 and abs(train["kept_share"] - 0.1) < 0.03
+    assert abs(train["random_share"] - 0.1) < 0.03
+    assert 0.05 < train["short_target_share"] < 0.3 and 90 < train["mean_length"] < 128
+
+
+def test_eval_split_is_disjoint_by_document(inputs, tmp_path):
+    # Unmasked, unpaired, full sequences: every instance is a span of exactly one document.
+    folder = tmp_path / "ex"
+    cfg = config(inputs, folder, nsp=False, masking="dynamic", short_seq_prob=0.0, eval_fraction=0.25, dupe_factor=1)
+    run(cfg, options(2))
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(vocab_folder() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    text = {"train": [], "eval": []}
+    for index, folder_in in enumerate(inputs["documents"]):
+        for r in read_rows(list_shards(folder_in, "documents")):
+            ids = [t for e in tok.encode_batch(r["sentences"], add_special_tokens=False) for t in e.ids]
+            text[split_of(cfg.seed, f"{index}/{r['id']}", cfg.eval_fraction)].append("," + ",".join(map(str, ids)) + ",")
+    assert text["eval"] and text["train"]
+    joined = {k: "|".join(v) for k, v in text.items()}
+    for split, other in (("train", "eval"), ("eval", "train")):
+        rows = list(read_rows(list_shards(str(folder), split)))
+        assert rows
+        for r in rows[:300]:
+            assert r["masked_lm_positions"] == [] and set(r["token_type_ids"]) == {0}
+            body = "," + ",".join(map(str, r["input_ids"][1:-1])) + ","
+            assert body in joined[split] and body not in joined[other]
+    stats = json.loads((folder / "stats.json").read_text())
+    assert stats["eval"]["instances"] > 0 and stats["train"]["nsp_random_rate"] == 0
+
+
+def test_bad_documents_are_counted_and_skipped(inputs, tmp_path):
+    import pyarrow as pa
+
+    from pipelines.shards import write_table
+    from tests.book_documents import SCHEMA as DOCS
+
+    docs = tmp_path / "docs"
+    rows = inputs["rows"][:40] + [
+        {"id": "empty", "title": "t", "sentences": []},
+        {"id": "blank", "title": "t", "sentences": ["", "   "]},
+        {"id": None, "title": "no id", "sentences": ["A sentence."]},
+    ]
+    write_table(pa.Table.from_pylist(rows, schema=DOCS), str(docs / "documents-00000-of-00001.parquet"))
+    cfg = ExamplesConfig(documents=[str(docs)], vocab=inputs["vocab"], output=str(tmp_path / "out"), dupe_factor=1, num_shards=1)
+    counters = run(cfg, options(1))
+    assert counters["documents_malformed"] == 1 and counters["documents_empty"] == 2
+    assert counters["documents_read"] == 42 and counters["instances"] > 0
+
+
+def test_clear_errors_for_unusable_inputs(inputs, tmp_path):
+    (tmp_path / "novocab").mkdir()
+    (tmp_path / "nodocs").mkdir()
+    with pytest.raises(FileNotFoundError, match="has no vocab.txt: give the output folder of a vocab step"):
+        run(ExamplesConfig(documents=inputs["documents"], vocab=str(tmp_path / "novocab"), output=str(tmp_path / "o")), options(1))
+    with pytest.raises(FileNotFoundError, match="holds no documents"):
+        run(ExamplesConfig(documents=[str(tmp_path / "nodocs")], vocab=inputs["vocab"], output=str(tmp_path / "o")), options(1))
+
+
+# --- the step kind, through the runner ---------------------------------------------------
+
+
+class FolderParams(StepKind.Params):
+    source: str
+
+
+@register
+class CopyFolder(StepKind):
+    """Test-only: a step whose output is a copy of a prepared folder."""
+
+    name = "test_copy_folder"
+    Params = FolderParams
+
+    def run(self, ctx):
+        fs, out = fsspec.core.url_to_fs(ctx.output)
+        files = sorted(Path(ctx.params.source).iterdir())
+        for f in files:
+            fs.put_file(str(f), f"{out}/{f.name}")
+        return {"files": len(files)}
+
+
+def spec(inputs, storage, **params) -> dict:
+    steps = {
+        "books": {"kind": "test_copy_folder", "params": {"source": inputs["documents"][1]}},
+        "vocab": {"kind": "test_copy_folder", "params": {"source": inputs["vocab"]}},
+        "examples": {
+            "kind": "pretraining_data",
+            "inputs": {"documents": ["books"], "vocab": "vocab"},
+            "params": {"dupe_factor": 1, "num_shards": 2, **params},
+        },
+    }
+    return {"storage": storage, "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 1}},
+            "workflows": {"w": {"steps": steps}}}  # fmt: skip
+
+
+def test_kind_runs_through_the_runner(inputs, tmp_path):
+    assert KINDS["pretraining_data"].inputs.keys() == {"documents", "vocab"}
+    runner = Runner(SpecFile(spec(inputs, str(tmp_path / "runs"), max_seq_length=64, max_predictions_per_seq=10, masking="dynamic"), tmp_path / "w.yaml").workflow("w"))
+    runner.run()
+    out = runner.output("examples")
+    manifest = json.loads(Path(out, "_SUCCESS.json").read_text())
+    assert manifest["counters"]["instances"] > 100
+    rows = list(read_rows(list_shards(out, "train")))
+    assert rows and all(len(r["input_ids"]) <= 64 and r["masked_lm_ids"] == [] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"dupe_factor": 0}, "examples.params.dupe_factor: must be >= 1"),
+        ({"masked_lm_prob": 1.5}, "examples.params.masked_lm_prob: must be < 1"),
+        ({"masking": "sometimes"}, "examples.params.masking"),
+        ({"max_predictions_per_seq": 300}, "max_predictions_per_seq must be <= max_seq_length"),
+        ({"dupefactor": 3}, "examples.params.dupefactor: unknown key"),
+    ],
+)
+def test_bad_params_name_their_key(inputs, tmp_path, params, message):
+    with pytest.raises(SpecError) as e:
+        SpecFile(spec(inputs, str(tmp_path), **params), tmp_path / "w.yaml").workflow("w")
+    assert message in str(e.value)

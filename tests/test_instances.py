@@ -1,0 +1,201 @@
+"""The pure functions of pretraining instances (pipelines/instances.py), on real text."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from pipelines.instances import (
+    InstanceConfig,
+    Vocab,
+    bucket_instances,
+    document_from_ids,
+    mask_tokens,
+    num_to_predict,
+    nsp_instances,
+    packed_instances,
+    tokenize_document,
+    truncate_seq_pair,
+)
+from tests.book_documents import book_documents, vocab_folder
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Vocab:
+    return Vocab.from_text((vocab_folder() / "vocab.txt").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def docs():
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(vocab_folder() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    rows = book_documents(paragraphs_per_book=60)
+    out = [tokenize_document(tokenizer, r["id"], r["sentences"]) for r in rows]
+    return sorted((d for d in out if d is not None), key=lambda d: d.id)
+
+
+def all_instances(docs, vocab, dupe_factor=2, **kw):
+    cfg = InstanceConfig(**kw)
+    return cfg, [inst for _, inst in bucket_instances(docs, cfg, vocab, seed=7, dupe_factor=dupe_factor)]
+
+
+def test_tokenized_documents_are_real(docs, vocab):
+    assert len(docs) > 50
+    doc = docs[5]
+    assert doc.num_sentences > 3 and len(doc.tokens) == doc.bounds[-1]
+    assert vocab.size == 30522 and (vocab.cls_id, vocab.sep_id, vocab.mask_id) == (101, 102, 103)
+
+
+@pytest.mark.parametrize("max_seq_length", [32, 128])
+def test_pair_layout_and_lengths(docs, vocab, max_seq_length):
+    cfg, instances = all_instances(docs, vocab, max_seq_length=max_seq_length, masking="dynamic")
+    assert len(instances) > 100
+    for inst in instances:
+        ids, types = inst.input_ids, inst.token_type_ids
+        assert len(ids) == len(types) <= max_seq_length
+        n_a = types.index(1) - 2  # [CLS] A [SEP] are type 0
+        assert n_a >= 1 and ids[0] == vocab.cls_id and ids[n_a + 1] == vocab.sep_id and ids[-1] == vocab.sep_id
+        assert types == [0] * (n_a + 2) + [1] * (len(ids) - n_a - 2)
+        assert len(ids) - n_a - 3 >= 1  # B is never empty
+        assert vocab.cls_id not in ids[1:] and ids.count(vocab.sep_id) == 2
+        assert inst.masked_lm_positions == [] and inst.masked_lm_ids == []
+    # Long sentences were truncated to fit, and most instances are full.
+    full = sum(len(i.input_ids) == max_seq_length for i in instances)
+    assert full > len(instances) * 0.3
+
+
+def test_static_masks_follow_the_count_rule(docs, vocab):
+    cfg, instances = all_instances(docs, vocab, max_seq_length=64, max_predictions_per_seq=7)
+    for inst in instances:
+        pos = inst.masked_lm_positions
+        assert len(pos) == num_to_predict(len(inst.input_ids), cfg) == min(7, max(1, round(len(inst.input_ids) * 0.15)))
+        assert pos == sorted(set(pos)) and len(inst.masked_lm_ids) == len(pos)
+        # Never on [CLS] or the [SEP]s (found through the segment ids).
+        n_a = inst.token_type_ids.index(1) - 2
+        assert not {0, n_a + 1, len(inst.input_ids) - 1} & set(pos)
+
+
+def test_mask_shares_are_80_10_10(vocab):
+    cfg = InstanceConfig(max_seq_length=128, max_predictions_per_seq=20)
+    rng = random.Random(3)
+    tokens = [vocab.cls_id] + [2000 + (i % 5000) for i in range(120)] + [vocab.sep_id]
+    shares = Counter()
+    for _ in range(3000):
+        out, pos, labels = mask_tokens(tokens, cfg, vocab, rng)
+        assert len(pos) == 18 and labels == [tokens[p] for p in pos]
+        assert all(out[i] == tokens[i] for i in range(len(tokens)) if i not in set(pos))
+        for p in pos:
+            shares["mask" if out[p] == vocab.mask_id else "kept" if out[p] == tokens[p] else "random"] += 1
+    total = sum(shares.values())
+    assert abs(shares["mask"] / total - 0.8) < 0.01
+    assert abs(shares["kept"] / total - 0.1) < 0.01
+    assert abs(shares["random"] / total - 0.1) < 0.01
+
+
+def test_whole_word_masking_masks_whole_words(docs, vocab):
+    cfg, instances = all_instances(docs[:30], vocab, max_seq_length=128, do_whole_word_mask=True)
+    words_masked = 0
+    for inst in instances:
+        original = list(inst.input_ids)
+        for p, label in zip(inst.masked_lm_positions, inst.masked_lm_ids):
+            original[p] = label
+        chosen = set(inst.masked_lm_positions)
+        assert len(chosen) <= num_to_predict(len(original), cfg)
+        # Words: a piece followed by its ## continuation pieces.
+        word: list[int] = []
+        for i, t in enumerate(original + [vocab.sep_id]):
+            if word and (t in (vocab.cls_id, vocab.sep_id) or not vocab.continuation[t]):
+                masked = [i in chosen for i in word]
+                assert all(masked) or not any(masked), (word, masked)
+                words_masked += len(word) > 1 and all(masked)
+                word = []
+            if t not in (vocab.cls_id, vocab.sep_id):
+                word.append(i)
+    assert words_masked > 20  # multi-piece words were really masked whole
+
+
+def test_random_next_comes_from_another_document(vocab):
+    # Every document's ids are its own (doc k uses 1000 + 100k ...), so B's source is visible.
+    docs = [document_from_ids(f"d{k}", [[1000 + 100 * k + j] * (3 + j) for j in range(6)]) for k in range(5)]
+    cfg = InstanceConfig(max_seq_length=24, masking="dynamic", short_seq_prob=0.3)
+    owner = lambda t: (t - 1000) // 100  # noqa: E731
+    labels = Counter()
+    for iid, inst in bucket_instances(docs, cfg, vocab, seed=1, dupe_factor=20):
+        doc = int(iid.split(":")[0][1:])
+        n_a = inst.token_type_ids.index(1) - 2
+        a, b = inst.input_ids[1 : n_a + 1], inst.input_ids[n_a + 2 : -1]
+        assert {owner(t) for t in a} == {doc}
+        if inst.next_sentence_label:
+            assert doc not in {owner(t) for t in b}
+            assert len({owner(t) for t in b}) == 1
+        else:
+            assert {owner(t) for t in b} == {doc} and max(a) < min(b)  # B continues A
+        labels[inst.next_sentence_label] += 1
+    assert labels[0] > 50 and labels[1] > 50
+
+
+def test_single_document_bucket_never_pairs_with_itself(vocab):
+    doc = document_from_ids("alone", [[2000 + j] * 5 for j in range(8)])
+    cfg = InstanceConfig(max_seq_length=32, masking="dynamic")
+    counts = Counter()
+    instances = list(nsp_instances(doc, [], cfg, vocab, random.Random(0), counts))
+    assert instances and all(i.next_sentence_label == 0 for i in instances)
+    assert counts["nsp_no_partner"] > 0
+
+
+def test_truncate_seq_pair_trims_the_longer_side_from_both_ends():
+    ends = Counter()
+    for seed in range(200):
+        a, b = list(range(100, 160)), list(range(200, 220))
+        ta, tb = truncate_seq_pair(a, b, 50, random.Random(seed))
+        assert len(ta) + len(tb) == 50
+        assert tb == b  # A was longer until it was shorter than B... it never got there
+        assert ta == a[ta[0] - 100 : ta[0] - 100 + len(ta)]  # a contiguous span of A
+        ends["front"] += ta[0] > 100
+        ends["back"] += ta[-1] < 159
+    assert ends["front"] > 150 and ends["back"] > 150
+    # Both long: they end within one token of each other.
+    ta, tb = truncate_seq_pair(list(range(80)), list(range(70)), 40, random.Random(1))
+    assert len(ta) + len(tb) == 40 and abs(len(ta) - len(tb)) <= 1
+
+
+def test_packed_mlm_only_keeps_every_token_in_order(docs, vocab):
+    cfg = InstanceConfig(max_seq_length=64, nsp=False, short_seq_prob=0.0, masking="dynamic")
+    lengths = []
+    for doc in docs[:20]:
+        instances = list(packed_instances(doc, cfg, vocab, random.Random(0)))
+        lengths += [len(i.input_ids) for i in instances[:-1]]
+        body = []
+        for inst in instances:
+            assert len(inst.input_ids) <= 64 and set(inst.token_type_ids) == {0}
+            assert inst.input_ids[0] == vocab.cls_id and inst.input_ids[-1] == vocab.sep_id
+            body.extend(inst.input_ids[1:-1])
+        assert body == doc.tokens.tolist()
+    # Packed with whole sentences, until the next one does not fit: sequences are nearly full.
+    assert sum(lengths) / len(lengths) > 0.7 * 64
+
+
+def test_short_seq_prob_makes_short_targets(docs, vocab):
+    _, none = all_instances(docs, vocab, short_seq_prob=0.0, masking="dynamic")
+    _, all_short = all_instances(docs, vocab, short_seq_prob=1.0, masking="dynamic")
+    mean = lambda xs: sum(len(i.input_ids) for i in xs) / len(xs)  # noqa: E731
+    assert not any(i.short_target for i in none) and all(i.short_target for i in all_short)
+    assert mean(all_short) < 0.75 * mean(none)
+
+
+def test_instances_are_deterministic_and_ids_unique(docs, vocab):
+    cfg = InstanceConfig()
+    first = list(bucket_instances(docs[:20], cfg, vocab, seed=5, dupe_factor=3))
+    again = list(bucket_instances(docs[:20], cfg, vocab, seed=5, dupe_factor=3))
+    other = list(bucket_instances(docs[:20], cfg, vocab, seed=6, dupe_factor=3))
+    assert first == again and first != other
+    assert len({iid for iid, _ in first}) == len(first)
+    # Different dupes of a document mask differently.
+    by_dupe = {iid: i for iid, i in first}
+    doc = docs[0].id
+    assert by_dupe[f"{doc}:0:0"].masked_lm_positions != by_dupe[f"{doc}:1:0"].masked_lm_positions
