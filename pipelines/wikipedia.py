@@ -1,0 +1,462 @@
+"""Wikipedia ``pages-articles`` dumps to documents: sharded Parquet of ``id``, ``title``,
+``sentences``.
+
+    python -m pipelines.wikipedia data/wikipedia/enwiki-sample.xml.bz2 /tmp/wiki --num-shards 4 --workers 2
+
+The input is one dump, a glob, a folder or a URL of ``*pages-articles*.xml.bz2`` files
+(plain ``.xml`` works too), single-stream or multistream. Work is split by file and, inside
+a file, by byte range: the reader of a range decompresses every bz2 stream that *starts*
+in it (a stream starts with ``BZh1``..``BZh9`` and the block magic ``1AY&SY``, byte
+aligned), to its end. A multistream dump (~100 pages a stream) thus keeps every worker
+busy; a single-stream file is read by one worker. Nothing holds more than one page and
+one chunk of a file.
+
+Every decision is a Beam counter (namespace ``wikipedia``): pages read, not articles,
+redirects (by the ``<redirect>`` element), empty after cleaning, malformed XML, not UTF-8,
+too large, truncated, bz2 streams read/corrupt/truncated, documents, sentences, words.
+Bad input is logged with its file and position and skipped; what could be read is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import logging
+import posixpath
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import apache_beam as beam
+import fsspec
+import pyarrow as pa
+
+from pipelines.sentences import split_sentences
+from pipelines.shards import WriteParquetShards, metric_counters
+from pipelines.wikitext import to_paragraphs
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("sentences", pa.list_(pa.string()))])
+NAMESPACE = "wikipedia"  # of the Beam counters
+
+STREAM_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")  # stream header + first block's magic
+READ_CHUNK = 1 << 20  # compressed bytes read at a time
+OUT_CHUNK = 4 << 20  # most decompressed bytes at a time
+MAX_SPLIT_BYTES = 32 << 20
+MIN_SPLIT_BYTES = 256 << 10
+DEFAULT_MAX_PAGE_BYTES = 32 << 20  # the largest real articles are a few MB of XML
+
+Count = Callable[..., None]  # count(name, n=1)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Bytes ``[start, end)`` of one dump file: its reader owns the bz2 streams that
+    start there. A file that is not bz2 is one split."""
+
+    url: str
+    start: int
+    end: int
+    dbname: str
+    compressed: bool
+
+
+@dataclass
+class Page:
+    title: str
+    namespace: int
+    page_id: str
+    revision_id: int
+    redirect: bool
+    text: str
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def list_dumps(dump: str) -> list[str]:
+    """The dump files named by ``dump``: a file, a glob, or a folder (its
+    ``*pages-articles*.xml[.bz2]`` files; ``-index`` files are not dumps)."""
+    fs, path = fsspec.core.url_to_fs(dump)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if any(c in path for c in "*?["):
+        found = fs.glob(path)
+    elif fs.isdir(path):
+        found = [p for p in fs.ls(path, detail=False) if "pages-articles" in posixpath.basename(p)]
+    elif fs.exists(path):
+        found = [path]
+    else:
+        raise FileNotFoundError(f"wikipedia dump not found: {dump} (give a file, a glob or a folder of pages-articles*.xml.bz2)")
+    found = sorted(
+        p for p in found
+        if p.endswith((".xml.bz2", ".xml")) and "-index" not in posixpath.basename(p) and not fs.isdir(p)
+    )
+    if not found:
+        raise FileNotFoundError(f"no *.xml.bz2 or *.xml dump files in {dump}")
+    if protocol in ("file", "local"):
+        return found
+    return [f"{protocol}://{p}" for p in found]
+
+
+def _dbname(url: str, head: bytes) -> str:
+    """The wiki's database name (``enwiki``): from ``<dbname>`` in the siteinfo at the head
+    of the file, else from the file name (``enwiki-20240101-pages-articles...``)."""
+    m = re.search(rb"<dbname>([^<]+)</dbname>", head)
+    if m:
+        return m.group(1).decode("utf-8", "replace").strip()
+    return posixpath.basename(url).split("-")[0].split(".")[0]
+
+
+def _read_head(f, compressed: bool, limit: int = 1 << 20) -> bytes:
+    """The first bytes of XML (through ``</siteinfo>`` when it comes early)."""
+    if not compressed:
+        return f.read(limit)
+    d, out = bz2.BZ2Decompressor(), b""
+    try:
+        while not d.eof and len(out) < limit and b"</siteinfo>" not in out:
+            chunk = f.read(64 << 10)
+            if not chunk:
+                break
+            out += d.decompress(chunk, max_length=limit)
+    except (OSError, EOFError):
+        pass  # a broken first stream is counted by the reader that owns it
+    return out
+
+
+def plan_splits(url: str, split_bytes: int | None = None) -> list[Split]:
+    """The splits of one dump file: ranges of ``split_bytes`` (default: about 64 ranges a
+    file, between 256 KiB and 32 MiB)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    size = fs.size(path)
+    compressed = path.endswith(".bz2")
+    if size == 0:
+        return []
+    with fs.open(path, "rb") as f:
+        dbname = _dbname(url, _read_head(f, compressed))
+    if not compressed:
+        return [Split(url, 0, size, dbname, False)]
+    step = split_bytes or min(MAX_SPLIT_BYTES, max(MIN_SPLIT_BYTES, -(-size // 64)))
+    return [Split(url, a, min(a + step, size), dbname, True) for a in range(0, size, step)]
+
+
+def next_stream(f, start: int, end: int) -> int | None:
+    """The first offset in ``[start, end)`` where a bz2 stream starts, or None."""
+    overlap = 9  # a magic that straddles two reads
+    pos = start
+    while pos < end:
+        f.seek(pos)
+        data = f.read(min(READ_CHUNK, end - pos) + overlap)
+        m = STREAM_MAGIC.search(data)
+        if m and pos + m.start() < end:
+            return pos + m.start()
+        if len(data) <= overlap:
+            return None
+        pos += READ_CHUNK
+    return None
+
+
+class _StreamError(Exception):
+    pass
+
+
+def decompress_stream(f, offset: int, position: list[int]) -> Iterator[bytes]:
+    """Decompressed chunks (at most ``OUT_CHUNK`` bytes each, whatever the compression
+    ratio) of the bz2 stream at ``offset``; ``position[0]`` is set to the byte just after
+    the stream once it ends. Raises ``_StreamError`` on corrupt or truncated data, after
+    yielding what came before it."""
+    f.seek(offset)
+    d = bz2.BZ2Decompressor()
+    at = offset
+    while not d.eof:
+        chunk = b""
+        if d.needs_input:
+            chunk = f.read(READ_CHUNK)
+            if not chunk:
+                raise _StreamError("truncated")
+            at += len(chunk)
+        try:
+            out = d.decompress(chunk, max_length=OUT_CHUNK)
+        except OSError as e:  # "Invalid data stream"
+            raise _StreamError(f"corrupt ({e})") from None
+        if out:
+            yield out
+    position[0] = at - len(d.unused_data)
+
+
+class PageSplitter:
+    """Cuts a stream of XML chunks into ``<page>...</page>`` byte strings, holding at most
+    one page (up to ``max_page_bytes``) plus one chunk. A longer page is counted, logged
+    and skipped as it streams by."""
+
+    def __init__(self, max_page_bytes: int, count: Count, where: Callable[[int], str]):
+        self.max_page_bytes, self.count, self.where = max_page_bytes, count, where
+        self.buf = bytearray()
+        self.dropped = 0  # bytes already removed from the front of buf
+        self.page_start = -1  # index in buf of the open page's "<page>", -1 when none
+        self.search = 0  # where to look next in buf
+        self.oversized = False  # skipping the rest of a page that was too large
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes]]:
+        """``(XML offset, page bytes)`` of each page that ends in ``chunk``."""
+        buf = self.buf
+        buf += chunk
+        while True:
+            if self.page_start < 0 and not self.oversized:
+                i = buf.find(b"<page>", self.search)
+                if i < 0:
+                    self.search = max(self.search, len(buf) - 5)
+                    break
+                self.page_start, self.search = i, i + 6
+            j = buf.find(b"</page>", self.search)
+            if j < 0:
+                self.search = max(self.search, len(buf) - 6)
+                if self.page_start >= 0 and len(buf) - self.page_start > self.max_page_bytes:
+                    self.count("pages_too_large")
+                    log.warning("page over %d bytes skipped at %s", self.max_page_bytes,
+                                self.where(self.dropped + self.page_start))
+                    self.oversized, self.page_start = True, -1
+                break
+            end = j + len(b"</page>")
+            if self.oversized:
+                self.oversized = False
+            else:
+                yield self.dropped + self.page_start, bytes(buf[self.page_start : end])
+            self.page_start, self.search = -1, end
+        self._drop(self.page_start if self.page_start >= 0 else self.search)
+
+    def _drop(self, n: int) -> None:
+        if n <= 0:
+            return
+        del self.buf[:n]
+        self.dropped += n
+        self.search -= n
+        if self.page_start >= 0:
+            self.page_start -= n
+
+    def finish(self, reason: str) -> None:
+        """The stream ended (``reason``): a page still open is truncated."""
+        if self.page_start >= 0 or self.oversized:
+            self.count("pages_truncated")
+            at = self.dropped + max(self.page_start, 0)
+            log.warning("page cut short (%s) at %s; skipped", reason, self.where(at))
+
+
+def read_pages(split: Split, max_page_bytes: int, count: Count) -> Iterator[tuple[bytes, str]]:
+    """``(page XML bytes, where it is)`` for every page of the streams ``split`` owns."""
+    fs, path = fsspec.core.url_to_fs(split.url)
+    with fs.open(path, "rb") as f:
+        if not split.compressed:
+            where = lambda at: f"{split.url} byte {at}"  # noqa: E731
+            pages = PageSplitter(max_page_bytes, count, where)
+            for chunk in iter(lambda: f.read(READ_CHUNK), b""):
+                for at, page in pages.feed(chunk):
+                    yield page, where(at)
+            pages.finish("end of file")
+            return
+        offset = next_stream(f, split.start, split.end)
+        while offset is not None and offset < split.end:
+            count("bz2_streams")
+            where = lambda at, o=offset: f"{split.url} (bz2 stream at byte {o}, XML byte {at})"  # noqa: E731
+            pages = PageSplitter(max_page_bytes, count, where)
+            end = [0]
+            try:
+                for chunk in decompress_stream(f, offset, end):
+                    for at, page in pages.feed(chunk):
+                        yield page, where(at)
+            except _StreamError as e:
+                reason = str(e).split(" ")[0]
+                count(f"bz2_streams_{reason}")
+                log.warning("bz2 stream %s in %s at byte %d; its pages before that are kept",
+                            e, split.url, offset)
+                pages.finish(f"bz2 stream {reason}")
+                offset = next_stream(f, offset + 1, split.end)
+                continue
+            pages.finish("end of bz2 stream")
+            offset = end[0]
+            if offset < split.end:
+                f.seek(offset)
+                if not STREAM_MAGIC.match(f.read(10)):  # bytes between streams: scan on
+                    offset = next_stream(f, offset, split.end)
+
+
+# ----------------------------------------------------------------------------- pages
+
+
+def parse_page(xml: bytes, count: Count, where: str) -> Page | None:
+    """The fields of one ``<page>`` element, or None when it is not well-formed XML."""
+    try:
+        text = xml.decode("utf-8")
+    except UnicodeDecodeError as e:
+        count("pages_not_utf8")
+        log.warning("page bytes are not UTF-8 (%s) at %s; invalid bytes replaced", e.reason, where)
+        text = xml.decode("utf-8", "replace")
+    try:
+        page = ET.fromstring(text)
+    except ET.ParseError as e:
+        count("pages_malformed")
+        log.warning("malformed page XML (%s) at %s; skipped", e, where)
+        return None
+    revision = page.find("revision")
+    ns = page.findtext("ns")
+    try:
+        return Page(
+            title=(page.findtext("title") or "").strip(),
+            namespace=int(ns) if ns is not None else 0,
+            page_id=(page.findtext("id") or "").strip(),
+            revision_id=int(revision.findtext("id") or 0) if revision is not None else 0,
+            redirect=page.find("redirect") is not None,
+            text=(revision.findtext("text") or "") if revision is not None else "",
+        )
+    except ValueError as e:
+        count("pages_malformed")
+        log.warning("malformed page fields (%s) at %s; skipped", e, where)
+        return None
+
+
+def page_document(page: Page, dbname: str, count: Count) -> dict | None:
+    """The document of an article page, or None (counted) for anything else."""
+    if page.namespace != 0:
+        count("pages_non_article")
+        return None
+    if page.redirect:
+        count("pages_redirect")
+        return None
+    if not page.page_id:
+        count("pages_malformed")
+        return None
+    sentences = [s for paragraph in to_paragraphs(page.text) for s in split_sentences(paragraph)]
+    if not sentences:
+        count("pages_empty")
+        return None
+    return {"id": f"{dbname}:{page.page_id}", "title": page.title, "sentences": sentences,
+            "revision": page.revision_id}
+
+
+# ----------------------------------------------------------------------------- Beam
+
+
+class _Counters:
+    def __init__(self):
+        self._counters = {}
+
+    def __call__(self, name: str, n: int = 1) -> None:
+        c = self._counters.get(name)
+        if c is None:
+            c = self._counters[name] = beam.metrics.Metrics.counter(NAMESPACE, name)
+        c.inc(n)
+
+
+class _PlanSplits(beam.DoFn):
+    def __init__(self, split_bytes):
+        self.split_bytes = split_bytes
+        self.count = _Counters()
+
+    def process(self, url):
+        self.count("files")
+        splits = plan_splits(url, self.split_bytes)
+        if not splits:
+            self.count("files_empty")
+            log.warning("empty dump file skipped: %s", url)
+        yield from splits
+
+
+class _ExtractDocuments(beam.DoFn):
+    def __init__(self, max_page_bytes: int):
+        self.max_page_bytes = max_page_bytes
+        self.count = _Counters()
+
+    def process(self, split: Split):
+        count = self.count
+        for xml, where in read_pages(split, self.max_page_bytes, count):
+            count("pages_read")
+            page = parse_page(xml, count, where)
+            if page is None:
+                continue
+            doc = page_document(page, split.dbname, count)
+            if doc is not None:
+                yield doc["id"], doc
+
+
+class _KeepOne(beam.DoFn):
+    """One document per id (a page in two files of the input, e.g. the plain and the
+    multistream dump of the same wiki): the latest revision, ties broken by content, so
+    the choice never depends on arrival order."""
+
+    def __init__(self):
+        self.count = _Counters()
+
+    def process(self, element):
+        doc_id, docs = element
+        docs = list(docs)
+        if len(docs) > 1:
+            self.count("documents_duplicate", len(docs) - 1)
+        doc = max(docs, key=lambda d: (d["revision"], d["title"], d["sentences"]))
+        self.count("documents")
+        self.count("sentences", len(doc["sentences"]))
+        self.count("words", sum(len(s.split()) for s in doc["sentences"]))
+        yield {"id": doc["id"], "title": doc["title"], "sentences": doc["sentences"]}
+
+
+def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | None = None,
+          max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES):
+    """Add the extraction to ``pipeline``; returns the PCollection of written shards."""
+    files = list_dumps(dump)
+    return (
+        pipeline
+        | "Files" >> beam.Create(files)
+        | "PlanSplits" >> beam.ParDo(_PlanSplits(split_bytes))
+        | "Spread" >> beam.Reshuffle()
+        | "Extract" >> beam.ParDo(_ExtractDocuments(max_page_bytes))
+        | "ById" >> beam.GroupByKey()
+        | "KeepOne" >> beam.ParDo(_KeepOne())
+        | "Write" >> WriteParquetShards(output, "documents", SCHEMA, num_shards, key=lambda r: r["id"])
+    )
+
+
+def run(dump: str, output: str, num_shards: int, options, split_bytes: int | None = None,
+        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> dict[str, int]:
+    """Run the extraction with Beam ``options``; returns its counters. Raises when no
+    document came out (nothing to build a corpus from)."""
+    with beam.Pipeline(options=options) as p:
+        build(p, dump, output, num_shards, split_bytes, max_page_bytes)
+    counters = metric_counters(p.result)
+    counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}
+    if not counters.get("documents"):
+        raise RuntimeError(
+            f"no documents extracted from {dump}: {counters}. Check that it is a "
+            "pages-articles dump (.xml.bz2) with articles (namespace 0) that are not redirects."
+        )
+    return counters
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dump", help="a dump file, glob, folder or URL of pages-articles*.xml.bz2")
+    parser.add_argument("output", help="output folder (any fsspec URL)")
+    parser.add_argument("--num-shards", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
+    parser.add_argument("--split-bytes", type=int, default=None, help="compressed bytes per work unit")
+    parser.add_argument("--max-page-bytes", type=int, default=DEFAULT_MAX_PAGE_BYTES)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(
+        flags=[],
+        runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
+        direct_running_mode="multi_processing",
+        direct_num_workers=args.workers,
+    )
+    counters = run(args.dump, args.output, args.num_shards, options, args.split_bytes, args.max_page_bytes)
+    for name, value in counters.items():
+        print(f"{name}\t{value}")
+
+
+if __name__ == "__main__":
+    # Run the module's importable twin, so Beam pickles classes as pipelines.wikipedia.X
+    # (not __main__.X, which worker processes cannot find).
+    from pipelines import wikipedia
+
+    wikipedia.main()

@@ -1,0 +1,166 @@
+"""The wikipedia Beam job on the real sample dump, on the FnApiRunner: counts, byte-stable
+output across workers and dump layouts, and broken inputs built from the sample."""
+
+import bz2
+import re
+from pathlib import Path
+
+import pytest
+
+from infra.engines import beam_options
+from infra.kinds import KINDS, Resources, StepContext
+from pipelines import wikipedia
+from pipelines.multistream import renumber, split_dump, write_multistream
+from pipelines.shards import list_shards, read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = str(ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2")
+PAGE_ID = re.compile(rb"<id>(\d+)</id>")
+
+
+def shard_bytes(folder):
+    return {Path(u).name: Path(u).read_bytes() for u in list_shards(str(folder), "documents")}
+
+
+def documents(folder):
+    return list(read_rows(list_shards(str(folder), "documents")))
+
+
+@pytest.fixture(scope="module")
+def single_stream(tmp_path_factory):
+    """The sample as published (one bz2 stream), one worker."""
+    out = tmp_path_factory.mktemp("single")
+    counters = wikipedia.run(SAMPLE, str(out), 3, beam_options(direct_num_workers=1))
+    return out, counters
+
+
+def test_sample_counts_and_layout(single_stream):
+    out, counters = single_stream
+    # 206 pages: 99 redirects, 1 page outside namespace 0, 1 article with no prose left.
+    assert counters["pages_read"] == 206
+    assert counters["pages_redirect"] == 99
+    assert counters["pages_non_article"] == 1
+    assert counters["documents"] == 105
+    assert counters["pages_read"] == sum(counters[k] for k in (
+        "pages_redirect", "pages_non_article", "pages_empty", "documents"))
+    assert counters["words"] > 350_000
+    assert sorted(shard_bytes(out)) == [f"documents-{i:05d}-of-00003.parquet" for i in range(3)]
+    docs = documents(out)
+    ids = [d["id"] for d in docs]
+    assert len(set(ids)) == len(ids) == 105
+    for url in list_shards(str(out), "documents"):
+        shard_ids = [r["id"] for r in read_rows([url])]
+        assert shard_ids == sorted(shard_ids)
+    anarchism = next(d for d in docs if d["title"] == "Anarchism")
+    assert anarchism["id"] == "enwiki:12"
+    assert anarchism["sentences"][0].startswith("Anarchism is a political philosophy that advocates self-governed societies")
+    assert all("AccessibleComputing" != d["title"] for d in docs)  # a redirect
+
+
+def test_multistream_two_workers_and_the_kind_give_the_same_bytes(single_stream, tmp_path):
+    out1, counters1 = single_stream
+    dump = tmp_path / "dumps" / "enwiki-pages-articles-multistream.xml.bz2"
+    dump.parent.mkdir()
+    write_multistream(SAMPLE, str(dump), pages_per_stream=10)
+    out2 = tmp_path / "out"
+    kind = KINDS["wikipedia"]()
+    ctx = StepContext(
+        step="wiki", output=str(out2), inputs={},
+        params=kind.Params(dump="dumps", num_shards=3, split_bytes=1 << 16),  # relative to base_dir
+        resources=Resources(), base_dir=tmp_path,
+        beam_options=lambda **o: beam_options(direct_num_workers=2, **o), ray_init=lambda: None,
+    )
+    counters2 = kind.run(ctx)
+    assert counters2["bz2_streams"] == 23  # header, 21 of pages, footer
+    assert {k: v for k, v in counters2.items() if k != "bz2_streams"} == \
+        {k: v for k, v in counters1.items() if k != "bz2_streams"}
+    assert shard_bytes(out2) == shard_bytes(out1)
+
+
+def test_bad_params_fail_with_clear_messages():
+    Params = KINDS["wikipedia"].Params
+    with pytest.raises(ValueError, match="num_shards"):
+        Params(dump="x.xml.bz2", num_shards=0)
+    with pytest.raises(ValueError, match="extra|Extra"):
+        Params(dump="x.xml.bz2", shards=3)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        wikipedia.list_dumps("/nonexistent/enwiki.xml.bz2")
+
+
+def _sample_parts():
+    parts = list(split_dump(SAMPLE))
+    return parts[0][1], [d for w, d in parts if w == "page"], parts[-1][1]
+
+
+def _page_id(page: bytes) -> int:
+    return int(PAGE_ID.search(page).group(1))
+
+
+def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
+    clean_ids = {d["id"] for d in documents(single_stream[0])}
+    head, pages, tail = _sample_parts()
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+
+    # a: multistream, 10 pages a stream; the 6th stream of pages is corrupted mid-way.
+    streams = [bz2.compress(head)] + [bz2.compress(b"".join(pages[i : i + 10])) for i in range(0, len(pages), 10)]
+    streams.append(bz2.compress(tail))
+    bad = bytearray(streams[6])
+    bad[len(bad) // 2 : len(bad) // 2 + 64] = bytes(64)
+    streams[6] = bytes(bad)
+    (folder / "a-pages-articles-multistream.xml.bz2").write_bytes(b"".join(streams))
+    lost = {f"enwiki:{_page_id(p)}" for p in pages[50:60]}
+
+    # b: copy 1 of the pages as one stream, cut off at 60% of its bytes.
+    whole = bz2.compress(head + b"".join(renumber(p, 1, 10**8) for p in pages) + tail)
+    (folder / "b-pages-articles.xml.bz2").write_bytes(whole[: len(whole) * 6 // 10])
+
+    # c: plain XML, copy 2 of the first 30 pages: page 2 malformed, page 4 with bytes that
+    # are not UTF-8 in its text, and a page of 3 MB (over the 1 MB limit of this run).
+    c_pages = [renumber(p, 2, 10**8) for p in pages[:30]]
+    articles = [k for k, p in enumerate(pages[:30]) if f"enwiki:{_page_id(p)}" in clean_ids]
+    malformed, not_utf8 = articles[1], articles[2]
+    c_pages[malformed] = c_pages[malformed].replace(b"</title>", b"", 1)
+    c_pages[not_utf8] = c_pages[not_utf8].replace(b'preserve">', b'preserve">Caf\xe9 au lait\xff.\n\n', 1)
+    huge = re.sub(rb"<text([^>]*)>.*?</text>", lambda m: b"<text" + m.group(1) + b">" + b"Word and word. " * 200_000 + b"</text>",
+                  c_pages[1], flags=re.S)
+    huge = PAGE_ID.sub(b"<id>999999999</id>", huge, count=1)
+    (folder / "c-pages-articles.xml").write_bytes(head + b"".join(c_pages) + huge + tail)
+
+    # d: an empty file.
+    (folder / "d-pages-articles.xml.bz2").write_bytes(b"")
+
+    out = tmp_path / "out"
+    counters = wikipedia.run(str(folder), str(out), 2, beam_options(direct_num_workers=2),
+                             split_bytes=1 << 16, max_page_bytes=1 << 20)
+    assert counters["files"] == 4 and counters["files_empty"] == 1
+    assert counters["bz2_streams_corrupt"] == 1
+    assert counters["bz2_streams_truncated"] == 1
+    assert counters["pages_truncated"] >= 1  # the page open where b was cut
+    assert counters["pages_malformed"] == 1
+    assert counters["pages_not_utf8"] == 1
+    assert counters["pages_too_large"] == 1
+
+    ids = {d["id"] for d in documents(out)}
+    # a: everything but the corrupt stream's pages.
+    assert {i for i in ids if int(i.split(":")[1]) < 10**8} == clean_ids - lost
+    # b: what came before the cut.
+    b_ids = {i for i in ids if 10**8 <= int(i.split(":")[1]) < 2 * 10**8}
+    assert 20 < len(b_ids) < 105
+    # c: the first 30 pages' articles but the malformed one; the page with bad bytes kept.
+    c_expected = {f"enwiki:{_page_id(p) + 2 * 10**8}" for p in pages[:30]} & {
+        f"enwiki:{int(i.split(':')[1]) + 2 * 10**8}" for i in clean_ids}
+    c_ids = {i for i in ids if int(i.split(":")[1]) >= 2 * 10**8}
+    assert c_ids == c_expected - {f"enwiki:{_page_id(c_pages[malformed])}"}
+    assert "enwiki:999999999" not in ids
+    kept = next(d for d in documents(out) if d["id"] == f"enwiki:{_page_id(c_pages[not_utf8])}")
+    assert any("Caf\ufffd au lait\ufffd." in s for s in kept["sentences"])
+
+
+def test_nothing_extracted_fails_with_a_message(tmp_path):
+    head, pages, tail = _sample_parts()
+    redirects = [p for p in pages if b"<redirect" in p][:5]
+    dump = tmp_path / "enwiki-pages-articles.xml.bz2"
+    dump.write_bytes(bz2.compress(head + b"".join(redirects) + tail))
+    with pytest.raises(RuntimeError, match="no documents extracted"):
+        wikipedia.run(str(dump), str(tmp_path / "out"), 1, beam_options(direct_num_workers=1))
