@@ -1,0 +1,107 @@
+"""The books Beam job on the real sample books, on the FnApiRunner: both formats,
+byte-stable output across worker counts, Gutenberg wrappers and broken files."""
+
+from pathlib import Path
+
+import pytest
+
+from infra.engines import beam_options
+from infra.kinds import KINDS, Resources, StepContext
+from pipelines import books
+from pipelines.shards import list_shards, read_rows
+
+BOOKS = Path(__file__).resolve().parents[1] / "data" / "books"
+
+
+def shard_bytes(folder):
+    return {Path(u).name: Path(u).read_bytes() for u in list_shards(str(folder), "documents")}
+
+
+def documents(folder):
+    return {d["id"]: d for d in read_rows(list_shards(str(folder), "documents"))}
+
+
+@pytest.fixture(scope="module")
+def two_books(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("books")
+    for name in ("austen-persuasion.txt", "austen-northanger-abbey.txt"):
+        (folder / name).write_bytes((BOOKS / name).read_bytes())
+    return folder
+
+
+def test_books_one_and_two_workers_same_bytes(two_books, tmp_path):
+    out1, out2 = tmp_path / "w1", tmp_path / "w2"
+    c1 = books.run(str(two_books / "*.txt"), str(out1), 2, beam_options(direct_num_workers=1))
+    c2 = books.run(str(two_books), str(out2), 2, beam_options(direct_num_workers=2))
+    assert c1 == c2
+    assert shard_bytes(out1) == shard_bytes(out2)
+    assert c1["files"] == 2 and c1["documents"] == 2
+    docs = documents(out1)
+    assert sorted(docs) == ["austen-northanger-abbey", "austen-persuasion"]
+    persuasion = docs["austen-persuasion"]["sentences"]
+    # Title lines and chapter headings are gone; hard-wrapped lines are joined.
+    assert persuasion[0].startswith("Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement")
+    assert not any(s.startswith("Chapter ") for s in persuasion)
+    assert all("\n" not in s for s in persuasion)
+    assert c1["sentences"] == sum(len(d["sentences"]) for d in docs.values())
+    assert 150_000 < c1["words"] < 200_000
+
+
+def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    text = (BOOKS / "austen-persuasion.txt").read_text(encoding="utf-8")
+    body = text[text.index("Sir Walter Elliot") :][:20_000]
+    header = ("The Project Gutenberg EBook of Persuasion, by Jane Austen\n\nThis eBook is for the use of "
+              "anyone anywhere at no cost.\n\nTitle: Persuasion\n\n*** START OF THIS PROJECT GUTENBERG EBOOK "
+              "PERSUASION ***\n\n\n\n\nProduced by Sharon Partridge.\n\n")
+    footer = ("\n\nEnd of the Project Gutenberg EBook of Persuasion, by Jane Austen\n\n"
+              "*** END OF THIS PROJECT GUTENBERG EBOOK PERSUASION ***\n\nSection 1. General Terms of Use.\n")
+    (folder / "pg105.txt").write_text(header + body + footer, encoding="utf-8")
+    # An old text in Windows-1252: one line with an e-acute and curly quotes.
+    (folder / "cp1252.txt").write_bytes(
+        b"She had been a \x93na\xefve\x94 girl, they said, and a caf\xe9 was no place for her.\n\n"
+        + body[:3000].encode("utf-8"))
+    (folder / "empty.txt").write_bytes(b"")
+    out = tmp_path / "out"
+    counters = books.run(str(folder), str(out), 1, beam_options(direct_num_workers=2))
+    assert counters["files"] == 3 and counters["files_empty"] == 1 and counters["documents"] == 2
+    assert counters["gutenberg_headers_removed"] == 1 and counters["gutenberg_footers_removed"] == 1
+    assert counters["lines_not_utf8"] == 1
+    docs = documents(out)
+    pg = docs["pg105"]["sentences"]
+    assert pg[0].startswith("Sir Walter Elliot")
+    assert not any("Gutenberg" in s or "Produced by" in s for s in pg)
+    assert docs["cp1252"]["sentences"][0] == "She had been a “naïve” girl, they said, and a café was no place for her."
+
+
+def test_sentences_format_through_the_kind(tmp_path):
+    # The original BERT tools' format, from real sentences of a sample book.
+    sentences = [s for s in (BOOKS / "austen-emma.txt").read_text(encoding="utf-8").split(".") if len(s.split()) > 3]
+    sentences = [" ".join(s.split()) + "." for s in sentences[:40]]
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "part-1.txt").write_text("\n".join(sentences[:5]) + "\n\n" + "\n".join(sentences[5:12]) + "\n\n\n"
+                                       + "\n".join(sentences[12:20]) + "\n")
+    (folder / "part-2.txt").write_text("\n".join(sentences[20:40]))
+    kind = KINDS["books"]()
+    ctx = StepContext(
+        step="bookcorpus", output=str(tmp_path / "out"), inputs={},
+        params=kind.Params(files="corpus/*.txt", format="sentences", num_shards=2),
+        resources=Resources(), base_dir=tmp_path,
+        beam_options=lambda **o: beam_options(direct_num_workers=2, **o), ray_init=lambda: None,
+    )
+    counters = kind.run(ctx)
+    assert counters["documents"] == 4 and counters["sentences"] == 40
+    docs = documents(tmp_path / "out")
+    assert sorted(docs) == ["part-1:0", "part-1:1", "part-1:2", "part-2:0"]
+    assert docs["part-1:1"]["sentences"] == sentences[5:12]
+    assert docs["part-2:0"]["sentences"] == sentences[20:40]
+
+
+def test_bad_params_and_paths():
+    Params = KINDS["books"].Params
+    with pytest.raises(ValueError, match="format"):
+        Params(files="x/*.txt", format="epub")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        books.list_files("/nonexistent/folder")
