@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import posixpath
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -161,6 +162,9 @@ class _Tokenize(beam.DoFn):
         self.words = beam.metrics.Metrics.counter("examples", "input_words")
 
     def setup(self):
+        # Parallelism comes from Beam workers; a tokenizer thread pool per worker would
+        # only oversubscribe the cores.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.tokenizer = load_tokenizer(self.vocab_dir)
 
     def process(self, element):
