@@ -1,0 +1,138 @@
+"""Token classification (NER) on CoNLL-style files.
+
+One token per line, its tag in the last column (other columns are ignored), a blank line
+between sentences, ``-DOCSTART-`` lines skipped. Tags are BIO/IOB2 (IOB1 reads too: the
+metric starts an entity at an ``I-`` after ``O``). The label set is train's tags, sorted.
+
+Each word's label goes on its first word piece; the other pieces get -100 and no loss.
+A word predicted nowhere (cut by ``max_seq_length``, or a word the tokenizer drops, such
+as a lone control character) is predicted ``O``, so the metric always sees every gold
+word, as conlleval does.
+
+Predictions: ``predictions/<split>.conll`` with ``token gold pred`` per line.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .batching import eval_batches, model_inputs, read_text
+from .config import TaskConfig
+from .heads import IGNORE_INDEX, BertForTokenClassification
+from .metrics import ner_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sentence:
+    words: list[str]
+    tags: list[str]
+
+
+@dataclass
+class Split:
+    sentences: list[Sentence]
+    features: list[dict[str, Any]]
+    skipped: int = 0
+
+
+def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]:
+    """Sentences of a CoNLL file, and how many malformed lines were skipped (each logged)."""
+    sentences: list[Sentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    skipped = 0
+
+    def close():
+        nonlocal words, tags
+        if words:
+            sentences.append(Sentence(words, tags))
+        words, tags = [], []
+
+    for n, line in enumerate(read_text(url).splitlines(), 1):
+        if limit is not None and len(sentences) >= limit:
+            break
+        parts = line.split()
+        if not parts:
+            close()
+            continue
+        if parts[0] == "-DOCSTART-":
+            close()
+            continue
+        if len(parts) < 2:
+            skipped += 1
+            log.warning("%s:%d: skipped: a token line needs a tag in its last column: %r", url, n, line)
+            continue
+        words.append(parts[0])
+        tags.append(parts[-1])
+    close()
+    if limit is not None:
+        sentences = sentences[:limit]
+    if not sentences:
+        raise ValueError(f"{url}: no sentences; expected CoNLL lines 'token ... tag' with blank lines between sentences")
+    return sentences, skipped
+
+
+class NerTask:
+    head = BertForTokenClassification
+
+    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
+        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+        self.label_id = {label: i for i, label in enumerate(labels)}
+
+    @staticmethod
+    def read_labels(cfg: TaskConfig) -> list[str]:
+        sentences, _ = read_conll(cfg.train, cfg.max_train_examples)
+        return sorted({t for s in sentences for t in s.tags})
+
+    def load(self, url: str, train: bool) -> Split:
+        sentences, skipped = read_conll(url, self.cfg.max_train_examples if train else self.cfg.max_eval_examples)
+        unknown = sorted({t for s in sentences for t in s.tags} - set(self.label_id))
+        if unknown:
+            # scored as gold, never predicted; no loss on them
+            log.warning("%s: tags %s are not among train's tags", url, unknown)
+        enc = self.tokenizer([s.words for s in sentences], is_split_into_words=True,
+                             truncation=True, max_length=self.cfg.max_seq_length)
+        features = []
+        for i, s in enumerate(sentences):
+            word_ids = enc.word_ids(i)
+            labels, first_piece, previous = [], [], None
+            for pos, w in enumerate(word_ids):
+                if w is not None and w != previous:
+                    labels.append(self.label_id.get(s.tags[w], IGNORE_INDEX))
+                    first_piece.append((pos, w))
+                else:
+                    labels.append(IGNORE_INDEX)
+                previous = w
+            features.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                             "labels": labels, "first_piece": first_piece})
+        return Split(sentences, features, skipped)
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+        logits = model(**model_inputs(batch, device))
+        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].to(device).flatten(),
+                               ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
+        predicted: list[list[str]] = []
+        for start, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):
+            ids = model(**model_inputs(batch, device)).argmax(-1).tolist()
+            for row, feature in enumerate(split.features[start:start + len(ids)]):
+                tags = ["O"] * len(split.sentences[start + row].words)
+                for pos, word in feature["first_piece"]:
+                    tags[word] = self.labels[ids[row][pos]]
+                predicted.append(tags)
+        metrics = ner_metrics([s.tags for s in split.sentences], predicted)
+        lines = []
+        for s, p in zip(split.sentences, predicted):
+            lines.extend(f"{w} {g} {t}" for w, g, t in zip(s.words, s.tags, p))
+            lines.append("")
+        return metrics, {"conll": ("\n".join(lines) + "\n").encode()}

@@ -1,0 +1,180 @@
+"""Extractive question answering on SQuAD v1.1 / v2.0 JSON.
+
+A context longer than a window is cut into overlapping windows: each holds
+``[CLS] question [SEP] context piece [SEP]`` within ``max_seq_length``, consecutive
+pieces overlapping by ``doc_stride`` tokens (the fast tokenizer's ``stride``), the
+question cut to ``max_query_length`` tokens. For training, a window whose piece holds the
+whole answer points at it; any other window (and every window of an unanswerable v2
+question) points at [CLS]. Character offsets of the context tokens map spans back to text.
+
+Decoding, per question over all its windows: the ``n_best_size`` best starts and ends,
+spans inside the context with ``start <= end`` and at most ``max_answer_length`` tokens,
+scored by start + end logit. With ``version_2_with_negative``, the null score is the
+lowest [CLS] start + end over the windows, and the answer is "" when null beats the best
+span by more than ``null_score_diff_threshold``.
+
+Predictions: ``predictions/<split>.json`` in the official format (``{id: answer}``), and
+for v2 ``predictions/<split>_null_odds.json`` (null score minus best span score).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batching import eval_batches, model_inputs, read_text
+from .config import TaskConfig
+from .heads import BertForQuestionAnswering
+from .metrics import squad_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    context: str
+    answers: list[dict]  # {"text", "answer_start"}; empty for an unanswerable one
+    is_impossible: bool
+
+
+@dataclass
+class Split:
+    questions: list[Question]
+    features: list[dict[str, Any]]
+    skipped: int = 0
+
+
+def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]:
+    try:
+        data = json.loads(read_text(url))["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{url}: not a SQuAD JSON file ({e}); expected {{'data': [{{'paragraphs': ...}}]}}") from None
+    questions, skipped = [], 0
+    for article in data:
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph["context"]
+            for qa in paragraph.get("qas", []):
+                impossible = bool(qa.get("is_impossible", False))
+                answers = [] if impossible else list(qa.get("answers", []))
+                good = [a for a in answers if context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]]
+                if answers and not good:
+                    skipped += 1
+                    log.warning("%s: question %s skipped: no answer text matches the context at its answer_start",
+                                url, qa.get("id"))
+                    continue
+                # gold answers for scoring are all given ones; training uses the first that matches
+                questions.append(Question(str(qa["id"]), qa["question"], context, answers if answers else [],
+                                          impossible or not answers))
+                if good and good[0] is not answers[0]:
+                    questions[-1].answers = good + [a for a in answers if a not in good]
+                if limit is not None and len(questions) >= limit:
+                    return questions, skipped
+    if not questions:
+        raise ValueError(f"{url}: no questions")
+    return questions, skipped
+
+
+class QaTask:
+    head = BertForQuestionAnswering
+
+    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
+        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+
+    @staticmethod
+    def read_labels(cfg: TaskConfig) -> list[str]:
+        return ["LABEL_0", "LABEL_1"]  # transformers' default for a QA head's config
+
+    def _question_text(self, q: str) -> str:
+        """The question cut to ``max_query_length`` word pieces (by character offset)."""
+        q = q.lstrip()  # SQuAD has questions with leading spaces that only waste room
+        enc = self.tokenizer(q, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) > self.cfg.max_query_length:
+            q = q[: enc["offset_mapping"][self.cfg.max_query_length - 1][1]]
+        return q
+
+    def load(self, url: str, train: bool) -> Split:
+        questions, skipped = read_squad(url, self.cfg.max_train_examples if train else self.cfg.max_eval_examples)
+        enc = self.tokenizer([self._question_text(q.question) for q in questions], [q.context for q in questions],
+                             truncation="only_second", max_length=self.cfg.max_seq_length, stride=self.cfg.doc_stride,
+                             return_overflowing_tokens=True, return_offsets_mapping=True)
+        features = []
+        for i, q_index in enumerate(enc["overflow_to_sample_mapping"]):
+            q = questions[q_index]
+            seq = enc.sequence_ids(i)
+            offsets = [o if s == 1 else None for o, s in zip(enc["offset_mapping"][i], seq)]
+            f = {"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i]}
+            if train:
+                f["start_positions"], f["end_positions"] = self._answer_tokens(q, offsets)
+            else:
+                f["question"], f["offsets"] = q_index, offsets
+            features.append(f)
+        return Split(questions, features, skipped)
+
+    @staticmethod
+    def _answer_tokens(q: Question, offsets: list) -> tuple[int, int]:
+        """Token positions of the first answer in this window, or (0, 0): [CLS]."""
+        if q.is_impossible or not q.answers:
+            return 0, 0
+        start_char = q.answers[0]["answer_start"]
+        end_char = start_char + len(q.answers[0]["text"])
+        inside = [i for i, o in enumerate(offsets) if o is not None]
+        if not inside or offsets[inside[0]][0] > start_char or offsets[inside[-1]][1] < end_char:
+            return 0, 0
+        start = next(i for i in inside if offsets[i][1] > start_char)
+        end = next(i for i in reversed(inside) if offsets[i][0] < end_char)
+        return start, end
+
+    @staticmethod
+    def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
+        start, end = model(**model_inputs(batch, device))
+        return (F.cross_entropy(start.float(), batch["start_positions"].to(device))
+                + F.cross_entropy(end.float(), batch["end_positions"].to(device))) / 2
+
+    @torch.no_grad()
+    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
+        best: dict[int, tuple[float, str]] = {}  # question -> (score, text) of its best span
+        null: dict[int, float] = {}  # question -> lowest [CLS] score over its windows
+        for start, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):
+            s_logits, e_logits = (t.float().cpu().numpy() for t in model(**model_inputs(batch, device)))
+            for row, f in enumerate(split.features[start:start + len(s_logits)]):
+                qi = f["question"]
+                null[qi] = min(null.get(qi, np.inf), float(s_logits[row][0] + e_logits[row][0]))
+                span = self._best_span(s_logits[row], e_logits[row], f["offsets"], split.questions[qi].context)
+                if span and span[0] > best.get(qi, (-np.inf, ""))[0]:
+                    best[qi] = span
+        predictions, null_odds = {}, {}
+        for qi, q in enumerate(split.questions):
+            score, text = best.get(qi, (-np.inf, ""))
+            if self.cfg.version_2_with_negative:
+                null_odds[q.id] = float(null[qi] - score) if np.isfinite(score) else float("inf")
+                if null[qi] - score > self.cfg.null_score_diff_threshold:
+                    text = ""
+            predictions[q.id] = text
+        metrics = squad_metrics({q.id: [a["text"] for a in q.answers] for q in split.questions}, predictions)
+        files = {"json": (json.dumps(predictions, indent=2, ensure_ascii=False) + "\n").encode()}
+        if self.cfg.version_2_with_negative:
+            files["null_odds.json"] = (json.dumps(null_odds, indent=2) + "\n").encode()
+        return metrics, files
+
+    def _best_span(self, start_logits, end_logits, offsets, context) -> tuple[float, str] | None:
+        n, longest = self.cfg.n_best_size, self.cfg.max_answer_length
+        start_logits, end_logits = start_logits[:len(offsets)], end_logits[:len(offsets)]  # drop padding
+        starts = np.argsort(start_logits)[::-1][:n]
+        ends = np.argsort(end_logits)[::-1][:n]
+        found = None
+        for s in starts:
+            for e in ends:
+                if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > longest:
+                    continue
+                score = float(start_logits[s] + end_logits[e])
+                if found is None or score > found[0]:
+                    found = (score, context[offsets[s][0]:offsets[e][1]])
+        return found

@@ -1,0 +1,302 @@
+"""One fine-tuning trial: a task at one setting, trained through Ray Train.
+
+``run_trial`` launches a ``TorchTrainer`` (DDP over gloo on CPU, NCCL on GPU) whose
+workers each run ``train_loop``:
+
+1. load the tokenizer and the encoder from the ``init`` folder, put the task's head on it;
+2. train for ``epochs`` with AdamW and a linear schedule (warmup ``warmup_ratio`` of the
+   steps); each epoch's batches are a permutation seeded by (seed, epoch), split across
+   the workers, so the global batch and the step count do not depend on the worker count;
+3. after each epoch, rank 0 evaluates on dev and writes ``checkpoint/state.pt`` (model,
+   optimizer, schedule, epoch, history) atomically: a trial that dies resumes from its
+   last finished epoch;
+4. at the end rank 0 evaluates dev (and test), writes ``predictions/``, the fine-tuned
+   model in ``model/`` (a folder transformers loads, with the tokenizer files),
+   ``metrics.json``, and last ``result.json``: a trial folder with it is done, and is not
+   run again.
+
+    python -m trainer.finetune.trial --init MODEL_DIR --output OUT --task '{"name": "sst", "type": "classification", "train": "train.csv", "dev": "dev.csv"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import fsspec
+import torch
+
+from .config import TaskConfig, TrialConfig
+
+log = logging.getLogger(__name__)
+
+RESULT = "result.json"
+CHECKPOINT = "checkpoint/state.pt"
+
+
+def task_class(kind: str):
+    if kind == "classification":
+        from .classification import ClassificationTask
+        return ClassificationTask
+    if kind == "ner":
+        from .ner import NerTask
+        return NerTask
+    from .qa import QaTask
+    return QaTask
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _join(*parts: str) -> str:
+    return posixpath.join(*[p.rstrip("/") for p in parts[:-1]], parts[-1])
+
+
+def write_atomic(url: str, data: bytes) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_json(url: str, obj: Any) -> None:
+    write_atomic(url, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(url: str) -> Any | None:
+    fs, path = fsspec.core.url_to_fs(url)
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as f:
+        return json.load(f)
+
+
+def local_folder(url: str) -> tuple[str, bool]:
+    """A local path holding the folder ``url``: the path itself when local, else a copy in
+    a temporary folder (the tokenizer reads local files). Returns (path, is_copy)."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"model folder {url} does not exist")
+        return path, False
+    tmp = tempfile.mkdtemp(prefix="bertflow-init-")
+    fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+    return tmp, True
+
+
+def load_tokenizer(folder: str):
+    from transformers import BertTokenizerFast
+
+    if not (os.path.exists(os.path.join(folder, "tokenizer.json")) or os.path.exists(os.path.join(folder, "vocab.txt"))):
+        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt to tokenize with")
+    return BertTokenizerFast.from_pretrained(folder)
+
+
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """The files that make a model folder self-contained for transformers: tokenizer.json,
+    tokenizer_config.json, and vocab.txt (what BERT's own tools read)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        out = {name: open(os.path.join(tmp, name), "rb").read() for name in sorted(os.listdir(tmp))}
+    if "vocab.txt" not in out:
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        out["vocab.txt"] = ("\n".join(token for token, _ in vocab) + "\n").encode()
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This worker's share of each global batch of a seeded permutation of ``n`` examples."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [b[rank::world] for b in batches]
+
+
+def train_loop(config: dict) -> None:
+    """The Ray Train worker function of one trial (also runs without Ray, world size 1)."""
+    trial = TrialConfig.from_dict(config)
+    cfg = trial.task
+    try:
+        import ray.train
+        import ray.train.torch
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        device = ray.train.torch.get_device()
+    except Exception:  # not under Ray Train
+        ray = None
+        rank, world, device = 0, 1, torch.device("cpu")
+    torch.set_num_threads(max(1, int(trial.cpus_per_worker)))
+    torch.manual_seed(cfg.seed)
+
+    from trainer.model import load_config, load_pretrained
+    from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
+
+    from .batching import collate, model_inputs  # noqa: F401
+    from .heads import HeadConfig
+
+    init_dir, copied = local_folder(trial.init)
+    try:
+        tokenizer = load_tokenizer(init_dir)
+        Task = task_class(cfg.type)
+        labels = Task.read_labels(cfg)
+        head_config = HeadConfig.for_labels(load_config(init_dir), labels, classifier_dropout=cfg.classifier_dropout)
+        model = load_pretrained(init_dir, Task.head, config=head_config)
+    finally:
+        if copied:
+            shutil.rmtree(init_dir, ignore_errors=True)
+    task = Task(cfg, tokenizer, labels)
+    t0 = time.time()
+    train = task.load(cfg.train, train=True)
+    dev = task.load(cfg.dev, train=False) if rank == 0 else None
+    test = task.load(cfg.test, train=False) if (rank == 0 and cfg.test) else None
+    log.info("trial %s/%s: %d train features, labels %s (%.1fs to load)", cfg.name, trial.setting_id,
+             len(train.features), labels if len(labels) < 30 else len(labels), time.time() - t0)
+
+    model.to(device)
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train.features) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    schedule = build_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps, "linear")
+
+    start_epoch, history = 0, []
+    ckpt_url = _join(trial.output, CHECKPOINT)
+    fs, ckpt_path = fsspec.core.url_to_fs(ckpt_url)
+    if fs.exists(ckpt_path):
+        with fs.open(ckpt_path, "rb") as f:
+            state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, history = state["epoch"], state["history"]
+        log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.setting_id, start_epoch)
+
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        trained = model
+
+    pad = tokenizer.pad_token_id
+    dev_metrics: dict[str, float] = history[-1]["dev"] if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        trained.train()
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        for indices in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch, rank, world):
+            batch = collate([train.features[i] for i in indices], pad)
+            loss = task.loss(trained, batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_grad_norm(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            seen += len(indices)
+            loss_sum += loss.item()
+        train_loss = loss_sum / max(1, steps_per_epoch)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "examples_per_s": seen * world / (time.time() - t0)}
+        if rank == 0:
+            model.eval()
+            dev_metrics, _ = task.evaluate(model, dev, device)
+            history.append({**metrics, "dev": dev_metrics})
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history}, buf)
+            write_atomic(ckpt_url, buf.getvalue())
+            log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.setting_id, epoch + 1,
+                     train_loss, {k: round(v, 4) for k, v in dev_metrics.items() if "/" not in k})
+        if ray is not None:
+            ray.train.report({**metrics, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
+
+    if rank != 0:
+        return
+    model.eval()
+    result: dict[str, Any] = {"task": cfg.name, "type": cfg.type, "setting": trial.setting,
+                              "setting_id": trial.setting_id, "metric": cfg.main_metric, "history": history}
+    for split_name, split in (("dev", dev), ("test", test)):
+        if split is None:
+            continue
+        split_metrics, files = task.evaluate(model, split, device)
+        result[split_name] = split_metrics
+        result[f"{split_name}_skipped"] = split.skipped
+        for suffix, data in files.items():
+            name = f"{split_name}.{suffix}" if "." not in suffix else f"{split_name}_{suffix}"
+            write_atomic(_join(trial.output, "predictions", name), data)
+    result["train_examples"] = len(train.features)
+    result["train_skipped"] = train.skipped
+
+    from trainer.model import save_pretrained
+    save_pretrained(model, _join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))
+    write_json(_join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
+    write_json(_join(trial.output, RESULT), result)
+    # done: the resume point (optimizer state included, ~3x the model) is no longer needed
+    fs.rm(posixpath.dirname(ckpt_path), recursive=True)
+
+
+# --------------------------------------------------------------------------- launching
+
+
+def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
+    """Run one trial through Ray Train (Ray must be initialized) unless its folder already
+    has ``result.json``; returns the result. Raises when training fails."""
+    done = read_json(_join(trial.output, RESULT))
+    if done is not None:
+        done["reused"] = True
+        return done
+
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = trial.gpus_per_worker > 0
+    resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=trial.to_dict(),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=trial.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=f"finetune-{trial.task.name}-{trial.setting_id}-{uuid.uuid4().hex[:8]}",
+            storage_path=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    trainer.fit()
+    result = read_json(_join(trial.output, RESULT))
+    if result is None:
+        raise RuntimeError(f"trial {trial.task.name}/{trial.setting_id} ended without writing {RESULT}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fine-tune one task at one setting through Ray Train.")
+    parser.add_argument("--init", required=True, help="transformers model folder to start from (any fsspec URL)")
+    parser.add_argument("--output", required=True, help="the trial's output folder (any fsspec URL)")
+    parser.add_argument("--task", required=True, help="the task's settings as JSON (see TaskConfig)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--cpus-per-worker", type=float, default=1)
+    parser.add_argument("--gpus-per-worker", type=float, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import ray
+
+    trial = TrialConfig(TaskConfig.from_dict(json.loads(args.task)), {}, "default", args.init, args.output,
+                        args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    ray.init(num_cpus=max(1, int(args.workers * args.cpus_per_worker)), include_dashboard=False)
+    print(json.dumps({k: v for k, v in run_trial(trial).items() if k != "history"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
