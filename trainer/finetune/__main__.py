@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.address:
         ray.init(address=args.address)
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
     summary = finetune([TaskConfig.from_dict(t) for t in spec["tasks"]], spec.get("grid", {}), args.init,
                        args.output, args.workers, args.cpus_per_worker, args.gpus_per_worker,
                        args.max_concurrent_trials)

@@ -163,7 +163,6 @@ def train_loop(config: dict) -> None:
     t0 = time.time()
     train = task.load(cfg.train, train=True)
     dev = task.load(cfg.dev, train=False) if rank == 0 else None
-    test = task.load(cfg.test, train=False) if (rank == 0 and cfg.test) else None
     log.info("trial %s/%s: %d train features, labels %s (%.1fs to load)", cfg.name, trial.setting_id,
              len(train.features), labels if len(labels) < 30 else len(labels), time.time() - t0)
 
@@ -224,6 +223,7 @@ def train_loop(config: dict) -> None:
     if rank != 0:
         return
     model.eval()
+    test = task.load(cfg.test, train=False) if cfg.test else None  # read last: a bad file costs no training
     result: dict[str, Any] = {"task": cfg.name, "type": cfg.type, "setting": trial.setting,
                               "setting_id": trial.setting_id, "metric": cfg.main_metric, "history": history}
     for split_name, split in (("dev", dev), ("test", test)):
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trial = TrialConfig(TaskConfig.from_dict(json.loads(args.task)), {}, "default", args.init, args.output,
                         args.workers, args.cpus_per_worker, args.gpus_per_worker)
-    ray.init(num_cpus=max(1, int(args.workers * args.cpus_per_worker)), include_dashboard=False)
+    ray.init(address="local", num_cpus=max(1, int(args.workers * args.cpus_per_worker)), include_dashboard=False)
     print(json.dumps({k: v for k, v in run_trial(trial).items() if k != "history"}, indent=2))
 
 
