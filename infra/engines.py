@@ -35,12 +35,15 @@ def beam_options(runner: str = "DirectRunner", options: dict[str, Any] | None = 
 
 
 def ray_init(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None) -> None:
-    """Connect this process to Ray once: to ``address`` (``auto``, ``ray://head:10001``) or
-    to a new local Ray with exactly ``num_cpus``/``num_gpus`` (never all cores by surprise)."""
+    """Connect this process to Ray once: to ``address`` (``auto``, ``ray://head:10001``, or
+    ``RAY_ADDRESS`` when set) or to a new local Ray with exactly ``num_cpus``/``num_gpus``
+    (never all cores by surprise)."""
     import ray
 
     if ray.is_initialized():
         return
+    # Inside a job submitted to a cluster (`bertflow submit`), Ray says where it is.
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:

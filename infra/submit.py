@@ -8,6 +8,7 @@ infra/deploy/Dockerfile). Storage must then be a URL every node reaches (gs://, 
 from __future__ import annotations
 
 import shlex
+import time
 from pathlib import Path
 
 EXCLUDES = [".venv", ".git", "runs", "bench-envs", "**/__pycache__", "*.egg-info"]
@@ -30,11 +31,20 @@ def submit(args) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(args.address)
-    job = client.submit_job(
-        entrypoint=entrypoint(args),
-        runtime_env={"working_dir": str(Path(args.file).resolve().parent), "excludes": EXCLUDES},
-        metadata={"bertflow_workflow": args.workflow},
-    )
+    deadline = time.time() + 120
+    while True:
+        try:
+            job = client.submit_job(
+                entrypoint=entrypoint(args),
+                runtime_env={"working_dir": str(Path(args.file).resolve().parent), "excludes": EXCLUDES},
+                metadata={"bertflow_workflow": args.workflow},
+            )
+            break
+        except RuntimeError as e:
+            # A head that just started answers before its job agent is up.
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
     print(f"submitted {job} to {args.address}")
     if args.no_wait:
         return 0
