@@ -1,0 +1,154 @@
+"""Pretraining on a local Ray (2 CPUs, 2 workers, gloo): a run learns, a killed run resumes
+to the same weights as a straight one, the exported model loads in transformers with our
+logits, phase 2 starts from phase 1's model through the `pretrain` kind."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.pretrain_examples import write_examples
+from trainer.pretrain import PretrainConfig, pretrain
+
+N = 6  # steps before the kill; the straight run does 2N
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    return write_examples(str(tmp_path_factory.mktemp("examples")), num_train=160, num_eval=32, max_len=48)
+
+
+def config(examples: str, output: Path, **overrides) -> PretrainConfig:
+    base = dict(
+        examples=examples, output=str(output), model="tiny", steps=2 * N, batch_size=8, lr=2e-3,
+        warmup=2, workers=2, grad_accum=2, log_every=2, checkpoint_every=N, keep_checkpoints=2,
+        eval_every=N, eval_examples=32, seed=7,
+    )
+    return PretrainConfig(**{**base, **overrides})
+
+
+def metrics(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def straight(ray_local, examples, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    final = pretrain(config(examples, out))
+    return out, final
+
+
+def test_a_run_learns_and_writes_its_folder(straight):
+    out, final = straight
+    lines = metrics(out)
+    assert [m["step"] for m in lines] == list(range(2, 2 * N + 1, 2))
+    assert lines[-1]["loss"] < lines[0]["loss"] - 0.5  # learning, not noise
+    for key in ("mlm_acc", "nsp_acc", "lr", "grad_norm", "sequences_per_s", "tokens_per_s"):
+        assert key in lines[0]
+    assert "eval_mlm_acc" in lines[-1] and "eval_loss" in lines[N // 2 - 1]
+    assert final["step"] == 2 * N and final["eval_loss"] == lines[-1]["eval_loss"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == [f"step-{N:07d}", f"step-{2 * N:07d}"]
+    ckpt = out / "checkpoints" / f"step-{2 * N:07d}"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == 2 * N and state["examples_seen"] == 2 * N * 8
+    assert set(json.loads((ckpt / "checkpoint.json").read_text())["files"]) == {"model.safetensors", "optimizer.pt", "state.json"}
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    model = out / "model"
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= {p.name for p in model.iterdir()}
+
+
+def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, examples, tmp_path):
+    out, _ = straight
+    # a worker exits hard (os._exit) after the checkpoints of steps N/2 and N: Ray Train
+    # restarts the worker group once (max_failures=1) from N/2; the second death fails the run
+    cfg = config(examples, tmp_path, checkpoint_every=N // 2, crash_at=[N // 2, N], max_failures=1)
+    with pytest.raises(Exception, match="(?i)fail"):
+        pretrain(cfg)
+    assert (tmp_path / "checkpoints" / f"step-{N:07d}" / "checkpoint.json").exists()
+    assert not (tmp_path / "model").exists()
+    # run it again on the same folder (what `bertflow run` does after a failed step)
+    pretrain(cfg)
+    state = json.loads((tmp_path / "checkpoints" / f"step-{2 * N:07d}" / "state.json").read_text())
+    assert state["resumed_at"] == [N // 2, N]
+    assert_same_weights(tmp_path, out)
+    assert [m["step"] for m in metrics(tmp_path)] == [m["step"] for m in metrics(out)]
+    assert metrics(tmp_path)[-1]["loss"] == pytest.approx(metrics(out)[-1]["loss"], abs=1e-6)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert worst <= 1e-6, worst
+
+
+def test_exported_model_loads_in_transformers_with_our_logits(straight, examples):
+    import transformers
+
+    from trainer.data import Collator, ExampleStream, Masking, Vocab, list_split
+    from trainer.model import BertForPreTraining, load_pretrained
+
+    out, _ = straight
+    ours = load_pretrained(str(out / "model"), BertForPreTraining).eval()
+    theirs = transformers.BertForPreTraining.from_pretrained(str(out / "model"), attn_implementation="sdpa").eval()
+    vocab = Vocab.load(str(out / "model"))
+    stream = ExampleStream(list_split(examples, "eval"), 0)
+    it = stream.iterate(0)
+    batch = Collator(vocab, Masking(vocab, 0))([next(it) for _ in range(6)])
+    with torch.no_grad():
+        mlm, nsp = ours(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_lm_positions"])
+        ref = theirs(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"], attention_mask=batch["attention_mask"])
+    index = batch["masked_lm_positions"].unsqueeze(-1).expand(-1, -1, ref.prediction_logits.shape[-1])
+    assert torch.allclose(mlm, torch.gather(ref.prediction_logits, 1, index), atol=1e-4)
+    assert torch.allclose(nsp, ref.seq_relationship_logits, atol=1e-4)
+    tok = transformers.AutoTokenizer.from_pretrained(str(out / "model"))
+    assert tok("Anne Elliot")["input_ids"][0] == vocab.cls_id
+
+
+def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path):
+    from infra.kinds import KINDS, Resources, StepContext
+
+    out, _ = straight
+    kind = KINDS["pretrain"]
+    params = kind.Params(steps=2, batch_size=4, lr=1e-9, warmup=0, nsp=False, log_every=1,
+                         checkpoint_every=2, eval_examples=16, max_failures=0)
+    ctx = StepContext(
+        step="phase2", output=str(tmp_path / "phase2"), inputs={"examples": [examples], "init": [str(out)]},
+        params=params, resources=Resources(workers=2, cpus_per_worker=1), base_dir=tmp_path,
+        beam_options=lambda **kw: None, ray_init=lambda: None, log=logging.getLogger("test"),
+    )
+    counters = kind().run(ctx)
+    assert counters["step"] == 2 and "nsp_acc" not in counters and counters["eval_mlm_acc"] > 0
+    phase1 = load_file(out / "model" / "model.safetensors")
+    phase2 = load_file(tmp_path / "phase2" / "model" / "model.safetensors")
+    # lr ~ 0: phase 2's weights are phase 1's (a fresh init would be far away)
+    assert max(float((phase1[k] - phase2[k]).abs().max()) for k in phase1) < 1e-5
+
+
+def test_kind_params_fail_clearly():
+    from pydantic import ValidationError
+
+    from infra.kinds import KINDS
+
+    P = KINDS["pretrain"].Params
+    assert P(model={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}).model
+    for bad, where in (({"steps": 0}, "steps"), ({"optimizer": "sgd"}, "optimizer"), ({"model": "huge"}, "model"),
+                       ({"warmup": 50, "steps": 10}, "warmup"), ({"batch": 3}, "batch")):
+        with pytest.raises(ValidationError, match=where):
+            P(**bad)
+    with pytest.raises(ValueError, match="multiple of 6"):
+        PretrainConfig(examples="x", output="y", batch_size=8, workers=2, grad_accum=3).check()
