@@ -297,6 +297,15 @@ def main() -> None:
         print(f"| {tool} | {tag} | {workers} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | {rate:,.0f} | {rate / workers:,.0f} | "
               f"{words / m['cpu_s']:,.0f} | {m['peak_mb']:,.0f} |")  # fmt: skip
 
+    # Startup (imports, Beam's workers, TensorFlow) is paid once; the rate between the two
+    # sizes is what a large corpus sees.
+    print("\n| tool | marginal words per CPU s (between the two sizes, 1 worker) |\n|---|---:|")
+    for tool in dict.fromkeys(r[0] for r in rows):
+        one = [(m, w) for t, _, workers, m, w in rows if t == tool and workers == 1]
+        if len(one) == 2:
+            (m1, w1), (m2, w2) = one
+            print(f"| {tool} | {(w2 - w1) / max(1e-9, m2['cpu_s'] - m1['cpu_s']):,.0f} |")
+
     keys = ["instances", "mean_length", "full_share", "short_share", "nsp_random_rate", "masked_per_token",
             "mask_share", "random_share", "kept_share"]  # fmt: skip
     print(f"\n### Output statistics ({small:g} MB input)\n")

@@ -166,9 +166,10 @@ def num_to_predict(length: int, cfg: InstanceConfig) -> int:
     return min(cfg.max_predictions_per_seq, max(1, int(round(length * cfg.masked_lm_prob))))
 
 
-def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random):
+def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random, candidates: list[int] | None = None):
     """Masked-LM predictions for ``tokens``: returns (masked tokens, positions, original ids),
-    positions ascending."""
+    positions ascending. ``candidates``: the positions that are not [CLS]/[SEP], when the
+    caller knows them (else found by looking at the ids)."""
     special = (vocab.cls_id, vocab.sep_id)
     n = num_to_predict(len(tokens), cfg)
     if cfg.do_whole_word_mask:
@@ -190,7 +191,8 @@ def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: rando
                 continue  # a word that does not fit whole is skipped, as in the original
             chosen.extend(group)
     else:
-        candidates = [i for i, t in enumerate(tokens) if t not in special]
+        if candidates is None:
+            candidates = [i for i, t in enumerate(tokens) if t not in special]
         # Shuffling then taking n is the original's choice; sample() draws the same law.
         chosen = rng.sample(candidates, min(n, len(candidates)))
     chosen.sort()
@@ -208,15 +210,18 @@ def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: rando
 
 
 def _finish(tokens_a, tokens_b, is_random_next, short, cfg, vocab, rng) -> Instance:
+    n_a = len(tokens_a)
     if tokens_b is None:  # a packed MLM-only sequence
         tokens = [vocab.cls_id, *tokens_a, vocab.sep_id]
         token_types = [0] * len(tokens)
+        candidates = list(range(1, n_a + 1))
     else:
         tokens = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
-        token_types = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+        token_types = [0] * (n_a + 2) + [1] * (len(tokens_b) + 1)
+        candidates = [*range(1, n_a + 1), *range(n_a + 2, len(tokens) - 1)]
     if cfg.masking == "dynamic":
         return Instance(tokens, token_types, [], [], int(is_random_next), short)
-    masked, positions, labels = mask_tokens(tokens, cfg, vocab, rng)
+    masked, positions, labels = mask_tokens(tokens, cfg, vocab, rng, candidates)
     return Instance(masked, token_types, positions, labels, int(is_random_next), short)
 
 
