@@ -50,6 +50,10 @@ _NESTING_TOKEN = re.compile(r"(\{\{)|(\}\})|^[ \t:]*(\{\|)|^[ \t]*(\|\})(?!\})",
 _EXTERNAL_LINK = re.compile(r"\[(?:https?:|ftp:|mailto:|//)[^\s\]]*(?:[ \t]+([^\]\n]*))?\]", re.I)
 # An innermost internal link: no ``[[`` or ``]]`` inside (single brackets may be). The trail (``[[dog]]s``) joins the text.
 _INTERNAL_LINK = re.compile(r"\[\[((?:[^\[\]]|\[(?!\[)|\](?!\]))*)\]\]([a-z]*)")
+# The common cases without a namespace, replaced by a template (no Python call per link):
+# [[target|label]]trail -> label trail, [[target]]trail -> target trail.
+_PLAIN_LABELLED_LINK = re.compile(r"\[\[[^\[\]|:]*\|([^\[\]|]+)\]\]([a-z]*)")
+_PLAIN_LINK = re.compile(r"\[\[([^\[\]|:#]+)\]\]([a-z]*)")
 _STRAY_BRACKETS = re.compile(r"\[\[|\]\]")
 
 _DROP_NAMESPACES = frozenset({"file", "image", "media", "category"})
@@ -60,7 +64,6 @@ _INTERWIKI = frozenset(
 )
 _LANGUAGE_CODE = re.compile(r"^(?:[a-z]{2,3}(?:-[a-z0-9]+)*|simple)$")
 
-_BOLD_ITALIC = re.compile(r"'{2,}")
 _BR = re.compile(r"<br\s*/?\s*>", re.I)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
@@ -152,6 +155,8 @@ def replace_links(text: str) -> str:
     if "[" not in text:
         return text
     text = _EXTERNAL_LINK.sub(lambda m: m.group(1) or "", text)
+    text = _PLAIN_LABELLED_LINK.sub(r"\1\2", text)
+    text = _PLAIN_LINK.sub(r"\1\2", text)
     for _ in range(6):  # captions nest links a level or two deep
         if "[[" not in text:
             break
@@ -183,7 +188,8 @@ def to_paragraphs(wikitext: str, drop_sections=DEFAULT_DROP_SECTIONS) -> list[st
         text = _NOWIKI.sub("", text)
     text = strip_nested(text)
     text = replace_links(text)
-    text = _BOLD_ITALIC.sub("", text)
+    if "''" in text:  # bold and italic quotes; plain replaces beat a regex here
+        text = text.replace("'''''", "").replace("'''", "").replace("''", "")
     if "<" in text:
         text = _BR.sub(" ", text)
         text = _HTML_TAG.sub("", text)

@@ -76,6 +76,14 @@ def test_multistream_two_workers_and_the_kind_give_the_same_bytes(single_stream,
         {k: v for k, v in counters1.items() if k != "bz2_streams"}
     assert shard_bytes(out2) == shard_bytes(out1)
 
+    # The plain dump beside the multistream one: every page twice, each document once.
+    (dump.parent / "enwiki-pages-articles.xml.bz2").write_bytes(Path(SAMPLE).read_bytes())
+    out3 = tmp_path / "out3"
+    counters3 = wikipedia.run(str(dump.parent), str(out3), 3, beam_options(direct_num_workers=2))
+    assert counters3["pages_read"] == 2 * 206
+    assert counters3["documents_duplicate"] == 105 and counters3["documents"] == 105
+    assert shard_bytes(out3) == shard_bytes(out1)
+
 
 def test_bad_params_fail_with_clear_messages():
     Params = KINDS["wikipedia"].Params
