@@ -47,7 +47,9 @@ def ray_init(address: str | None = None, num_cpus: float | None = None, num_gpus
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # "local": a new Ray of our own, not whatever `ray start` left running on this machine.
         ray.init(
+            address="local",
             num_cpus=num_cpus if num_cpus is not None else (os.cpu_count() or 1),
             num_gpus=num_gpus or 0,
             include_dashboard=False,
