@@ -1,0 +1,215 @@
+"""Wikipedia extraction, side by side: ours (the ``wikipedia`` Beam job) and WikiExtractor.
+
+    .venv/bin/python benchmarks/corpus_extraction.py            # about 3-5 minutes
+
+Builds a multistream dump of the sample's pages repeated 8 times (distinct page ids;
+about 3.3 M words) and one repeated 4 times, installs WikiExtractor (PyPI
+``wikiextractor``) into its own venv under ``bench-envs/`` on first use, then runs, each
+as its own process tree: WikiExtractor (``--no-templates --processes 1``), ours with 1 and
+with 2 Beam workers (FnApiRunner, multi-processing), and the job's functions in one plain
+process without Beam (what the cleaning itself costs). Prints one markdown table:
+
+- words of output, wall time, CPU seconds of the whole process tree (every process,
+  Beam's runner and workers, WikiExtractor's reader/extractor/reducer);
+- words/s per core: words / wall / cores given (1 for WikiExtractor's single extraction
+  process, the worker count for ours), and words per CPU second (steadier on a busy
+  machine);
+- peak memory: the largest sum of RSS over the process tree, sampled every 50 ms;
+- markup residue: the share of output sentences (blingfire on WikiExtractor's lines) that
+  still carry ``{{ }} [[ ]] | <ref &nbsp; thumb| File:``.
+
+The 4x runs show whether memory grows with the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines.multistream import write_multistream  # noqa: E402
+from pipelines.sentences import split_sentences  # noqa: E402
+from pipelines.shards import list_shards, read_rows  # noqa: E402
+
+SAMPLE = ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
+WORK = ROOT / "bench-runs" / "corpus_extraction"
+WE_VENV = ROOT / "bench-envs" / "wikiextractor"
+# Our job's own functions in one plain process (no Beam runner, no shuffle, no Parquet):
+# what the cleaner costs apart from the engine.
+NO_BEAM = """
+import sys
+from pathlib import Path
+from pipelines import wikipedia as w
+dump, out = sys.argv[1], Path(sys.argv[2])
+out.mkdir(parents=True)
+count = lambda name, n=1: None
+with open(out / "sentences.txt", "w", encoding="utf-8") as f:
+    for split in w.plan_splits(dump):
+        for xml, where in w.read_pages(split, w.DEFAULT_MAX_PAGE_BYTES, count):
+            page = w.parse_page(xml, count, where)
+            doc = page and w.page_document(page, split.dbname, count)
+            if doc:
+                f.write("\\n".join(doc["sentences"]) + "\\n")
+"""
+RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\||<ref|&nbsp;|thumb\||File:")
+
+
+def ensure_wikiextractor() -> Path:
+    python = WE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(WE_VENV)], check=True)
+    probe = subprocess.run([str(python), "-c", "import wikiextractor"], capture_output=True)
+    if probe.returncode != 0:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "wikiextractor>=3.0.6,<4"], check=True)
+    return python
+
+
+def ensure_dump(repeat: int) -> Path:
+    dump = WORK / f"enwiki-x{repeat}-pages-articles-multistream.xml.bz2"
+    if not dump.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        write_multistream(str(SAMPLE), str(dump), pages_per_stream=100, repeat=repeat)
+    return dump
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _processes() -> dict[int, tuple[int, float, int]]:
+    """``pid -> (parent pid, CPU seconds, RSS bytes)`` of every process, from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state; ppid, utime, stime, rss are fields 4, 14, 15, 24 of stat.
+        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK, int(fields[21]) * _PAGE)
+    return out
+
+
+def _tree(root: int, procs: dict) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in procs:
+            found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def measure(cmd: list[str]) -> dict:
+    """Run ``cmd``; wall seconds, CPU seconds of its whole tree, peak summed RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cpu: dict[int, float] = {}
+    peak = 0
+    while proc.poll() is None:
+        procs = _processes()
+        tree = _tree(proc.pid, procs)
+        for pid in tree:
+            cpu[pid] = procs[pid][1]
+        peak = max(peak, sum(procs[pid][2] for pid in tree))
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    waited = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": max(waited, sum(cpu.values())), "peak_rss": peak}
+
+
+def wikiextractor_output(folder: Path) -> list[str]:
+    """Sentences of WikiExtractor's text output (its doc tags and title lines left out)."""
+    sentences = []
+    for path in sorted(folder.rglob("wiki_*")):
+        title_next = False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("<doc "):
+                title_next = True
+                continue
+            if line.startswith("</doc>") or not line.strip():
+                continue
+            if title_next:
+                title_next = False
+                continue
+            sentences.extend(split_sentences(line))
+    return sentences
+
+
+def our_output(folder: Path) -> list[str]:
+    return [s for row in read_rows(list_shards(str(folder), "documents"), ["sentences"]) for s in row["sentences"]]
+
+
+def run_one(name: str, repeat: int, workers: int, we_python: Path) -> dict:
+    dump = ensure_dump(repeat)
+    out = WORK / f"out-{name}-x{repeat}-w{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    if name == "WikiExtractor":
+        cmd = [str(we_python), "-m", "wikiextractor.WikiExtractor", str(dump), "--no-templates",
+               "--processes", "1", "-o", str(out), "-q"]
+    elif name == "bertflow functions, no Beam":
+        cmd = [sys.executable, "-c", NO_BEAM, str(dump), str(out)]
+    else:
+        cmd = [sys.executable, "-m", "pipelines.wikipedia", str(dump), str(out),
+               "--workers", str(workers), "--num-shards", "4"]
+    stats = measure(cmd)
+    if name == "WikiExtractor":
+        sentences = wikiextractor_output(out)
+    elif name == "bertflow functions, no Beam":
+        sentences = (out / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    else:
+        sentences = our_output(out)
+    words = sum(len(s.split()) for s in sentences)
+    residue = sum(1 for s in sentences if RESIDUE.search(s))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"tool": name, "workers": workers, "input": f"sample x{repeat}", "words": words,
+            "sentences": len(sentences), "residue": residue / max(1, len(sentences)), **stats}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=8)
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the 4x runs")
+    args = parser.parse_args(argv)
+    we_python = ensure_wikiextractor()
+    plan = [("WikiExtractor", args.repeat, 1), ("bertflow", args.repeat, 1), ("bertflow", args.repeat, 2),
+            ("bertflow functions, no Beam", args.repeat, 1)]
+    if not args.skip_memory:
+        half = max(1, args.repeat // 2)
+        plan += [("WikiExtractor", half, 1), ("bertflow", half, 2)]
+    rows = []
+    for name, repeat, workers in plan:
+        print(f"running {name} on sample x{repeat} with {workers} worker(s)...", file=sys.stderr, flush=True)
+        rows.append(run_one(name, repeat, workers, we_python))
+
+    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| tool | workers | input | words out | wall s | CPU s | words/s per core | words per CPU s "
+          "| peak RSS (tree) | sentences with markup |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['tool']} | {r['workers']} | {r['input']} | {r['words'] / 1e6:.2f} M | {r['wall']:.1f} | "
+              f"{r['cpu']:.1f} | {r['words'] / r['wall'] / r['workers'] / 1e3:.0f} k | {r['words'] / r['cpu'] / 1e3:.0f} k | "
+              f"{r['peak_rss'] / 2**20:.0f} MiB | {100 * r['residue']:.2f}% of {r['sentences']:,} |")
+
+
+if __name__ == "__main__":
+    main()
