@@ -250,3 +250,19 @@ def test_torch_compile_runs_on_cpu():
         got = compiled(ids, torch.zeros_like(ids), mask, positions)
     assert (got[0] - expected[0]).abs().max() < 1e-4
     assert (got[1] - expected[1]).abs().max() < 1e-4
+
+
+def test_only_at_gives_the_full_output_at_those_positions():
+    torch.manual_seed(0)
+    model = BertModel(BertConfig.from_name("tiny", vocab_size=300)).eval()
+    ids = torch.randint(1, 300, (3, 16))
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0
+    positions = torch.tensor([[1, 5, 15], [2, 3, 0], [4, 8, 0]])
+    with torch.no_grad():
+        full, pooled_full = model(ids, attention_mask=mask)
+        part, pooled_part = model(ids, attention_mask=mask, only_at=positions)
+    expected = torch.gather(full, 1, positions.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    assert part.shape == (3, 3, 128)
+    assert (part - expected).abs().max() < 1e-5
+    assert (pooled_part - pooled_full).abs().max() < 1e-5

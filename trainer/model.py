@@ -14,7 +14,8 @@ Where the time goes, and what we do about it:
 - Q, K and V are one matmul (the three weights are concatenated on the fly, which keeps
   the transformers names and costs a copy of 3*H*H per layer);
 - the MLM decoder (H x vocab, the largest matmul of a small BERT) runs only on the
-  gathered masked positions, ~15% of the tokens, not on every token;
+  gathered masked positions, ~15% of the tokens, not on every token; so does the last
+  encoder layer except its keys and values (nothing else reads its other rows);
 - the loader pads per batch, so padding is only up to the longest sequence in the batch.
 
 Sizes by name (``BertConfig.from_name``) follow the BERT tables (Turc et al. 2019 for the
@@ -159,17 +160,27 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, S, H] attends to itself; or, given ``queries`` [B, Q, H] (some rows
+        of ``x``), only those rows attend to all of ``x`` and the result is [B, Q, H]."""
         b, s, h = x.shape
-        # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
-        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(x, w, bias).view(b, s, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+        if queries is None:
+            # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
+            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            qkv = F.linear(x, w, bias).view(b, s, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+        else:
+            w = torch.cat([self.key.weight, self.value.weight])
+            bias = torch.cat([self.key.bias, self.value.bias])
+            kv = F.linear(x, w, bias).view(b, s, 2, self.num_heads, self.head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            q = self.query(queries).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )
-        return out.transpose(1, 2).reshape(b, s, h)
+        return out.transpose(1, 2).reshape(b, q.shape[2], h)
 
 
 class BertSelfOutput(nn.Module):
@@ -189,8 +200,10 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(x, mask), x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        residual = x if queries is None else queries
+        return self.output(self.self(x, mask, queries), residual)
 
 
 class BertIntermediate(nn.Module):
@@ -217,8 +230,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attention(x, mask, queries)
         return self.output(self.intermediate(x), x)
 
 
@@ -227,10 +241,18 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        for layer in self.layer:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                only_at: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, S, H]; or, with ``only_at`` [B, Q] positions, the output at those positions
+        only, [B, Q, H]: the last layer then computes just those rows (its queries, output
+        projection and feed-forward; keys and values still cover the whole sequence), which
+        gives the same numbers as gathering after a full last layer at a fraction of its cost."""
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            if i == last and only_at is not None:
+                return layer(x, mask, queries=gather_rows(x, only_at))
             x = layer(x, mask)
-        return x
+        return x if only_at is None else gather_rows(x, only_at)
 
 
 class BertPooler(nn.Module):
@@ -240,6 +262,12 @@ class BertPooler(nn.Module):
 
     def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(sequence_output[:, 0]))
+
+
+def gather_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x [B, S, H] at positions [B, Q] -> [B, Q, H]."""
+    index = positions.long().unsqueeze(-1).expand(-1, -1, x.shape[-1])
+    return torch.gather(x, 1, index)
 
 
 def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -272,7 +300,11 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 
 class BertModel(nn.Module):
-    """The encoder and the pooler: ``forward -> (sequence_output [B,S,H], pooled [B,H])``."""
+    """The encoder and the pooler: ``forward -> (sequence_output [B,S,H], pooled [B,H])``.
+
+    With ``only_at`` ([B, Q] positions), ``sequence_output`` is the [B, Q, H] output at those
+    positions alone, computed without the rest of the last layer (see ``BertEncoder``):
+    what pretraining and token-level heads over a few positions need."""
 
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
@@ -283,16 +315,22 @@ class BertModel(nn.Module):
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None):
+                attention_mask: torch.Tensor | None = None, only_at: torch.Tensor | None = None):
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"sequence length {input_ids.shape[1]} exceeds "
                              f"max_position_embeddings {self.config.max_position_embeddings}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
-        x = self.encoder(x, attention_mask_for_sdpa(attention_mask))
+        mask = attention_mask_for_sdpa(attention_mask)
+        if only_at is None:
+            x = self.encoder(x, mask)
+            return x, self.pooler(x) if self.pooler is not None else None
+        # [CLS] (position 0) rides along as the first row, for the pooler
+        cls = torch.zeros_like(only_at[:, :1])
+        x = self.encoder(x, mask, only_at=torch.cat([cls, only_at], 1))
         pooled = self.pooler(x) if self.pooler is not None else None
-        return x, pooled
+        return x[:, 1:], pooled
 
 
 # --------------------------------------------------------------------------- heads
@@ -352,7 +390,7 @@ class BertForPreTraining(nn.Module):
     ``forward(input_ids, token_type_ids, attention_mask, masked_lm_positions)`` returns
     ``(mlm_logits [B, P, V], nsp_logits [B, 2])``. ``masked_lm_positions`` is ``[B, P]``,
     padded with 0 (position 0 is [CLS], never masked); the MLM head runs only on those
-    gathered positions. The labels that go with it, ``masked_lm_ids [B, P]``, are padded
+    gathered positions, and so does most of the last encoder layer. The labels that go with it, ``masked_lm_ids [B, P]``, are padded
     with ``IGNORE_INDEX`` (-100), so padded slots count nowhere; ``next_sentence_label``
     is 0 (B follows A), 1 (B is random) or -100 (no NSP for that example).
     """
@@ -377,12 +415,10 @@ class BertForPreTraining(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
                 masked_lm_positions: torch.Tensor | None = None):
-        sequence_output, pooled = self.bert(input_ids, token_type_ids, attention_mask)
-        if masked_lm_positions is None:  # every position (e.g. for inspection)
-            masked = sequence_output
-        else:
-            index = masked_lm_positions.long().unsqueeze(-1).expand(-1, -1, sequence_output.shape[-1])
-            masked = torch.gather(sequence_output, 1, index)  # [B, P, H]
+        # the last layer and the MLM head run only at the masked positions (and [CLS]);
+        # without positions, at every position (e.g. for inspection)
+        masked, pooled = self.bert(input_ids, token_type_ids, attention_mask,
+                                   only_at=masked_lm_positions)
         mlm_logits = self.cls.predictions(masked)
         nsp_logits = self.cls.seq_relationship(pooled)
         return mlm_logits, nsp_logits
