@@ -5,6 +5,7 @@ worker dies after the first checkpoint and the run resumes from S3."""
 from __future__ import annotations
 
 import json
+import os
 
 import fsspec
 import pytest
@@ -20,6 +21,9 @@ def two_nodes(s3_endpoint):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
+    # the controller polls workers every this many seconds (2 by default): a quicker
+    # failure detection, and a shorter wait in the fault drill
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()

@@ -165,10 +165,10 @@ def nsp_enabled(cfg: PretrainConfig) -> bool:
         return cfg.nsp
     from trainer.data import read_stats
 
-    stats = read_stats(cfg.examples)
-    for key in ("nsp", "next_sentence_prediction", "short_seq_nsp"):
-        if key in stats:
-            return bool(stats[key])
+    stats = read_stats(cfg.examples)  # pipelines.examples records its params there
+    for where in (stats, stats.get("params") or {}):
+        if "nsp" in where:
+            return bool(where["nsp"])
     return True
 
 
@@ -642,7 +642,8 @@ def main(argv=None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=num_cpus or math.ceil(cfg.workers * cfg.cpus_per_worker),
+        # address="local": a new Ray of our own, even when another one runs on this machine
+        ray.init(address="local", num_cpus=num_cpus or math.ceil(cfg.workers * cfg.cpus_per_worker),
                  num_gpus=math.ceil(cfg.workers * cfg.gpus_per_worker), include_dashboard=False)
     final = pretrain(cfg)
     print(json.dumps(final, indent=2, sort_keys=True))
