@@ -43,10 +43,12 @@ from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pipelines.instances import Document, InstanceConfig, Vocab, bucket_instances, tokenize_document
-from pipelines.shards import WriteParquetShards, list_shards, metric_counters, read_rows, stable_hash
+from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batch, tokenize_documents
+from pipelines.shards import list_shards, metric_counters, read_rows, shard_name, stable_hash, write_table
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +137,24 @@ def split_of(seed: int, doc_id: str, eval_fraction: float) -> str:
     return "eval" if stable_hash(seed, "split", doc_id) < eval_fraction * 2.0**64 else "train"
 
 
-def num_buckets(num_docs: int, docs_per_bucket: int) -> int:
+def num_buckets(num_docs: float, docs_per_bucket: int) -> int:
     return max(1, math.ceil(num_docs / docs_per_bucket))
+
+
+def count_documents(shards: list[tuple[int, str]]) -> int:
+    """Rows in the documents shards, from their Parquet footers (no data is read)."""
+    total = 0
+    for _, url in shards:
+        with fsspec.open(url, "rb") as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def bucket_counts(total_docs: int, cfg: "ExamplesConfig") -> dict[str, int]:
+    """Buckets per split, from the expected documents of each split (known before any
+    document is read, so that bucketing needs no counting pass over the data)."""
+    expected = {"train": total_docs * (1 - cfg.eval_fraction), "eval": total_docs * cfg.eval_fraction}
+    return {split: num_buckets(n, cfg.docs_per_bucket) for split, n in expected.items()}
 
 
 def _read_documents(element):
@@ -153,118 +171,140 @@ def _read_documents(element):
         yield f"{index}/{doc_id}", sentences
 
 
-class _Tokenize(beam.DoFn):
-    def __init__(self, vocab_dir: str, seed: int, eval_fraction: float):
-        self.vocab_dir, self.seed, self.eval_fraction = vocab_dir, seed, eval_fraction
+def _to_bucket(element, seed: int, eval_fraction: float, buckets: dict[str, int]):
+    uid, sentences = element
+    split = split_of(seed, uid, eval_fraction)
+    return (split, stable_hash(seed, "bucket", uid) % buckets[split]), (uid, sentences)
+
+
+# What travels from a bucket to the shard writers: one Arrow record batch per (bucket,
+# shard), IPC-serialized and lz4-compressed (a few bytes per token, instead of a pickled
+# Python dict per instance). `_order` and `_iid` order the rows of a shard; not written.
+SHUFFLED = pa.schema([*SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
+
+
+def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
+    def lists(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))
+
+    columns = [
+        lists(batch.input_ids, batch.offsets, pa.int32()),
+        lists(batch.token_type_ids, batch.offsets, pa.int8()),
+        lists(batch.masked_lm_positions, batch.mask_offsets, pa.int32()),
+        lists(batch.masked_lm_ids, batch.mask_offsets, pa.int32()),
+        pa.array(batch.next_sentence_label, pa.int8()),
+        pa.array(order, pa.uint64()),
+        pa.array(batch.ids, pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SHUFFLED)
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
+    with pa.ipc.new_stream(sink, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def batch_counts(batch: InstanceBatch, max_seq_length: int, mask_id: int) -> dict:
+    """The statistics' counts of a batch (summed over batches, then ``summarize``d)."""
+    lengths = np.diff(batch.offsets)
+    where = np.repeat(batch.offsets[:-1], np.diff(batch.mask_offsets)) + batch.masked_lm_positions
+    token = batch.input_ids[where]
+    mask = token == mask_id
+    kept = ~mask & (token == batch.masked_lm_ids)
+    return {
+        "lengths": np.bincount(np.minimum(lengths, max_seq_length), minlength=max_seq_length + 1).tolist(),
+        "random_next": int(batch.next_sentence_label.sum()),
+        "short_target": int(batch.short_target.sum()),
+        "masked": len(where),
+        "mask": int(mask.sum()),
+        "kept": int(kept.sum()),
+        "random": int(len(where) - mask.sum() - kept.sum()),
+    }
+
+
+def add_counts(a: dict, b: dict) -> dict:
+    return {k: [x + y for x, y in zip(a[k], b[k])] if k == "lengths" else a[k] + b[k] for k in a}
+
+
+def zero_counts(max_seq_length: int) -> dict:
+    return {"lengths": [0] * (max_seq_length + 1), "random_next": 0, "short_target": 0, "masked": 0, "mask": 0, "kept": 0, "random": 0}
+
+
+class _MakeInstances(beam.DoFn):
+    """A bucket of raw documents -> its instances, cut per output shard (tagged "rows":
+    ((split, shard), Arrow IPC bytes)), and its statistics' counts (tagged "stats")."""
+
+    def __init__(self, vocab_dir: str, cfg: InstanceConfig, seed: int, dupe_factor: int, shards: dict[str, int]):
+        self.vocab_dir, self.cfg, self.seed, self.dupe_factor, self.shards = vocab_dir, cfg, seed, dupe_factor, shards
         self.read = beam.metrics.Metrics.counter("examples", "documents_read")
         self.empty = beam.metrics.Metrics.counter("examples", "documents_empty")
         self.tokens = beam.metrics.Metrics.counter("examples", "input_tokens")
         self.words = beam.metrics.Metrics.counter("examples", "input_words")
+        self.duplicates = beam.metrics.Metrics.counter("examples", "documents_duplicate_id")
+        self.no_partner = beam.metrics.Metrics.counter("examples", "nsp_no_partner")
+        self.instances = beam.metrics.Metrics.counter("examples", "instances")
 
     def setup(self):
         # Parallelism comes from Beam workers; a tokenizer thread pool per worker would
         # only oversubscribe the cores.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.tokenizer = load_tokenizer(self.vocab_dir)
-
-    def process(self, element):
-        uid, sentences = element
-        self.read.inc()
-        self.words.inc(sum(len(s.split()) for s in sentences))
-        doc = tokenize_document(self.tokenizer, uid, sentences) if sentences else None
-        if doc is None:
-            self.empty.inc()
-            return
-        self.tokens.inc(len(doc.tokens))
-        yield split_of(self.seed, uid, self.eval_fraction), doc
-
-
-def _to_bucket(element, counts: dict, seed: int, docs_per_bucket: int):
-    split, doc = element
-    bucket = stable_hash(seed, "bucket", doc.id) % num_buckets(counts.get(split, 0), docs_per_bucket)
-    return (split, bucket), doc
-
-
-class _MakeInstances(beam.DoFn):
-    def __init__(self, vocab_dir: str, cfg: InstanceConfig, seed: int, dupe_factor: int):
-        self.vocab_dir, self.cfg, self.seed, self.dupe_factor = vocab_dir, cfg, seed, dupe_factor
-        self.duplicates = beam.metrics.Metrics.counter("examples", "documents_duplicate_id")
-        self.no_partner = beam.metrics.Metrics.counter("examples", "nsp_no_partner")
-        self.instances = beam.metrics.Metrics.counter("examples", "instances")
-
-    def setup(self):
         self.vocab = load_vocab(self.vocab_dir)
 
     def process(self, element):
-        (split, _), docs = element
+        (split, _), items = element
         # A fixed order whatever the order of arrival; a repeated id keeps one document
-        # (the one whose tokens sort first), so that instance ids stay unique.
-        unique: dict[str, Document] = {}
-        for doc in sorted(docs, key=lambda d: (d.id, d.tokens.tobytes())):
-            if doc.id in unique:
+        # (the one whose sentences sort first), so that instance ids stay unique.
+        unique: dict[str, list[str]] = {}
+        for uid, sentences in sorted(items):
+            self.read.inc()
+            self.words.inc(sum(len(s.split()) for s in sentences))
+            if uid in unique:
                 self.duplicates.inc()
-                log.warning("documents: id %s appears more than once; keeping one", doc.id)
+                log.warning("documents: id %s appears more than once; keeping one", uid)
                 continue
-            unique[doc.id] = doc
-        counts: Counter = Counter()
-        made = 0
-        for iid, inst in bucket_instances(list(unique.values()), self.cfg, self.vocab, self.seed, self.dupe_factor, counts):
-            made += 1
-            yield beam.pvalue.TaggedOutput(
-                split,
-                {
-                    "input_ids": inst.input_ids,
-                    "token_type_ids": inst.token_type_ids,
-                    "masked_lm_positions": inst.masked_lm_positions,
-                    "masked_lm_ids": inst.masked_lm_ids,
-                    "next_sentence_label": inst.next_sentence_label,
-                    # Not written: the shard order key, and a flag for the statistics.
-                    "_key": (stable_hash(self.seed, "order", iid), iid),
-                    "_short": inst.short_target,
-                },
-            )
-        self.instances.inc(made)
-        self.no_partner.inc(counts["nsp_no_partner"])
-
-
-class InstanceStats(beam.CombineFn):
-    """The statistics of a split, combined over instances (nothing holds them all)."""
-
-    def __init__(self, max_seq_length: int, mask_id: int):
-        self.max_seq_length, self.mask_id = max_seq_length, mask_id
-
-    def create_accumulator(self):
-        return {"lengths": [0] * (self.max_seq_length + 1), "random_next": 0, "short_target": 0,
-                "masked": 0, "mask": 0, "random": 0, "kept": 0}  # fmt: skip
-
-    def add_input(self, acc, row):
-        ids = row["input_ids"]
-        acc["lengths"][min(len(ids), self.max_seq_length)] += 1
-        acc["random_next"] += row["next_sentence_label"]
-        acc["short_target"] += row["_short"]
-        for pos, label in zip(row["masked_lm_positions"], row["masked_lm_ids"]):
-            acc["masked"] += 1
-            token = ids[pos]
-            if token == self.mask_id:
-                acc["mask"] += 1
-            elif token == label:
-                acc["kept"] += 1
+            unique[uid] = sentences
+        docs = []
+        for doc in tokenize_documents(self.tokenizer, list(unique.items())):
+            if doc is None:
+                self.empty.inc()
             else:
-                acc["random"] += 1
-        return acc
+                self.tokens.inc(len(doc.tokens))
+                docs.append(doc)
+        counts: Counter = Counter()
+        batch = make_batch(docs, self.cfg, self.vocab, self.seed, self.dupe_factor, counts)
+        self.instances.inc(len(batch))
+        self.no_partner.inc(counts["nsp_no_partner"])
+        yield beam.pvalue.TaggedOutput("stats", (split, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id)))
+        if not len(batch):
+            return
+        # The order of rows in the shards: a hash of the instance id, the shard: its residue.
+        order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
+        table = batch_table(batch, order)
+        shard_of = order % np.uint64(self.shards[split])
+        for shard in np.unique(shard_of).tolist():
+            yield beam.pvalue.TaggedOutput("rows", ((split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
 
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        out = accs[0]
-        for acc in accs[1:]:
-            out["lengths"] = [a + b for a, b in zip(out["lengths"], acc["lengths"])]
-            for k in ("random_next", "short_target", "masked", "mask", "random", "kept"):
-                out[k] += acc[k]
-        return out
 
-    def extract_output(self, acc):
-        return summarize(acc["lengths"], acc["random_next"], acc["short_target"],
-                         acc["masked"], acc["mask"], acc["random"], acc["kept"])  # fmt: skip
+class _WriteShard(beam.DoFn):
+    """((split, shard), [IPC bytes or None]) -> one Parquet shard, rows in hash order."""
+
+    def __init__(self, output: str, shards: dict[str, int]):
+        self.output, self.shards = output, shards
+
+    def process(self, element):
+        (split, shard), parts = element
+        tables = [pa.ipc.open_stream(p).read_all() for p in parts if p is not None]
+        table = pa.concat_tables(tables) if tables else SHUFFLED.empty_table()
+        table = table.sort_by([("_order", "ascending"), ("_iid", "ascending")]).select(SCHEMA.names)
+        name = shard_name(split, shard, self.shards[split])
+        write_table(table, posixpath.join(self.output.rstrip("/"), name))
+        beam.metrics.Metrics.counter("examples", f"{split}_rows").inc(table.num_rows)
+        yield name, table.num_rows
+
 
 
 def summarize(lengths: list[int], random_next: int, short_target: int | None, masked: int, mask: int, random_: int, kept: int) -> dict:
@@ -324,43 +364,68 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
 
 
 def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
-    """Add the job's stages to ``p``."""
+    """Add the job's stages to ``p``: two shuffles, one of raw documents into buckets and
+    one of compact instance batches into shards."""
     vocab = check_vocab_folder(cfg.vocab)
     icfg = cfg.instances
     shards = document_shards(cfg.documents)
-    docs = (
+    buckets = bucket_counts(count_documents(shards), cfg)
+    num_shards = {"train": cfg.num_shards, "eval": cfg.eval_shards}
+    out = (
         p
         | "Shards" >> beam.Create(shards)
         | "SpreadShards" >> beam.Reshuffle()
         | "Read" >> beam.FlatMap(_read_documents)
-        | "Tokenize" >> beam.ParDo(_Tokenize(cfg.vocab, cfg.seed, cfg.eval_fraction))
-    )
-    counts = docs | "SplitOf" >> beam.Map(lambda e: (e[0], 1)) | "CountPerSplit" >> beam.CombinePerKey(sum)
-    rows = (
-        docs
-        | "ToBucket" >> beam.Map(_to_bucket, beam.pvalue.AsDict(counts), cfg.seed, cfg.docs_per_bucket)
+        | "ToBucket" >> beam.Map(_to_bucket, cfg.seed, cfg.eval_fraction, buckets)
         | "GroupBuckets" >> beam.GroupByKey()
         | "MakeInstances"
-        >> beam.ParDo(_MakeInstances(cfg.vocab, icfg, cfg.seed, cfg.dupe_factor)).with_outputs(*SPLITS)
+        >> beam.ParDo(_MakeInstances(cfg.vocab, icfg, cfg.seed, cfg.dupe_factor, num_shards)).with_outputs("rows", "stats")
     )
-    stats = []
-    for split in SPLITS:
-        num_shards = cfg.num_shards if split == "train" else cfg.eval_shards
-        rows[split] | f"Write{split}" >> WriteParquetShards(cfg.output, split, SCHEMA, num_shards, key=lambda r: r["_key"])
-        stats.append(
-            rows[split]
-            | f"Stats{split}" >> beam.CombineGlobally(InstanceStats(icfg.max_seq_length, vocab.mask_id))
-            | f"Name{split}" >> beam.Map(lambda s, split=split: (split, s))
-        )
+    # One None per shard so that empty shards are written too.
+    every = p | "EveryShard" >> beam.Create([((split, s), None) for split in SPLITS for s in range(num_shards[split])])
+    (
+        (out.rows, every)
+        | "AllParts" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.ParDo(_WriteShard(cfg.output, num_shards))
+    )
     params = {**asdict(icfg), "dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
               "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}  # fmt: skip
     stats_url = posixpath.join(cfg.output.rstrip("/"), "stats.json")
+    zero = zero_counts(icfg.max_seq_length)
+
+    def write_stats(counts: dict) -> None:
+        stats = {}
+        for split in SPLITS:
+            c = counts.get(split, zero)
+            stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
+        _write_json(stats_url, {**stats, "params": params})
+
     (
-        stats
-        | "AllStats" >> beam.Flatten()
+        out.stats
+        | "SumStats" >> beam.CombinePerKey(_SumCounts())
         | "OneDict" >> beam.combiners.ToDict()
-        | "WriteStats" >> beam.Map(lambda s: _write_json(stats_url, {**s, "params": params}))
+        | "WriteStats" >> beam.Map(write_stats)
     )
+
+
+class _SumCounts(beam.CombineFn):
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, counts):
+        return counts if acc is None else add_counts(acc, counts)
+
+    def merge_accumulators(self, accs):
+        out = None
+        for acc in accs:
+            if acc is not None:
+                out = acc if out is None else add_counts(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
 
 
 def run(cfg: ExamplesConfig, options) -> dict[str, int]:

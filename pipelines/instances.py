@@ -129,8 +129,20 @@ def document_from_ids(doc_id: str, sentences: Sequence[Sequence[int]]) -> Docume
 def tokenize_document(tokenizer, doc_id: str, sentences: Sequence[str]) -> Document | None:
     """Tokenize a document's sentences in one batch call (``tokenizers.Tokenizer`` with no
     special tokens, no truncation, no padding)."""
-    encodings = tokenizer.encode_batch(list(sentences), add_special_tokens=False)
-    return document_from_ids(doc_id, [e.ids for e in encodings])
+    return tokenize_documents(tokenizer, [(doc_id, sentences)])[0]
+
+
+def tokenize_documents(tokenizer, docs: Sequence[tuple[str, Sequence[str]]]) -> list[Document | None]:
+    """Tokenize many documents (``(id, sentences)``) in ONE batch call over all their
+    sentences: the per-call overhead of ``tokenizers`` is paid once per bucket, not once
+    per document. ``None`` where a document has no tokens."""
+    sentences = [s for _, doc in docs for s in doc]
+    encodings = tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
+    out, k = [], 0
+    for doc_id, doc in docs:
+        out.append(document_from_ids(doc_id, [e.ids for e in encodings[k : k + len(doc)]]))
+        k += len(doc)
+    return out
 
 
 @dataclass
@@ -143,22 +155,36 @@ class Instance:
     short_target: bool  # drawn from a short target length (for the statistics)
 
 
+def _trims(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """``truncate_seq_pair`` in closed form: (from A's front, A's back, B's front, B's back).
+
+    The original trims the longer segment (B on a tie) one token at a time until the pair
+    fits, each time from the front or the back with probability 1/2. Which segment loses
+    how many tokens does not depend on chance, so it is computed; the front/back coin
+    flips of a segment are its count of one bits in a random word (the same binomial law).
+    """
+    excess = len_a + len_b - max_num_tokens
+    if excess <= 0:
+        return 0, 0, 0, 0
+    gap = len_a - len_b
+    if gap > 0:  # A alone until the two are equal, then B, A, B, ... in turn
+        first = min(excess, gap)
+        rest = excess - first
+        cut_a, cut_b = first + rest // 2, (rest + 1) // 2
+    else:  # B alone until equal, then B, A, B, ...
+        first = min(excess, -gap)
+        rest = excess - first
+        cut_a, cut_b = rest // 2, first + (rest + 1) // 2
+    front_a = rng.getrandbits(cut_a).bit_count() if cut_a else 0
+    front_b = rng.getrandbits(cut_b).bit_count() if cut_b else 0
+    return front_a, cut_a - front_a, front_b, cut_b - front_b
+
+
 def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random):
     """Trim the longer of the two segments, one token at a time from its front or back at
     random, until both fit in ``max_num_tokens``. Returns the trimmed (a, b)."""
-    a_lo, a_hi, b_lo, b_hi = 0, len(tokens_a), 0, len(tokens_b)
-    while (a_hi - a_lo) + (b_hi - b_lo) > max_num_tokens:
-        if a_hi - a_lo > b_hi - b_lo:
-            if rng.random() < 0.5:
-                a_lo += 1
-            else:
-                a_hi -= 1
-        else:
-            if rng.random() < 0.5:
-                b_lo += 1
-            else:
-                b_hi -= 1
-    return tokens_a[a_lo:a_hi], tokens_b[b_lo:b_hi]
+    fa, ba, fb, bb = _trims(len(tokens_a), len(tokens_b), max_num_tokens, rng)
+    return tokens_a[fa : len(tokens_a) - ba], tokens_b[fb : len(tokens_b) - bb]
 
 
 def num_to_predict(length: int, cfg: InstanceConfig) -> int:
@@ -166,35 +192,97 @@ def num_to_predict(length: int, cfg: InstanceConfig) -> int:
     return min(cfg.max_predictions_per_seq, max(1, int(round(length * cfg.masked_lm_prob))))
 
 
-def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random, candidates: list[int] | None = None):
-    """Masked-LM predictions for ``tokens``: returns (masked tokens, positions, original ids),
-    positions ascending. ``candidates``: the positions that are not [CLS]/[SEP], when the
-    caller knows them (else found by looking at the ids)."""
+# --- masking --------------------------------------------------------------------------------
+
+
+@dataclass
+class MaskDraws:
+    """The random numbers masking uses, one of each per token position of a batch:
+    ``select`` ranks the candidates (the n smallest are masked), ``action`` picks [MASK]
+    (< 0.8), kept (0.8-0.9) or random (>= 0.9), ``random_id`` is the random token."""
+
+    select: np.ndarray  # float64
+    action: np.ndarray  # float64
+    random_id: np.ndarray  # int32
+
+    @classmethod
+    def draw(cls, seed: int, n: int, vocab_size: int) -> "MaskDraws":
+        g = np.random.Generator(np.random.PCG64(seed))
+        return cls(g.random(n), g.random(n), g.integers(0, vocab_size, n, dtype=np.int32))
+
+    @classmethod
+    def concat(cls, parts: Sequence["MaskDraws"]) -> "MaskDraws":
+        if not parts:
+            return cls(np.zeros(0), np.zeros(0), np.zeros(0, np.int32))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("select", "action", "random_id")))
+
+
+def mask_batch(ids: np.ndarray, offsets: np.ndarray, special: np.ndarray, cfg: InstanceConfig, vocab: Vocab, draws: MaskDraws):
+    """Static masks for a batch of sequences at once (numpy, no Python loop per token).
+
+    ``ids``: every sequence's ids back to back, sequence i is ``ids[offsets[i]:offsets[i+1]]``;
+    ``special``: True where a position may not be masked ([CLS], [SEP]). Each sequence
+    masks ``num_to_predict`` of its other positions, a uniform random subset (those with the
+    smallest ``draws.select``; the original shuffles the candidates and takes the first n,
+    the same law). Returns (masked ids, positions, original ids, positions offsets), with
+    positions ascending within each sequence.
+    """
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    if n == 0 or lengths.max(initial=0) == 0:
+        return ids.copy(), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(n + 1, np.int64)
+    width = int(lengths.max())
+    want = np.minimum(cfg.max_predictions_per_seq, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))
+    row = np.repeat(np.arange(n), lengths)
+    col = np.arange(len(ids)) - offsets[row]
+    # Rank keys in a (sequences x positions) table: candidates in [0, 1), specials 2,
+    # padding 3, so that neither is ever among the n smallest of a candidate.
+    keys = np.full((n, width), 3.0)
+    keys[row, col] = np.where(special, 2.0, draws.select)
+    k = min(cfg.max_predictions_per_seq, width)
+    cols = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < width else np.argsort(keys, axis=1)
+    ranked = np.take_along_axis(keys, cols, axis=1)
+    order = np.argsort(ranked, axis=1, kind="stable")
+    cols, ranked = np.take_along_axis(cols, order, axis=1), np.take_along_axis(ranked, order, axis=1)
+    chosen = (np.arange(cols.shape[1])[None, :] < want[:, None]) & (ranked < 2.0)
+    # Ascending positions per sequence: unchosen slots sort last, then are dropped.
+    cols = np.sort(np.where(chosen, cols, width), axis=1)
+    count = chosen.sum(axis=1)
+    keep = np.arange(cols.shape[1])[None, :] < count[:, None]
+    positions = cols[keep].astype(np.int32)  # row-major: grouped by sequence
+    where = offsets[:-1].repeat(count) + positions  # flat index into ids
+    labels = ids[where]
+    action = draws.action[where]
+    out = ids.copy()
+    out[where[action < 0.8]] = vocab.mask_id
+    rand = action >= 0.9
+    out[where[rand]] = draws.random_id[where[rand]]
+    pos_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(count, out=pos_offsets[1:])
+    return out, positions, labels.astype(np.int32), pos_offsets
+
+
+def whole_word_mask(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random):
+    """Whole-word masking of one sequence (a word: a piece and its ``##`` continuations is
+    masked whole or not at all). Returns (masked tokens, positions ascending, original ids)."""
     special = (vocab.cls_id, vocab.sep_id)
     n = num_to_predict(len(tokens), cfg)
-    if cfg.do_whole_word_mask:
-        # Candidate groups: a word's first piece and its ## continuations.
-        groups: list[list[int]] = []
-        for i, t in enumerate(tokens):
-            if t in special:
-                continue
-            if groups and vocab.continuation[t] and groups[-1][-1] == i - 1:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        rng.shuffle(groups)
-        chosen: list[int] = []
-        for group in groups:
-            if len(chosen) >= n:
-                break
-            if len(chosen) + len(group) > n:
-                continue  # a word that does not fit whole is skipped, as in the original
-            chosen.extend(group)
-    else:
-        if candidates is None:
-            candidates = [i for i, t in enumerate(tokens) if t not in special]
-        # Shuffling then taking n is the original's choice; sample() draws the same law.
-        chosen = rng.sample(candidates, min(n, len(candidates)))
+    groups: list[list[int]] = []
+    for i, t in enumerate(tokens):
+        if t in special:
+            continue
+        if groups and vocab.continuation[t] and groups[-1][-1] == i - 1:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    rng.shuffle(groups)
+    chosen: list[int] = []
+    for group in groups:
+        if len(chosen) >= n:
+            break
+        if len(chosen) + len(group) > n:
+            continue  # a word that does not fit whole is skipped, as in the original
+        chosen.extend(group)
     chosen.sort()
     output = list(tokens)
     labels = []
@@ -209,20 +297,23 @@ def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: rando
     return output, chosen, labels
 
 
-def _finish(tokens_a, tokens_b, is_random_next, short, cfg, vocab, rng) -> Instance:
-    n_a = len(tokens_a)
-    if tokens_b is None:  # a packed MLM-only sequence
-        tokens = [vocab.cls_id, *tokens_a, vocab.sep_id]
-        token_types = [0] * len(tokens)
-        candidates = list(range(1, n_a + 1))
-    else:
-        tokens = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
-        token_types = [0] * (n_a + 2) + [1] * (len(tokens_b) + 1)
-        candidates = [*range(1, n_a + 1), *range(n_a + 2, len(tokens) - 1)]
-    if cfg.masking == "dynamic":
-        return Instance(tokens, token_types, [], [], int(is_random_next), short)
-    masked, positions, labels = mask_tokens(tokens, cfg, vocab, rng, candidates)
-    return Instance(masked, token_types, positions, labels, int(is_random_next), short)
+def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random):
+    """Masked-LM predictions for one sequence: (masked tokens, positions, original ids),
+    positions ascending. The same code as the batched path (``mask_batch``), for one row."""
+    if cfg.do_whole_word_mask:
+        return whole_word_mask(tokens, cfg, vocab, rng)
+    ids = np.asarray(tokens, dtype=np.int32)
+    special = (ids == vocab.cls_id) | (ids == vocab.sep_id)
+    draws = MaskDraws.draw(rng.getrandbits(64), len(ids), vocab.size)
+    out, positions, labels, _ = mask_batch(ids, np.array([0, len(ids)]), special, cfg, vocab, draws)
+    return out.tolist(), positions.tolist(), labels.tolist()
+
+
+# --- instance layout: spans of the bucket's tokens ---------------------------------------------
+#
+# An instance is described by where its segments lie in the bucket's tokens (all documents
+# back to back): (a_lo, a_hi, b_lo, b_hi, random_next, short). Its ids are gathered from
+# those spans for a whole batch at once (``assemble``).
 
 
 def _target_length(cfg: InstanceConfig, max_num_tokens: int, rng: random.Random) -> tuple[int, bool]:
@@ -231,77 +322,195 @@ def _target_length(cfg: InstanceConfig, max_num_tokens: int, rng: random.Random)
     return max_num_tokens, False
 
 
-def nsp_instances(
-    doc: Document,
-    partners: Sequence[Document],
-    cfg: InstanceConfig,
-    vocab: Vocab,
-    rng: random.Random,
-    counts: Counter | None = None,
-) -> Iterator[Instance]:
-    """Sentence-pair instances of one pass over ``doc``; random next sentences come from
-    ``partners`` (other documents, never ``doc``)."""
+def nsp_spans(d: int, bounds: Sequence[list[int]], cfg: InstanceConfig, rng: random.Random, counts: Counter | None = None):
+    """Sentence-pair spans of one pass over document ``d``. ``bounds[j]``: where document
+    j's sentences start in the bucket's tokens, plus its end. Random next sentences come from
+    the other documents (``rng.randint`` over them, in order, skipping ``d``)."""
+    own = bounds[d]
+    num_sentences = len(own) - 1
+    partners = len(bounds) - 1
     max_num_tokens = cfg.max_seq_length - 3
     # One target per pass over the document, as in the original.
     target, short = _target_length(cfg, max_num_tokens, rng)
-    chunk_start, chunk_len = 0, 0
+    chunk_start = 0
     i = 0
-    while i < doc.num_sentences:
-        chunk_len += doc.sentence_length(i)
-        if i == doc.num_sentences - 1 or chunk_len >= target:
+    while i < num_sentences:
+        if i == num_sentences - 1 or own[i + 1] - own[chunk_start] >= target:
             n = i + 1 - chunk_start  # sentences in the chunk
             a_end = chunk_start + (rng.randint(1, n - 1) if n >= 2 else 1)
-            tokens_a = doc.span(chunk_start, a_end)
+            a_lo, a_hi = own[chunk_start], own[a_end]
             random_next = n == 1 or rng.random() < 0.5
             if random_next and not partners:
                 if counts is not None:
                     counts["nsp_no_partner"] += 1
                 random_next = False
                 if n == 1:  # no continuation and no partner: nothing to pair with
-                    chunk_start, chunk_len = i + 1, 0
+                    chunk_start = i + 1
                     i += 1
                     continue
             if random_next:
-                target_b = target - len(tokens_a)
-                other = partners[rng.randint(0, len(partners) - 1)]
-                start = rng.randint(0, other.num_sentences - 1)
-                end = start
-                b_len = 0
-                while end < other.num_sentences:
-                    b_len += other.sentence_length(end)
+                target_b = target - (a_hi - a_lo)
+                k = rng.randint(0, partners - 1)
+                other = bounds[k if k < d else k + 1]
+                start = rng.randint(0, len(other) - 2)
+                end = start + 1  # whole sentences until B reaches its target, or the end
+                while end < len(other) - 1 and other[end] - other[start] < target_b:
                     end += 1
-                    if b_len >= target_b:
-                        break
-                tokens_b = other.span(start, end)
+                b_lo, b_hi = other[start], other[end]
                 i = a_end - 1  # the chunk's unused sentences go back for the next instance
             else:
-                tokens_b = doc.span(a_end, i + 1)
-            tokens_a, tokens_b = truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            yield _finish(tokens_a, tokens_b, random_next, short, cfg, vocab, rng)
-            chunk_start, chunk_len = i + 1, 0
+                b_lo, b_hi = a_hi, own[i + 1]
+            fa, ba, fb, bb = _trims(a_hi - a_lo, b_hi - b_lo, max_num_tokens, rng)
+            yield a_lo + fa, a_hi - ba, b_lo + fb, b_hi - bb, random_next, short
+            chunk_start = i + 1
         i += 1
 
 
-def packed_instances(doc: Document, cfg: InstanceConfig, vocab: Vocab, rng: random.Random) -> Iterator[Instance]:
-    """MLM-only instances of one pass over ``doc``: consecutive sentences packed into full
-    sequences (RoBERTa's FULL-SENTENCES, within one document)."""
+def packed_spans(own: list[int], cfg: InstanceConfig, rng: random.Random):
+    """MLM-only spans of one pass over a document whose sentence bounds are ``own``:
+    consecutive sentences packed into full sequences (RoBERTa's FULL-SENTENCES, within one
+    document); a sentence longer than a sequence is cut into full pieces."""
     max_num_tokens = cfg.max_seq_length - 2
     target, short = _target_length(cfg, max_num_tokens, rng)
-    current: list[int] = []
-    for s in range(doc.num_sentences):
-        sentence = doc.span(s, s + 1)
-        if current and len(current) + len(sentence) > target:
-            yield _finish(current, None, False, short, cfg, vocab, rng)
-            current = []
+    lo = hi = own[0]
+    for s in range(len(own) - 1):
+        s_lo, s_hi = own[s], own[s + 1]
+        if hi > lo and (hi - lo) + (s_hi - s_lo) > target:
+            yield lo, hi, 0, 0, False, short
+            lo = s_lo
             target, short = _target_length(cfg, max_num_tokens, rng)
-        current.extend(sentence)
-        # A sentence longer than a whole sequence is cut into full pieces.
-        while len(current) > max_num_tokens:
-            yield _finish(current[:max_num_tokens], None, False, short, cfg, vocab, rng)
-            current = current[max_num_tokens:]
+        hi = s_hi
+        while hi - lo > max_num_tokens:
+            yield lo, lo + max_num_tokens, 0, 0, False, short
+            lo += max_num_tokens
             target, short = _target_length(cfg, max_num_tokens, rng)
-    if current:
-        yield _finish(current, None, False, short, cfg, vocab, rng)
+    if hi > lo:
+        yield lo, hi, 0, 0, False, short
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, s + n)`` for every (s, n), without a Python loop."""
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - lengths - starts, lengths)
+
+
+@dataclass
+class InstanceBatch:
+    """Instances as flat columns: instance i is ``input_ids[offsets[i]:offsets[i+1]]``, its
+    predictions ``masked_lm_*[mask_offsets[i]:mask_offsets[i+1]]``."""
+
+    ids: list[str]  # "{doc id}:{dupe}:{k}", unique and stable
+    input_ids: np.ndarray  # int32
+    token_type_ids: np.ndarray  # int8
+    offsets: np.ndarray  # int64
+    masked_lm_positions: np.ndarray  # int32
+    masked_lm_ids: np.ndarray  # int32
+    mask_offsets: np.ndarray  # int64
+    next_sentence_label: np.ndarray  # int8
+    short_target: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def instances(self) -> Iterator[Instance]:
+        o, m = self.offsets.tolist(), self.mask_offsets.tolist()
+        ids, types = self.input_ids.tolist(), self.token_type_ids.tolist()
+        pos, lab = self.masked_lm_positions.tolist(), self.masked_lm_ids.tolist()
+        for i, (label, short) in enumerate(zip(self.next_sentence_label.tolist(), self.short_target.tolist())):
+            yield Instance(ids[o[i] : o[i + 1]], types[o[i] : o[i + 1]], pos[m[i] : m[i + 1]], lab[m[i] : m[i + 1]], label, short)
+
+
+def assemble(tokens: np.ndarray, spans: list[tuple], ids: list[str], passes: list[tuple[int, int]], cfg: InstanceConfig, vocab: Vocab) -> InstanceBatch:
+    """Gather ``[CLS] A [SEP] B [SEP]`` (or ``[CLS] A [SEP]`` when packed) for every span
+    at once, then mask. ``passes``: (instances, mask seed) of each pass, in order; a pass's
+    masks come from its own seed, so they do not depend on what else is in the batch."""
+    n = len(spans)
+    s = np.array(spans, dtype=np.int64).reshape(n, 6)
+    a_lo, a_len, b_lo, b_len = s[:, 0], s[:, 1] - s[:, 0], s[:, 2], s[:, 3] - s[:, 2]
+    cls, sep = len(tokens), len(tokens) + 1  # where the specials are in `source`
+    source = np.concatenate([tokens.astype(np.int32), np.array([vocab.cls_id, vocab.sep_id], np.int32)])
+    ones = np.ones(n, np.int64)
+    # Five pieces per instance: [CLS], A, [SEP], B, [SEP] (B and its [SEP] empty when packed).
+    starts = np.stack([cls * ones, a_lo, sep * ones, b_lo, sep * ones], axis=1).ravel()
+    lengths = np.stack([ones, a_len, ones, b_len, ones if cfg.nsp else 0 * ones], axis=1).ravel()
+    input_ids = source[_ranges(starts, lengths)]
+    token_type_ids = np.repeat(np.tile(np.array([0, 0, 0, 1, 1], np.int8), n), lengths)
+    per = lengths.reshape(n, 5).sum(axis=1)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(per, out=offsets[1:])
+    label = s[:, 4].astype(np.int8)
+    short = s[:, 5].astype(bool)
+    if cfg.masking == "dynamic":
+        empty = np.zeros(0, np.int32)
+        return InstanceBatch(ids, input_ids, token_type_ids, offsets, empty, empty, np.zeros(n + 1, np.int64), label, short)
+    if cfg.do_whole_word_mask:
+        return _whole_word_batch(ids, input_ids, token_type_ids, offsets, passes, label, short, cfg, vocab)
+    special = np.zeros(len(input_ids), bool)
+    special[offsets[:-1]] = True  # [CLS]
+    special[offsets[1:] - 1] = True  # the last [SEP]
+    if cfg.nsp:
+        special[offsets[:-1] + 1 + a_len] = True  # the [SEP] after A
+    draws, first = [], 0
+    for count, seed in passes:
+        if count:
+            draws.append(MaskDraws.draw(seed, int(offsets[first + count] - offsets[first]), vocab.size))
+        first += count
+    masked, positions, labels, mask_offsets = mask_batch(input_ids, offsets, special, cfg, vocab, MaskDraws.concat(draws))
+    return InstanceBatch(ids, masked, token_type_ids, offsets, positions, labels, mask_offsets, label, short)
+
+
+def _whole_word_batch(ids, input_ids, token_type_ids, offsets, passes, label, short, cfg, vocab) -> InstanceBatch:
+    """Whole-word masking, sequence by sequence in Python (an option; the default path is
+    ``mask_batch``); each pass's sequences draw from one ``random.Random`` of its seed."""
+    out, positions, labels, counts = [], [], [], []
+    o, tokens, first = offsets.tolist(), input_ids.tolist(), 0
+    for count, seed in passes:
+        rng = random.Random(seed)
+        for i in range(first, first + count):
+            masked, pos, lab = whole_word_mask(tokens[o[i] : o[i + 1]], cfg, vocab, rng)
+            out.extend(masked)
+            positions.extend(pos)
+            labels.extend(lab)
+            counts.append(len(pos))
+        first += count
+    mask_offsets = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum(counts, out=mask_offsets[1:])
+    return InstanceBatch(ids, np.array(out, np.int32), token_type_ids, offsets, np.array(positions, np.int32),
+                         np.array(labels, np.int32), mask_offsets, label, short)  # fmt: skip
+
+
+def _bucket_tokens(docs: Sequence[Document]) -> tuple[np.ndarray, list[list[int]]]:
+    """All documents' tokens back to back, and each one's sentence bounds in them."""
+    tokens = np.concatenate([d.tokens for d in docs]) if docs else np.zeros(0, np.int32)
+    bounds, start = [], 0
+    for d in docs:
+        bounds.append((d.bounds + start).tolist())
+        start += len(d.tokens)
+    return tokens, bounds
+
+
+def make_batch(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed: int, dupe_factor: int, counts: Counter | None = None) -> InstanceBatch:
+    """Every instance of a bucket of documents, as one ``InstanceBatch``.
+
+    ``docs`` must be in a fixed order (the caller sorts by id) and have distinct ids; each
+    document's partners are the bucket's other documents. Pass ``dupe`` of document ``doc``
+    draws from ``random.Random(stable_hash(seed, doc.id, dupe))``: first a seed for its
+    masks, then its layout.
+    """
+    tokens, bounds = _bucket_tokens(docs)
+    spans: list[tuple] = []
+    ids: list[str] = []
+    passes: list[tuple[int, int]] = []
+    for d, doc in enumerate(docs):
+        for dupe in range(dupe_factor):
+            rng = random.Random(stable_hash(seed, doc.id, dupe))
+            mask_seed = rng.getrandbits(64)
+            before = len(spans)
+            spans.extend(nsp_spans(d, bounds, cfg, rng, counts) if cfg.nsp else packed_spans(bounds[d], cfg, rng))
+            made = len(spans) - before
+            ids.extend(f"{doc.id}:{dupe}:{k}" for k in range(made))
+            passes.append((made, mask_seed))
+    return assemble(tokens, spans, ids, passes, cfg, vocab)
 
 
 def bucket_instances(
@@ -312,16 +521,26 @@ def bucket_instances(
     dupe_factor: int,
     counts: Counter | None = None,
 ) -> Iterator[tuple[str, Instance]]:
-    """Every instance of a bucket of documents, as ``(instance id, instance)``.
+    """Every instance of a bucket, as ``(instance id, instance)`` (``make_batch``, row by
+    row). The instance id ``"{doc id}:{dupe}:{k}"`` is unique and stable."""
+    batch = make_batch(docs, cfg, vocab, seed, dupe_factor, counts)
+    yield from zip(batch.ids, batch.instances())
 
-    ``docs`` must be in a fixed order (the caller sorts by id) and have distinct ids; each
-    document's partners are the bucket's other documents. The instance id
-    ``"{doc id}:{dupe}:{k}"`` is unique and stable.
-    """
-    for d, doc in enumerate(docs):
-        partners = [*docs[:d], *docs[d + 1 :]] if cfg.nsp else ()
-        for dupe in range(dupe_factor):
-            rng = random.Random(stable_hash(seed, doc.id, dupe))
-            made = nsp_instances(doc, partners, cfg, vocab, rng, counts) if cfg.nsp else packed_instances(doc, cfg, vocab, rng)
-            for k, instance in enumerate(made):
-                yield f"{doc.id}:{dupe}:{k}", instance
+
+def nsp_instances(doc: Document, partners: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, rng: random.Random, counts: Counter | None = None) -> list[Instance]:
+    """Sentence-pair instances of one pass over ``doc``; random next sentences come from
+    ``partners`` (other documents, never ``doc``)."""
+    tokens, bounds = _bucket_tokens([doc, *partners])
+    mask_seed = rng.getrandbits(64)
+    spans = list(nsp_spans(0, bounds, cfg, rng, counts))
+    batch = assemble(tokens, spans, [str(k) for k in range(len(spans))], [(len(spans), mask_seed)], cfg, vocab)
+    return list(batch.instances())
+
+
+def packed_instances(doc: Document, cfg: InstanceConfig, vocab: Vocab, rng: random.Random) -> list[Instance]:
+    """MLM-only instances of one pass over ``doc`` (see ``packed_spans``)."""
+    tokens, bounds = _bucket_tokens([doc])
+    mask_seed = rng.getrandbits(64)
+    spans = list(packed_spans(bounds[0], cfg, rng))
+    batch = assemble(tokens, spans, [str(k) for k in range(len(spans))], [(len(spans), mask_seed)], cfg, vocab)
+    return list(batch.instances())
