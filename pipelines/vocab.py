@@ -44,7 +44,8 @@ NAMESPACE = "vocab"
 class VocabConfig:
     vocab_size: int = 30522  # lines of vocab.txt, reserved tokens included
     lowercase: bool = True  # uncased: lowercase and strip accents, as bert-base-uncased
-    min_count: int = 2  # words seen fewer times are not learned from
+    min_count: int = 1  # words seen fewer times are not learned from
+    min_piece_count: int = 2  # the learner's lowest count threshold (TF Text's lower_thresh)
     max_words: int = 1_000_000  # the most frequent distinct words kept for learning
     num_unused: int = 0  # [unusedN] slots reserved for later use (bert-base has 994)
     vocab_file: str | None = None  # reuse this vocab.txt instead of learning one
@@ -177,7 +178,8 @@ def _learn(kept: list[tuple[str, int]], cfg: VocabConfig) -> dict:
             f"no word is seen at least min_count={cfg.min_count} times in the documents: "
             "check the input steps, or lower min_count"
         )
-    learned = wordpiece.learn(kept, cfg.vocab_size, reserved, wordpiece.LearnerConfig(max_unique_chars=cfg.max_unique_chars))
+    learner = wordpiece.LearnerConfig(max_unique_chars=cfg.max_unique_chars, min_piece_count=cfg.min_piece_count)
+    learned = wordpiece.learn(kept, cfg.vocab_size, reserved, learner)
     if len(learned.tokens) < cfg.vocab_size:
         log.warning("only %d tokens could be learned (asked for %d): the corpus is small", len(learned.tokens), cfg.vocab_size)
     return {
@@ -342,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
     ap.add_argument("--min-count", type=int, default=defaults.min_count)
     ap.add_argument("--max-words", type=int, default=defaults.max_words)
+    ap.add_argument("--min-piece-count", type=int, default=defaults.min_piece_count)
     ap.add_argument("--num-unused", type=int, default=defaults.num_unused)
     ap.add_argument("--vocab-file", help="reuse this vocab.txt instead of learning one")
     ap.add_argument("--heldout-fraction", type=float, default=defaults.heldout_fraction)
@@ -354,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
         lowercase=not args.cased,
         min_count=args.min_count,
         max_words=args.max_words,
+        min_piece_count=args.min_piece_count,
         num_unused=args.num_unused,
         vocab_file=args.vocab_file,
         heldout_fraction=args.heldout_fraction,

@@ -17,6 +17,12 @@ behind ``bert_vocab_from_dataset``), written from its description:
    requested size; the vocabulary of the threshold just below (which is larger) is
    then cut to exactly the requested size by dropping its least used pieces, so the
    result has exactly ``size`` entries whenever the words allow that many.
+   The threshold never goes below ``min_piece_count`` (2, TF Text's ``lower_thresh``):
+   at 1 every word seen once becomes a piece of its own.
+4. Ours, beyond TF Text: when even the lowest threshold does not fill the size (few
+   distinct words for a large vocabulary; TF Text then returns a smaller one), the room
+   left is filled with the substrings shared by the most distinct words, which unseen
+   words are made of.
 
 Memory and time are bounded by the distinct words given (the caller cuts them to the
 top ``max_words``), never by the corpus: this only ever sees ``(word, count)`` pairs.
@@ -42,6 +48,9 @@ class LearnerConfig:
     max_token_length: int = 50  # longer words are not learned from (they tokenize to pieces)
     max_unique_chars: int = 1000  # size of the alphabet
     num_iterations: int = 4  # rounds of count-and-keep per threshold
+    # The lowest threshold tried (TF Text's lower_thresh): at 1, every word seen once
+    # would become a piece of its own, crowding out the pieces unseen words are made of.
+    min_piece_count: int = 2
 
 
 @dataclass
@@ -184,7 +193,7 @@ def learn(
 ) -> LearnedVocab:
     """A vocabulary of ``size`` tokens (``reserved`` first) learned from ``(word, count)``.
 
-    Fewer than ``size`` only when even threshold 1 yields fewer pieces (a tiny corpus).
+    Fewer than ``size`` only when the words hold fewer distinct substrings seen twice.
     The result depends only on the set of pairs, never on their order.
     """
     pairs = sorted(((w, int(c)) for w, c in word_counts if w and c > 0), key=lambda wc: (-wc[1], wc[0]))
@@ -228,23 +237,32 @@ def learn(
         return sum(1 for p in _keep(first_round, threshold) if p not in alphabet_tokens) <= room
 
     # No piece is counted more often than in the first round: above that, nothing is kept.
+    floor = cfg.min_piece_count
     top = max(first_counts.values(), default=0) + 1
-    high = _lowest(first_round_fits, 1, top)
+    high = _lowest(first_round_fits, floor, max(floor, top))
     while not fits(high):
         high = min(2 * high, top)
-    low = max(1, high // 2)
-    while low > 1 and fits(low):
-        high, low = low, max(1, low // 2)
+    low = max(floor, high // 2)
+    while low > floor and fits(low):
+        high, low = low, max(floor, low // 2)
     low = low if fits(low) else _lowest(fits, low + 1, high)
     threshold = low
     learned = pieces_at(threshold)
-    if len(learned) < room and threshold > 1 and len(pieces_at(threshold - 1)) > len(learned):
+    if len(learned) < room and threshold > floor and len(pieces_at(threshold - 1)) > len(learned):
         # The next lower threshold overshoots: keep its most used pieces, exactly filling
         # the vocabulary. Dropping a piece never makes a word untokenizable (the alphabet
         # is complete), it only splits it into shorter pieces.
         threshold -= 1
         learned = pieces_at(threshold)
     ranked = sorted(learned.items(), key=lambda pc: (-pc[1], pc[0]))[:room]
+    if len(ranked) < room:
+        # Even the lowest threshold leaves room: the words are few for this size. Fill it
+        # with the substrings shared by the most distinct words ("##ness", "##ly", "un"),
+        # at least two: unseen words are made of those.
+        have = alphabet_tokens.union(learned)
+        shared = _words_containing(words, cfg.max_token_length)
+        extra = sorted(((p, n) for p, n in shared.items() if n >= 2 and p not in have), key=lambda pn: (-pn[1], pn[0]))
+        ranked += [(p, first_counts[p]) for p, _ in extra[: room - len(ranked)]]
     tokens = list(reserved) + alphabet + [p for p, _ in ranked]
     return LearnedVocab(
         tokens=tokens,
@@ -254,6 +272,16 @@ def learn(
         words_skipped=skipped,
         piece_counts=dict(ranked),
     )
+
+
+def _words_containing(words: list[tuple[str, int]], max_len: int) -> Counter[str]:
+    """Piece -> how many distinct words contain it (at a word start, or inside as ##piece)."""
+    found: Counter[str] = Counter()
+    for word, _ in words:
+        found.update(
+            {(JOINER if s else "") + word[s:e] for s in range(len(word)) for e in range(s + 1, min(len(word), s + max_len) + 1)}
+        )
+    return found
 
 
 def _lowest(ok, low: int, high: int) -> int:

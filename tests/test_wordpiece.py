@@ -109,3 +109,16 @@ def test_on_books_tokenizes_heldout_text_sensibly():
     assert tok.encode(heldout[:20_000], add_special_tokens=False).tokens == [
         piece for w in split(heldout[:20_000]) for piece in tokenize_word(w, vocab)
     ]
+
+
+def test_a_size_beyond_the_words_is_filled_with_shared_substrings():
+    """One novel has ~7k distinct words; 15000 tokens cannot all be learned pieces. The
+    threshold stops at min_piece_count and the rest is the substrings most words share."""
+    counts = Counter(WordSplitter(True)(BOOKS[2].read_text(encoding="utf-8")))
+    assert len(counts) < 10_000
+    v = learn(counts.items(), 15_000, SPECIALS)
+    assert len(v.tokens) == 15_000 == len(set(v.tokens)) and v.threshold == 2
+    assert {"##ing", "##ed", "##ly", "##ness"} <= set(v.tokens)
+    # A long word seen once and inside no other word is never a piece: it was seen once.
+    lonely = [w for w, n in counts.items() if n == 1 and len(w) > 10 and not any(w in x for x in counts if x != w)]
+    assert len(lonely) > 20 and not set(lonely) & set(v.tokens)

@@ -15,7 +15,8 @@ from . import Input, Params, StepKind, register
 class VocabParams(Params):
     vocab_size: int = Field(default=30522, ge=16, le=1_000_000, description="lines of vocab.txt, specials included")
     lowercase: bool = Field(default=True, description="uncased (lowercase, strip accents) or cased")
-    min_count: int = Field(default=2, ge=1, description="words seen fewer times are not learned from")
+    min_count: int = Field(default=1, ge=1, description="words seen fewer times are not learned from")
+    min_piece_count: int = Field(default=2, ge=1, description="lowest count a learned piece may have")
     max_words: int = Field(default=1_000_000, ge=1, description="most frequent distinct words kept for learning")
     num_unused: int = Field(default=0, ge=0, le=10_000, description="[unusedN] slots, in bert-base's layout")
     vocab_file: str | None = Field(default=None, min_length=1, description="reuse this vocab.txt: no learning")
@@ -46,6 +47,7 @@ class Vocab(StepKind):
             lowercase=p.lowercase,
             min_count=p.min_count,
             max_words=p.max_words,
+            min_piece_count=p.min_piece_count,
             num_unused=p.num_unused,
             vocab_file=ctx.resolve_path(p.vocab_file) if p.vocab_file else None,
             heldout_fraction=p.heldout_fraction,
