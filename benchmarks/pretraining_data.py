@@ -8,7 +8,10 @@ Both read the same one-sentence-per-line text (blank lines between documents) ma
 the sample books, with the same bert-base-uncased vocab and parameters (128 / 20 / 0.15 /
 dupe 5). We measure the whole process (startup included): input words per second, per
 core (ours: divided by the workers), CPU seconds of the whole process tree, and peak
-memory (RSS summed over the process tree, sampled). Then the statistics of both outputs:
+memory (RSS summed over the process tree, and of its largest process, sampled). Two input
+sizes (2.5 MB and 10 MB by default) so that fixed start-up costs (Beam's job service and
+worker processes, TensorFlow's import) do not decide the comparison; the marginal rate
+between them is what a large corpus sees. Then the statistics of both outputs:
 ours from stats.json, the original's by parsing its TFRecords with TensorFlow.
 
 The original runs in its own virtualenv, ``bench-envs/bert-tf`` (created on first use:
@@ -178,7 +181,7 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) ->
     out = open(log, "w") if log else subprocess.DEVNULL
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    peak = [0]
+    peak = [0, 0]  # tree sum, largest single process
     cpu_seen: dict[int, float] = {}
 
     def sample():
@@ -186,6 +189,7 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) ->
             table = _proc_table()
             tree = _tree(table, proc.pid)
             peak[0] = max(peak[0], sum(table[p][2] for p in tree))
+            peak[1] = max([peak[1], *(table[p][2] for p in tree)])
             for p in tree:
                 cpu_seen[p] = table[p][1]  # catches children that nobody reaps
             time.sleep(0.05)
@@ -202,7 +206,7 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) ->
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}; see {log}")
     # wait4 counts the process and the children it reaped; the samples count the others.
     cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
-    return {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak[0] / 2**20}
+    return {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak[0] / 2**20, "largest_mb": peak[1] / 2**20}
 
 
 def run_original(work: Path, text: Path, tag: str) -> dict:
@@ -258,8 +262,8 @@ def run_ours(work: Path, shards: Path, tag: str, workers: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(ROOT / "bench-runs" / "pretraining_data"), help="scratch folder")
-    ap.add_argument("--sizes-mb", type=float, nargs=2, default=[2.5, 5.0], help="the two input sizes")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="our worker counts (on the first size)")
+    ap.add_argument("--sizes-mb", type=float, nargs=2, default=[2.5, 10.0], help="the two input sizes")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="our worker counts (on both sizes)")
     ap.add_argument("--skip-original", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -282,7 +286,7 @@ def main() -> None:
             rows.append(("original (bert-tensorflow 1.0.4)", tag, 1, m, words))
             if size == small:
                 stats["original"] = original_stats(work, m["output"])
-        for workers in args.workers if size == small else [1]:
+        for workers in args.workers:
             m = run_ours(work, shards, tag, workers)
             rows.append(("ours (pipelines.examples)", tag, workers, m, words))
             if size == small and workers == args.workers[0]:
@@ -290,12 +294,14 @@ def main() -> None:
         print(f"done {tag}", flush=True)
 
     print(f"\n### Speed and memory ({inputs[small][2]:,} and {inputs[large][2]:,} input words; 128 / 20 / 0.15 / dupe 5)\n")
-    print("| tool | input | workers | wall s | CPU s | words/s | words/s per core | words per CPU s | peak RSS MB (tree) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| tool | input | workers | wall s | CPU s | words/s | words/s per core | words per CPU s | vs original | peak RSS MB (tree) | largest process MB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    original = {tag: words / m["cpu_s"] for tool, tag, _, m, words in rows if tool.startswith("original")}
     for tool, tag, workers, m, words in rows:
-        rate = words / m["wall_s"]
+        rate, per_cpu = words / m["wall_s"], words / m["cpu_s"]
+        versus = f"{per_cpu / original[tag]:.2f}x" if tag in original else ""
         print(f"| {tool} | {tag} | {workers} | {m['wall_s']:.1f} | {m['cpu_s']:.1f} | {rate:,.0f} | {rate / workers:,.0f} | "
-              f"{words / m['cpu_s']:,.0f} | {m['peak_mb']:,.0f} |")  # fmt: skip
+              f"{per_cpu:,.0f} | {versus} | {m['peak_mb']:,.0f} | {m['largest_mb']:,.0f} |")  # fmt: skip
 
     # Startup (imports, Beam's workers, TensorFlow) is paid once; the rate between the two
     # sizes is what a large corpus sees.
@@ -305,6 +311,16 @@ def main() -> None:
         if len(one) == 2:
             (m1, w1), (m2, w2) = one
             print(f"| {tool} | {(w2 - w1) / max(1e-9, m2['cpu_s'] - m1['cpu_s']):,.0f} |")
+
+    # Scaling: wall time of 1 worker over wall time of N (N on a machine with N free cores).
+    ours = {(tag, workers): m for tool, tag, workers, m, _ in rows if tool.startswith("ours")}
+    if len(args.workers) > 1:
+        print("\n| input | " + " | ".join(f"speed-up with {w} workers (wall)" for w in args.workers[1:]) + " |")
+        print("|---|" + "---:|" * (len(args.workers) - 1))
+        for size in (small, large):
+            tag = f"{size:g}mb"
+            base = ours[(tag, args.workers[0])]["wall_s"]
+            print(f"| {tag} | " + " | ".join(f"{base / ours[(tag, w)]['wall_s']:.2f}x" for w in args.workers[1:]) + " |")
 
     keys = ["instances", "mean_length", "full_share", "short_share", "nsp_random_rate", "masked_per_token",
             "mask_share", "random_share", "kept_share"]  # fmt: skip

@@ -25,7 +25,15 @@ Where we differ, on purpose:
   process, and it is never the document itself (the original retries 10 times and may give
   up on the same document). This is what lets a worker hold one bucket, not the corpus.
 * Randomness: one ``random.Random`` per (seed, document id, dupe index), so the output does
-  not depend on the order in which documents arrive.
+  not depend on the order in which documents arrive. It draws the pass's layout, and a
+  seed for a numpy generator that draws the pass's masks.
+* Speed: instances are laid out as spans of the bucket's tokens, gathered into flat numpy
+  columns for a whole bucket at once, and masked at once (``mask_batch``): the n masked
+  positions of a sequence are its candidates with the n smallest uniform keys (a uniform
+  random subset, as the original's shuffle-then-take-n), and one uniform per position picks
+  [MASK] / kept / random. ``truncate_seq_pair`` is computed in closed form (how many tokens
+  each side loses is not random; front or back is a fair coin per token, as in the
+  original). Whole-word masking stays a Python loop per sequence.
 * ``nsp=False``: no sentence pairs; sentences are packed into full sequences
   ``[CLS] s1 s2 ... [SEP]`` within a document, as RoBERTa's FULL-SENTENCES (a sentence longer
   than a sequence is cut into pieces). ``short_seq_prob`` still applies, per sequence; set

@@ -199,3 +199,41 @@ def test_instances_are_deterministic_and_ids_unique(docs, vocab):
     by_dupe = {iid: i for iid, i in first}
     doc = docs[0].id
     assert by_dupe[f"{doc}:0:0"].masked_lm_positions != by_dupe[f"{doc}:1:0"].masked_lm_positions
+
+
+def test_truncation_cuts_as_many_tokens_from_each_side_as_the_original_loop():
+    from pipelines.instances import _trims
+
+    rng = random.Random(0)
+    for len_a in range(0, 40, 3):
+        for len_b in range(0, 40, 5):
+            for max_num in (5, 20, 50):
+                # The original: trim the longer (B on a tie) one token at a time.
+                a, b = len_a, len_b
+                while a + b > max_num:
+                    if a > b:
+                        a -= 1
+                    else:
+                        b -= 1
+                fa, ba, fb, bb = _trims(len_a, len_b, max_num, rng)
+                assert (len_a - fa - ba, len_b - fb - bb) == (a, b)
+                assert min(fa, ba, fb, bb) >= 0
+
+
+def test_batched_masks_match_the_rule_per_sequence(docs, vocab):
+    # A whole bucket masked at once: every sequence masks its own count, on non-specials,
+    # and different passes of the same document draw different masks.
+    cfg, instances = all_instances(docs[:40], vocab, dupe_factor=3, max_seq_length=96, max_predictions_per_seq=12)
+    shares = Counter()
+    for inst in instances:
+        original = list(inst.input_ids)
+        for p, label in zip(inst.masked_lm_positions, inst.masked_lm_ids):
+            original[p] = label
+        assert len(inst.masked_lm_positions) == num_to_predict(len(original), cfg)
+        assert all(original[p] not in (vocab.cls_id, vocab.sep_id) for p in inst.masked_lm_positions)
+        for p, label in zip(inst.masked_lm_positions, inst.masked_lm_ids):
+            t = inst.input_ids[p]
+            shares["mask" if t == vocab.mask_id else "kept" if t == label else "random"] += 1
+    total = sum(shares.values())
+    assert total > 5000
+    assert abs(shares["mask"] / total - 0.8) < 0.02 and abs(shares["kept"] / total - 0.1) < 0.02
