@@ -91,7 +91,9 @@ def run_tokenizers(sentences: list[str], size: int) -> tuple[list[str], float]:
     tok = Tokenizer(models.WordPiece(unk_token=bert_tokenizer.UNK))
     tok.normalizer = bert_tokenizer.normalizer(True)
     tok.pre_tokenizer = bert_tokenizer.pre_tokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=size, special_tokens=bert_tokenizer.reserved_tokens(0))
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=size, special_tokens=bert_tokenizer.reserved_tokens(0), show_progress=False
+    )
     tok.train_from_iterator(sentences, trainer)
     seconds = time.perf_counter() - start
     return [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])], seconds

@@ -46,7 +46,7 @@ class VocabConfig:
     lowercase: bool = True  # uncased: lowercase and strip accents, as bert-base-uncased
     min_count: int = 1  # words seen fewer times are not learned from
     min_piece_count: int = 2  # the learner's lowest count threshold (TF Text's lower_thresh)
-    max_words: int = 1_000_000  # the most frequent distinct words kept for learning
+    max_words: int = 500_000  # the most frequent distinct words kept for learning (~2 KB each at peak)
     num_unused: int = 0  # [unusedN] slots reserved for later use (bert-base has 994)
     vocab_file: str | None = None  # reuse this vocab.txt instead of learning one
     heldout_fraction: float = 0.02  # share of documents kept out of counting, for the report

@@ -216,7 +216,12 @@ def learn(
     skipped = len(pairs) - len(words)
     alphabet_tokens = frozenset(alphabet)
 
-    first_round = _count_candidates(words, None, cfg.max_token_length)
+    # Pieces seen fewer than min_piece_count times in the first round are never kept (later
+    # rounds count fewer occurrences): drop them now, most of the substrings of rare words.
+    floor = cfg.min_piece_count
+    first_round = [
+        {p: c for p, c in by_length.items() if c >= floor} for by_length in _count_candidates(words, None, cfg.max_token_length)
+    ]
     first_counts = {piece: count for by_length in first_round for piece, count in by_length.items()}
     cache: dict[int, dict[str, int]] = {}
 
@@ -237,7 +242,6 @@ def learn(
         return sum(1 for p in _keep(first_round, threshold) if p not in alphabet_tokens) <= room
 
     # No piece is counted more often than in the first round: above that, nothing is kept.
-    floor = cfg.min_piece_count
     top = max(first_counts.values(), default=0) + 1
     high = _lowest(first_round_fits, floor, max(floor, top))
     while not fits(high):
@@ -260,7 +264,7 @@ def learn(
         # with the substrings shared by the most distinct words ("##ness", "##ly", "un"),
         # at least two: unseen words are made of those.
         have = alphabet_tokens.union(learned)
-        shared = _words_containing(words, cfg.max_token_length)
+        shared = _words_containing(words, first_counts, cfg.max_token_length)
         extra = sorted(((p, n) for p, n in shared.items() if n >= 2 and p not in have), key=lambda pn: (-pn[1], pn[0]))
         ranked += [(p, first_counts[p]) for p, _ in extra[: room - len(ranked)]]
     tokens = list(reserved) + alphabet + [p for p, _ in ranked]
@@ -274,13 +278,13 @@ def learn(
     )
 
 
-def _words_containing(words: list[tuple[str, int]], max_len: int) -> Counter[str]:
-    """Piece -> how many distinct words contain it (at a word start, or inside as ##piece)."""
+def _words_containing(words: list[tuple[str, int]], pieces: dict[str, int], max_len: int) -> Counter[str]:
+    """How many distinct words contain each of ``pieces`` (at a word start, or inside as
+    ##piece)."""
     found: Counter[str] = Counter()
     for word, _ in words:
-        found.update(
-            {(JOINER if s else "") + word[s:e] for s in range(len(word)) for e in range(s + 1, min(len(word), s + max_len) + 1)}
-        )
+        inside = {(JOINER if s else "") + word[s:e] for s in range(len(word)) for e in range(s + 1, min(len(word), s + max_len) + 1)}
+        found.update(p for p in inside if p in pieces)
     return found
 
 

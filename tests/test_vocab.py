@@ -136,7 +136,7 @@ def test_learned_folder_loads_in_tokenizers_and_transformers(learned):
 def test_reuse_bert_base_vocab_cased_through_the_kind(inputs, tmp_path):
     """The kind with vocab_file: the file byte for byte, a cased tokenizer from it, a report."""
     kind = KINDS["vocab"]
-    params = kind.Params(vocab_file=str(bert_base_uncased_vocab()), lowercase=False, heldout_fraction=0.1)
+    params = kind.Params(vocab_file=str(bert_base_uncased_vocab()), lowercase=False, heldout_fraction=0.1, max_words=500)
     ctx = StepContext(
         step="vocab",
         output=str(tmp_path / "out"),
@@ -153,6 +153,9 @@ def test_reuse_bert_base_vocab_cased_through_the_kind(inputs, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["vocab_size"] == 30522 and report["source"] == str(bert_base_uncased_vocab())
     assert counters["heldout_documents"] > 0 and counters["vocab_size"] == 30522
+    # The top-k cut: the 500 most frequent words, and the count where it fell.
+    assert report["corpus"]["kept_words"] == 500 == len((out / "word_counts.tsv").read_text().splitlines())
+    assert report["corpus"]["kept_min_count"] > 1 and report["corpus"]["distinct_words"] > 500
     assert 1.0 < report["heldout"]["pieces_per_word"] < 1.5
     from tokenizers import Tokenizer
 

@@ -17,7 +17,7 @@ class VocabParams(Params):
     lowercase: bool = Field(default=True, description="uncased (lowercase, strip accents) or cased")
     min_count: int = Field(default=1, ge=1, description="words seen fewer times are not learned from")
     min_piece_count: int = Field(default=2, ge=1, description="lowest count a learned piece may have")
-    max_words: int = Field(default=1_000_000, ge=1, description="most frequent distinct words kept for learning")
+    max_words: int = Field(default=500_000, ge=1, description="most frequent distinct words kept for learning")
     num_unused: int = Field(default=0, ge=0, le=10_000, description="[unusedN] slots, in bert-base's layout")
     vocab_file: str | None = Field(default=None, min_length=1, description="reuse this vocab.txt: no learning")
     heldout_fraction: float = Field(default=0.02, ge=0, lt=1, description="documents held out for the report")
