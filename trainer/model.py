@@ -546,7 +546,7 @@ def load_pretrained(folder: str, model_cls: type[nn.Module] = None, *, config: B
             return model_key[len(encoder_prefix):]
         return model_key
 
-    tied = _tied_keys(model)
+    tied = tied_keys(model)
     to_load, report = {}, LoadReport()
     for key, tensor in target.items():
         src = source_key(key)
@@ -577,7 +577,7 @@ def load_pretrained(folder: str, model_cls: type[nn.Module] = None, *, config: B
     return model
 
 
-def _tied_keys(model: nn.Module) -> set[str]:
+def tied_keys(model: nn.Module) -> set[str]:
     """State-dict keys that alias an earlier key's tensor (the decoder's weight and bias)."""
     seen, tied = {}, set()
     for key, tensor in model.state_dict(keep_vars=True).items():
@@ -587,6 +587,9 @@ def _tied_keys(model: nn.Module) -> set[str]:
         else:
             seen[ptr] = key
     return tied
+
+
+_tied_keys = tied_keys  # the name trainer/pretrain.py first imported
 
 
 def _write_atomic(fs, path: str, data: bytes) -> None:
@@ -610,7 +613,7 @@ def save_pretrained(model: nn.Module, folder: str, config: BertConfig | None = N
     config = config or model.config
     fs, root = fsspec.core.url_to_fs(folder)
     fs.makedirs(root, exist_ok=True)
-    tied = _tied_keys(model)
+    tied = tied_keys(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
              if k not in tied}
     _write_atomic(fs, posixpath.join(root, "model.safetensors"),
