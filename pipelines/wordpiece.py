@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -218,7 +219,7 @@ def learn(
 
     # Pieces seen fewer than min_piece_count times in the first round are never kept (later
     # rounds count fewer occurrences): drop them now, most of the substrings of rare words.
-    floor = cfg.min_piece_count
+    floor = max(1, cfg.min_piece_count)
     first_round = [
         {p: c for p, c in by_length.items() if c >= floor} for by_length in _count_candidates(words, None, cfg.max_token_length)
     ]
@@ -232,24 +233,15 @@ def learn(
             log.info("threshold %d: %d pieces (room for %d)", threshold, len(cache[threshold]), room)
         return cache[threshold]
 
-    # The lowest threshold whose pieces fit (the piece count falls as the threshold rises).
-    # Every full evaluation costs a few passes over the words, so bracket the answer
-    # first from the first round alone (cheap: it is counted once), then bisect.
-    def fits(threshold: int) -> bool:
-        return len(pieces_at(threshold)) <= room
-
     def first_round_fits(threshold: int) -> bool:
         return sum(1 for p in _keep(first_round, threshold) if p not in alphabet_tokens) <= room
 
     # No piece is counted more often than in the first round: above that, nothing is kept.
     top = max(first_counts.values(), default=0) + 1
-    high = _lowest(first_round_fits, floor, max(floor, top))
-    while not fits(high):
-        high = min(2 * high, top)
-    low = max(floor, high // 2)
-    while low > floor and fits(low):
-        high, low = low, max(floor, low // 2)
-    low = low if fits(low) else _lowest(fits, low + 1, high)
+    # Every full evaluation costs a few passes over the words: start from the threshold
+    # that the first round alone (counted once, cheap) would pick.
+    guess = _lowest(first_round_fits, floor, max(floor, top))
+    low = _lowest_fitting(lambda t: len(pieces_at(t)), room, floor, max(floor, top), guess)
     threshold = low
     learned = pieces_at(threshold)
     if len(learned) < room and threshold > floor and len(pieces_at(threshold - 1)) > len(learned):
@@ -298,6 +290,29 @@ def _lowest(ok, low: int, high: int) -> int:
         else:
             low = mid + 1
     return low
+
+
+def _lowest_fitting(size_at, room: int, floor: int, top: int, guess: int) -> int:
+    """The lowest threshold in ``[floor, top]`` whose ``size_at`` is at most ``room``
+    (``size_at(top)`` is). Piece counts fall roughly as a power of the threshold, so a try
+    is interpolated on a log-log scale between the nearest thresholds known to fit and
+    known not to; every bracket shrinks, so it ends."""
+    low, high = floor - 1, top  # low: highest known not to fit; high: lowest known to fit
+    t = min(max(guess, floor), top)
+    while True:
+        if size_at(t) <= room:
+            high = t
+        else:
+            low = t
+        if high - low <= 1:
+            return high
+        if low < floor:  # nothing below fits yet: step down fast
+            t = max(floor, high // 4)
+        else:
+            n_low, n_high = math.log(size_at(low) + 1), math.log(size_at(high) + 1)
+            share = (n_low - math.log(room + 1)) / (n_low - n_high) if n_low > n_high else 0.5
+            t = round(math.exp(math.log(low) + share * (math.log(high) - math.log(low))))
+        t = min(max(t, low + 1), high - 1)
 
 
 def read_word_counts(lines: Iterable[str]) -> Iterable[tuple[str, int]]:

@@ -122,3 +122,18 @@ def test_a_size_beyond_the_words_is_filled_with_shared_substrings():
     # A long word seen once and inside no other word is never a piece: it was seen once.
     lonely = [w for w, n in counts.items() if n == 1 and len(w) > 10 and not any(w in x for x in counts if x != w)]
     assert len(lonely) > 20 and not set(lonely) & set(v.tokens)
+
+
+def test_threshold_search_finds_the_lowest_fitting_threshold():
+    from pipelines.wordpiece import _lowest_fitting
+
+    rng = random.Random(3)
+    for _ in range(300):
+        top = rng.randint(2, 5000)
+        scale, power = rng.uniform(10, 1e6), rng.uniform(0.3, 2.0)
+        size_at = lambda t: int(scale / t**power)  # noqa: E731 - falls as the threshold rises
+        room, floor = rng.randint(0, 20000), rng.randint(1, 3)
+        if size_at(top) > room or floor > top:
+            continue
+        want = next(t for t in range(floor, top + 1) if size_at(t) <= room)
+        assert _lowest_fitting(size_at, room, floor, top, rng.randint(1, top)) == want
