@@ -10,15 +10,18 @@ Model FLOPs (what MFU counts, the same for both models; matmuls only, 2 FLOPs pe
 multiply-add; embeddings lookups, LayerNorm, GELU, softmax and dropout not counted):
 
     per sequence, forward:
-        encoder   L * (24 * S * H^2          # Q, K, V, output projection (4 H^2) and the
-                                             #   feed-forward (2 * H * 4H) on every token
-                       + 4 * S^2 * H)        # Q K^T and attention x V
+        encoder   L * (24 * T * H^2          # Q, K, V, output projection (4 H^2) and the
+                                             #   feed-forward (2 * H * 4H) on every real token
+                       + 4 * T * S * H)      # Q K^T and attention x V, real queries over
+                                             #   the padded length
         MLM head  P * (2 * H^2 + 2 * H * V)  # transform + decoder at the P masked positions
         NSP       2 * H^2 + 4 * H            # pooler + classifier on [CLS]
     per step:  3 * forward * batch            # backward = 2 x forward
 
-with L layers, hidden H, intermediate 4H, sequence length S (128), vocab V, and P the
-average number of masked positions actually present. MFU = model FLOPs per second /
+with L layers, hidden H, intermediate 4H, padded sequence length S (128), T the average
+number of real (non-padding) tokens, vocab V, and P the average number of masked
+positions actually present: the formula of ``trainer/pretrain.py``'s MFU metric. Padding
+is not credited. MFU = model FLOPs per second /
 peak (989 TFLOP/s dense bf16 on an H100 SXM; --peak-tflops for another GPU). It is the
 useful work: transformers also computes the MLM decoder at every position, work the
 formula does not credit, and our model skips the last layer's rows that no head reads
@@ -49,17 +52,21 @@ from trainer.model import BertConfig, BertForPreTraining  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
 
 
-def model_flops_per_sequence(c: BertConfig, seq_len: int, masked: float) -> float:
-    """Forward + backward model FLOPs of one sequence (the formula in the docstring)."""
+def model_flops_per_sequence(c: BertConfig, seq_len: int, masked: float,
+                             tokens: float | None = None) -> float:
+    """Forward + backward model FLOPs of one sequence (the formula in the docstring);
+    ``tokens``: real tokens per sequence (default: all ``seq_len``)."""
     h, s, v = c.hidden_size, seq_len, c.vocab_size
-    encoder = c.num_hidden_layers * (24 * s * h * h + 4 * s * s * h)
+    t = s if tokens is None else tokens
+    encoder = c.num_hidden_layers * (24 * t * h * h + 4 * t * s * h)
     mlm = masked * (2 * h * h + 2 * h * v)
     nsp = 2 * h * h + 4 * h
     return 3 * (encoder + mlm + nsp)
 
 
 def hardware_flops_per_sequence(c: BertConfig, seq_len: int, masked: float, ours: bool) -> float:
-    """What each implementation actually multiplies (same counting rules)."""
+    """What each implementation actually multiplies (same counting rules; both compute
+    on the padding too)."""
     h, s, v = c.hidden_size, seq_len, c.vocab_size
     full = model_flops_per_sequence(c, seq_len, masked)
     if not ours:  # transform + decoder at every position instead of the masked ones
@@ -112,6 +119,7 @@ def main(argv=None):
                 make_batch(args.batch_size, args.seq_len, args.vocab_size, args.masked, s).items()}
                for s in range(4)]
     masked = statistics.mean(float((b["labels"] != -100).sum()) / args.batch_size for b in batches)
+    real_tokens = statistics.mean(float(b["mask"].sum()) / args.batch_size for b in batches)
 
     def timed_block(name, first_step, n):
         model, step = contenders[name]
@@ -141,10 +149,10 @@ def main(argv=None):
             f"{k} {v[-1] * 1000:.1f} ms" for k, v in per_step.items()), file=sys.stderr)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    mflops = model_flops_per_sequence(config, args.seq_len, masked)
+    mflops = model_flops_per_sequence(config, args.seq_len, masked, real_tokens)
     print(f"\nBertForPreTraining {args.size} ({config.num_hidden_layers} layers, hidden "
           f"{config.hidden_size}, vocab {config.vocab_size}), batch {args.batch_size} x "
-          f"{args.seq_len}, {masked:.1f} masked positions/sequence on average, NSP, bf16 "
+          f"{args.seq_len}, {real_tokens:.1f} real tokens and {masked:.1f} masked positions per sequence on average, NSP, bf16 "
           f"autocast, fused AdamW for both, {gpu}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}; model FLOPs/sequence (fwd+bwd) {mflops / 1e9:.2f} G; "
           f"peak {args.peak_tflops:g} TFLOP/s\n")
