@@ -171,7 +171,7 @@ def _write(url: str, data: bytes) -> None:
     bert_tokenizer._write_atomic(url, data)
 
 
-def _learn(kept: list[tuple[str, int]], cfg: VocabConfig) -> dict:
+def _learn(kept: list[tuple[str, int]], cfg: VocabConfig, char_counts: list[tuple[str, int]]) -> dict:
     reserved = bert_tokenizer.reserved_tokens(cfg.num_unused)
     if not kept:
         raise ValueError(
@@ -179,7 +179,7 @@ def _learn(kept: list[tuple[str, int]], cfg: VocabConfig) -> dict:
             "check the input steps, or lower min_count"
         )
     learner = wordpiece.LearnerConfig(max_unique_chars=cfg.max_unique_chars, min_piece_count=cfg.min_piece_count)
-    learned = wordpiece.learn(kept, cfg.vocab_size, reserved, learner)
+    learned = wordpiece.learn(kept, cfg.vocab_size, reserved, learner, char_counts=char_counts)
     if len(learned.tokens) < cfg.vocab_size:
         log.warning("only %d tokens could be learned (asked for %d): the corpus is small", len(learned.tokens), cfg.vocab_size)
     return {
@@ -273,7 +273,14 @@ def build(p: beam.Pipeline, inputs: list[str], output: str, cfg: VocabConfig, gi
     cut = kept | "CutSummary" >> beam.Map(_cut_summary)
 
     if given_vocab is None:
-        vocab = kept | "Learn" >> beam.Map(_learn, cfg)
+        # The alphabet comes from every word counted, also those the cut dropped, so a rare
+        # script keeps its characters (and its words become pieces, not [UNK]).
+        char_counts = (
+            counts
+            | "Characters" >> beam.FlatMap(lambda kv: ((ch, kv[1]) for ch in kv[0]))
+            | "SumPerCharacter" >> beam.CombinePerKey(sum)
+        )
+        vocab = kept | "Learn" >> beam.Map(_learn, cfg, char_counts=beam.pvalue.AsList(char_counts))
     else:
         vocab = p | "GivenVocab" >> beam.Create([given_vocab])
     vocab | "WriteTokenizer" >> beam.Map(_write_tokenizer, output, cfg.lowercase)

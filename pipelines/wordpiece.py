@@ -191,8 +191,11 @@ def learn(
     size: int,
     reserved: list[str],
     cfg: LearnerConfig = LearnerConfig(),
+    char_counts: Iterable[tuple[str, int]] | None = None,
 ) -> LearnedVocab:
     """A vocabulary of ``size`` tokens (``reserved`` first) learned from ``(word, count)``.
+    ``char_counts`` (character, occurrences), when given, picks the alphabet instead of the
+    words: counted over every word, also those cut before learning.
 
     Fewer than ``size`` only when the words hold fewer distinct substrings seen twice.
     The result depends only on the set of pairs, never on their order.
@@ -203,7 +206,10 @@ def learn(
     if len(set(reserved)) != len(reserved):
         raise ValueError("reserved tokens repeat")
 
-    chars = alphabet_of(pairs, cfg.max_unique_chars)
+    if char_counts is None:
+        chars = alphabet_of(pairs, cfg.max_unique_chars)
+    else:
+        chars = alphabet_of(((ch, n) for ch, n in char_counts if len(ch) == 1), cfg.max_unique_chars)
     alphabet = chars + [JOINER + ch for ch in chars]
     room = size - len(reserved) - len(alphabet)
     if room < 0:

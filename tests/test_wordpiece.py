@@ -137,3 +137,11 @@ def test_threshold_search_finds_the_lowest_fitting_threshold():
             continue
         want = next(t for t in range(floor, top + 1) if size_at(t) <= room)
         assert _lowest_fitting(size_at, room, floor, top, rng.randint(1, top)) == want
+
+
+def test_alphabet_from_character_counts_of_every_word():
+    """The job passes characters counted over all words, also those cut before learning."""
+    words = [("aab", 50), ("ab", 40)]
+    v = learn(words, 5 + 3 * 2 + 1, SPECIALS, char_counts=[("a", 140), ("b", 90), ("ж", 3)])
+    assert {"ж", "##ж"} <= set(v.tokens) and v.alphabet == 3
+    assert tokenize_word("жab", set(v.tokens)) is not None
