@@ -52,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batch, tokenize_documents
+from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batches, tokenize_documents
 from pipelines.shards import list_shards, metric_counters, read_rows, shard_name, stable_hash, write_table
 
 log = logging.getLogger(__name__)
@@ -280,18 +280,20 @@ class _MakeInstances(beam.DoFn):
                 self.tokens.inc(len(doc.tokens))
                 docs.append(doc)
         counts: Counter = Counter()
-        batch = make_batch(docs, self.cfg, self.vocab, self.seed, self.dupe_factor, counts)
-        self.instances.inc(len(batch))
+        stats = zero_counts(self.cfg.max_seq_length)
+        for batch in make_batches(docs, self.cfg, self.vocab, self.seed, self.dupe_factor, counts):
+            self.instances.inc(len(batch))
+            stats = add_counts(stats, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id))
+            if not len(batch):
+                continue
+            # The order of rows in the shards: a hash of the instance id; the shard: its residue.
+            order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
+            table = batch_table(batch, order)
+            shard_of = order % np.uint64(self.shards[split])
+            for shard in np.unique(shard_of).tolist():
+                yield beam.pvalue.TaggedOutput("rows", ((split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
         self.no_partner.inc(counts["nsp_no_partner"])
-        yield beam.pvalue.TaggedOutput("stats", (split, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id)))
-        if not len(batch):
-            return
-        # The order of rows in the shards: a hash of the instance id, the shard: its residue.
-        order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
-        table = batch_table(batch, order)
-        shard_of = order % np.uint64(self.shards[split])
-        for shard in np.unique(shard_of).tolist():
-            yield beam.pvalue.TaggedOutput("rows", ((split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
+        yield beam.pvalue.TaggedOutput("stats", (split, stats))
 
 
 class _WriteShard(beam.DoFn):

@@ -506,10 +506,26 @@ def make_batch(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed
     masks, then its layout.
     """
     tokens, bounds = _bucket_tokens(docs)
+    return _batch_of(docs, range(len(docs)), tokens, bounds, cfg, vocab, seed, dupe_factor, counts)
+
+
+def make_batches(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed: int, dupe_factor: int,
+                 counts: Counter | None = None, docs_per_batch: int = 32) -> Iterator[InstanceBatch]:  # fmt: skip
+    """``make_batch``'s instances, made ``docs_per_batch`` documents at a time (partners still
+    from the whole bucket): the same instances, with a bounded working set (the masking
+    arrays of a whole bucket of long documents at dupe 10 would be hundreds of MB)."""
+    tokens, bounds = _bucket_tokens(docs)
+    for first in range(0, len(docs), docs_per_batch):
+        which = range(first, min(first + docs_per_batch, len(docs)))
+        yield _batch_of(docs, which, tokens, bounds, cfg, vocab, seed, dupe_factor, counts)
+
+
+def _batch_of(docs, which, tokens, bounds, cfg, vocab, seed, dupe_factor, counts) -> InstanceBatch:
     spans: list[tuple] = []
     ids: list[str] = []
     passes: list[tuple[int, int]] = []
-    for d, doc in enumerate(docs):
+    for d in which:
+        doc = docs[d]
         for dupe in range(dupe_factor):
             rng = random.Random(stable_hash(seed, doc.id, dupe))
             mask_seed = rng.getrandbits(64)

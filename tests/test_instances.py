@@ -237,3 +237,15 @@ def test_batched_masks_match_the_rule_per_sequence(docs, vocab):
     total = sum(shares.values())
     assert total > 5000
     assert abs(shares["mask"] / total - 0.8) < 0.02 and abs(shares["kept"] / total - 0.1) < 0.02
+
+
+def test_batches_of_a_bucket_are_the_whole_bucket(docs, vocab):
+    # Making a bucket's instances a few documents at a time changes nothing but the cut.
+    from pipelines.instances import make_batch, make_batches
+
+    cfg = InstanceConfig(max_seq_length=64)
+    whole = make_batch(docs[:25], cfg, vocab, seed=3, dupe_factor=2)
+    parts = list(make_batches(docs[:25], cfg, vocab, seed=3, dupe_factor=2, docs_per_batch=7))
+    assert len(parts) == 4
+    assert [i for p in parts for i in p.ids] == whole.ids
+    assert [i for p in parts for i in p.instances()] == list(whole.instances())
