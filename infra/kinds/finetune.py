@@ -50,6 +50,8 @@ class _Task(Params):
     seed: int | None = None  # default: the step's seed
     max_train_examples: int | None = Field(default=None, ge=1)
     max_eval_examples: int | None = Field(default=None, ge=1)
+    eval_every_epoch: bool = Field(default=True, description="dev metrics after every epoch, else after the last")
+    log_every_steps: int = Field(default=50, ge=1, description="train loss and lr logged every N steps")
 
 
 class ClassificationTask(_Task):

@@ -132,7 +132,7 @@ class ClassificationTask:
         logits = model(**model_inputs(batch, device))
         return F.cross_entropy(logits.float(), batch["labels"].to(device))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
         """Metrics and the prediction files (name -> bytes) of one split."""
         preds: list[int] = []

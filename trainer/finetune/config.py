@@ -34,6 +34,8 @@ class TaskConfig:
     seed: int = 42
     max_train_examples: int | None = None  # the first N of train (quick runs, tests)
     max_eval_examples: int | None = None  # the first N of dev/test
+    eval_every_epoch: bool = True  # dev metrics after every epoch (else after the last only)
+    log_every_steps: int = 50  # train loss and lr to metrics.jsonl / TensorBoard every N steps
 
     # classification
     text_column: str = "text"
@@ -52,7 +54,7 @@ class TaskConfig:
     def __post_init__(self):
         if self.type not in TASK_TYPES:
             raise ValueError(f"task {self.name!r}: type must be one of {TASK_TYPES}, got {self.type!r}")
-        for name in ("max_seq_length", "epochs", "batch_size", "eval_batch_size"):
+        for name in ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"task {self.name!r}: {name} must be >= 1")
         if self.type == "qa" and self.max_seq_length - self.max_query_length - 3 <= self.doc_stride:

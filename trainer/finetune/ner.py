@@ -120,7 +120,7 @@ class NerTask:
         return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].to(device).flatten(),
                                ignore_index=IGNORE_INDEX)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
         predicted: list[list[str]] = []
         for start, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):

@@ -138,7 +138,7 @@ class QaTask:
         return (F.cross_entropy(start.float(), batch["start_positions"].to(device))
                 + F.cross_entropy(end.float(), batch["end_positions"].to(device))) / 2
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
         best: dict[int, tuple[float, str]] = {}  # question -> (score, text) of its best span
         null: dict[int, float] = {}  # question -> lowest [CLS] score over its windows

@@ -7,10 +7,14 @@ workers each run ``train_loop``:
 2. train for ``epochs`` with AdamW and a linear schedule (warmup ``warmup_ratio`` of the
    steps); each epoch's batches are a permutation seeded by (seed, epoch), split across
    the workers, so the global batch and the step count do not depend on the worker count;
-3. after each epoch, rank 0 evaluates on dev and writes ``checkpoint/state.pt`` (model,
-   optimizer, schedule, epoch, history) atomically: a trial that dies resumes from its
-   last finished epoch;
-4. at the end rank 0 evaluates dev (and test), writes ``predictions/``, the fine-tuned
+3. every ``log_every_steps`` steps rank 0 logs the train loss and learning rate to
+   ``metrics.jsonl`` and ``tensorboard/`` in the trial folder; after each epoch it
+   evaluates on dev (after the last epoch only when ``eval_every_epoch`` is off), logs
+   the epoch's scalars there too, and writes ``checkpoint/state.pt`` (model, optimizer,
+   schedule, epoch, history) atomically: a trial that dies resumes from its last
+   finished epoch;
+4. at the end rank 0 scores dev (the last epoch's evaluation, not a second pass) and
+   test, writes ``predictions/``, the fine-tuned
    model in ``model/`` (a folder transformers loads, with the tokenizer files),
    ``metrics.json``, and last ``result.json``: a trial folder with it is done, and is not
    run again.
@@ -120,11 +124,25 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
-    """This worker's share of each global batch of a seeded permutation of ``n`` examples."""
+    """This worker's share of each global batch of a seeded permutation of ``n`` examples.
+    A last batch smaller than the world size is dropped (some worker would get nothing to
+    step on, and DDP needs every worker in every step)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    return [b[rank::world] for b in batches]
+    return [b[rank::world] for b in batches if len(b) >= world]
+
+
+class Timer:
+    """Seconds spent per phase (load, train, eval, checkpoint, save), for ``result.json``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
+        return now
 
 
 def train_loop(config: dict) -> None:
@@ -140,15 +158,18 @@ def train_loop(config: dict) -> None:
     except Exception:  # not under Ray Train
         ray = None
         rank, world, device = 0, 1, torch.device("cpu")
+    # as many intra-op threads as the worker has CPUs (Ray would otherwise leave 1)
     torch.set_num_threads(max(1, int(trial.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
 
     from trainer.model import load_config, load_pretrained
     from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
 
-    from .batching import collate, model_inputs  # noqa: F401
+    from .batching import collate
     from .heads import HeadConfig
+    from .metrics_log import MetricsLog
 
+    timer, t = Timer(), time.perf_counter()
     init_dir, copied = local_folder(trial.init)
     try:
         tokenizer = load_tokenizer(init_dir)
@@ -160,15 +181,15 @@ def train_loop(config: dict) -> None:
         if copied:
             shutil.rmtree(init_dir, ignore_errors=True)
     task = Task(cfg, tokenizer, labels)
-    t0 = time.time()
     train = task.load(cfg.train, train=True)
     dev = task.load(cfg.dev, train=False) if rank == 0 else None
+    t = timer.add("load", t)
     log.info("trial %s/%s: %d train features, labels %s (%.1fs to load)", cfg.name, trial.setting_id,
-             len(train.features), labels if len(labels) < 30 else len(labels), time.time() - t0)
+             len(train.features), labels if len(labels) < 30 else len(labels), timer.seconds["load"])
 
     model.to(device)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train.features) / cfg.batch_size)
+    steps_per_epoch = len(epoch_batches(len(train.features), cfg.batch_size, cfg.seed, 0, rank, world))
     total_steps = steps_per_epoch * cfg.epochs
     schedule = build_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps, "linear")
 
@@ -183,6 +204,8 @@ def train_loop(config: dict) -> None:
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"], state["history"]
         log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.setting_id, start_epoch)
+    step = start_epoch * steps_per_epoch
+    metrics_log = MetricsLog(trial.output, step) if rank == 0 else None
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -191,10 +214,14 @@ def train_loop(config: dict) -> None:
         trained = model
 
     pad = tokenizer.pad_token_id
-    dev_metrics: dict[str, float] = history[-1]["dev"] if history else {}
+    last_dev = history[-1].get("dev") if history else None
+    dev_files: dict[str, bytes] | None = None  # the last epoch's dev predictions, reused at the end
     for epoch in range(start_epoch, cfg.epochs):
         trained.train()
-        t0, seen, loss_sum = time.time(), 0, 0.0
+        t0, seen = time.perf_counter(), 0
+        # losses stay on the device and are summed there: no host sync per step, only per log line
+        epoch_loss = torch.zeros((), device=device)
+        window_loss, window_steps = torch.zeros((), device=device), 0
         for indices in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch, rank, world):
             batch = collate([train.features[i] for i in indices], pad)
             loss = task.loss(trained, batch, device)
@@ -202,19 +229,44 @@ def train_loop(config: dict) -> None:
             loss.backward()
             clip_grad_norm(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             schedule.step()
+            step += 1
             seen += len(indices)
-            loss_sum += loss.item()
-        train_loss = loss_sum / max(1, steps_per_epoch)
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "examples_per_s": seen * world / (time.time() - t0)}
+            detached = loss.detach()
+            epoch_loss += detached
+            window_loss += detached
+            window_steps += 1
+            if metrics_log is not None and step % cfg.log_every_steps == 0:
+                metrics_log.write(step, round(step / steps_per_epoch, 4),
+                                  {"train/loss": window_loss.item() / window_steps,
+                                   "train/lr": lr})
+                window_loss.zero_()
+                window_steps = 0
+        train_loss = epoch_loss.item() / max(1, steps_per_epoch)
+        t = timer.add("train", t)
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss,
+                   "examples_per_s": seen * world / (time.perf_counter() - t0)}
+        dev_metrics: dict[str, float] = {}
         if rank == 0:
-            model.eval()
-            dev_metrics, _ = task.evaluate(model, dev, device)
-            history.append({**metrics, "dev": dev_metrics})
+            last_epoch = epoch + 1 == cfg.epochs
+            if cfg.eval_every_epoch or last_epoch:
+                model.eval()
+                dev_metrics, files = task.evaluate(model, dev, device)
+                dev_files = files if last_epoch else None
+                last_dev = dev_metrics
+                t = timer.add("eval", t)
+            history.append({**metrics, **({"dev": dev_metrics} if dev_metrics else {})})
+            scalars = {"train/epoch_loss": train_loss, "train/examples_per_s": metrics["examples_per_s"],
+                       **{f"dev/{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))}}
+            metrics_log.write(step, epoch + 1, scalars)
+            # what resume needs and nothing else: weights, optimizer moments, schedule, history
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history}, buf)
             write_atomic(ckpt_url, buf.getvalue())
+            metrics_log.sync()
+            t = timer.add("checkpoint", t)
             log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.setting_id, epoch + 1,
                      train_loss, {k: round(v, 4) for k, v in dev_metrics.items() if "/" not in k})
         if ray is not None:
@@ -229,17 +281,24 @@ def train_loop(config: dict) -> None:
     for split_name, split in (("dev", dev), ("test", test)):
         if split is None:
             continue
-        split_metrics, files = task.evaluate(model, split, device)
+        if split_name == "dev" and dev_files is not None:  # the last epoch's evaluation is this one
+            split_metrics, files = last_dev, dev_files
+        else:
+            split_metrics, files = task.evaluate(model, split, device)
         result[split_name] = split_metrics
         result[f"{split_name}_skipped"] = split.skipped
         for suffix, data in files.items():
             name = f"{split_name}.{suffix}" if "." not in suffix else f"{split_name}_{suffix}"
             write_atomic(_join(trial.output, "predictions", name), data)
+    t = timer.add("eval", t)
     result["train_examples"] = len(train.features)
     result["train_skipped"] = train.skipped
 
     from trainer.model import save_pretrained
     save_pretrained(model, _join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))
+    timer.add("save", t)
+    result["phase_seconds"] = {k: round(v, 2) for k, v in timer.seconds.items()}
+    metrics_log.close()
     write_json(_join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
     write_json(_join(trial.output, RESULT), result)
     # done: the resume point (optimizer state included, ~3x the model) is no longer needed

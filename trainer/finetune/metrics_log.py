@@ -1,0 +1,74 @@
+"""A trial's training scalars: ``metrics.jsonl`` and TensorBoard events in the trial folder.
+
+Every ``log_every_steps`` optimizer steps rank 0 writes the mean train loss since the last
+line and the learning rate; after each evaluated epoch, the epoch's train loss, throughput
+and the dev metrics. One JSON object per line, ``{"step": ..., "epoch": ..., name: value}``;
+the same scalars go to TensorBoard under ``train/`` and ``dev/`` (``tensorboard/``).
+
+The files are written in place when the trial folder is local; else into a local mirror
+that ``sync`` uploads (at every checkpoint and at the end), so a remote folder never holds
+a half-written file. On resume, lines and events after the resumed step are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+
+import fsspec
+
+JSONL = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+def _is_local(url: str) -> bool:
+    fs, _ = fsspec.core.url_to_fs(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+class MetricsLog:
+    def __init__(self, output: str, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.output = output
+        self.local = _is_local(output)
+        fs, path = fsspec.core.url_to_fs(output)
+        self.dir = path if self.local else tempfile.mkdtemp(prefix="bertflow-ft-metrics-")
+        os.makedirs(self.dir, exist_ok=True)
+        if not self.local:  # bring back what an earlier attempt wrote
+            for name in (JSONL, TENSORBOARD):
+                if fs.exists(posixpath.join(path, name)):
+                    fs.get(posixpath.join(path, name), os.path.join(self.dir, name), recursive=True)
+        self.jsonl = os.path.join(self.dir, JSONL)
+        kept = []
+        if os.path.exists(self.jsonl):
+            with open(self.jsonl) as f:
+                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
+        with open(self.jsonl, "w") as f:
+            f.writelines(kept)
+        self.tb = SummaryWriter(os.path.join(self.dir, TENSORBOARD), purge_step=start_step + 1)
+
+    def write(self, step: int, epoch: float, scalars: dict[str, float]) -> None:
+        """``scalars`` named ``train/...`` or ``dev/...``: the TensorBoard tags as they are."""
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps({"step": step, "epoch": epoch, **scalars}, sort_keys=True) + "\n")
+        for tag, value in scalars.items():
+            self.tb.add_scalar(tag, value, step)
+
+    def sync(self) -> None:
+        self.tb.flush()
+        if not self.local:
+            fs, path = fsspec.core.url_to_fs(self.output)
+            fs.makedirs(path, exist_ok=True)
+            fs.put(self.jsonl, posixpath.join(path, JSONL))
+            fs.put(os.path.join(self.dir, TENSORBOARD) + "/", posixpath.join(path, TENSORBOARD), recursive=True)
+
+    def close(self) -> None:
+        self.sync()
+        self.tb.close()
+        if not self.local:
+            shutil.rmtree(self.dir, ignore_errors=True)
