@@ -109,3 +109,28 @@ def test_squad_reader_and_windows(tokenizer, tmp_path):
 def test_qa_settings_checked():
     with pytest.raises(ValueError, match="doc_stride"):
         _task("qa", max_seq_length=64, doc_stride=48, max_query_length=24)
+
+
+def test_logging_settings_checked():
+    from infra.kinds.finetune import FinetuneParams
+    from pydantic import ValidationError
+
+    with pytest.raises(ValueError, match="log_every_steps"):
+        _task("classification", log_every_steps=0)
+    task = {"name": "t", "type": "ner", "train": "a", "dev": "b"}
+    with pytest.raises(ValidationError, match="log_every_steps"):
+        FinetuneParams.model_validate({"tasks": [{**task, "log_every_steps": 0}]})
+    params = FinetuneParams.model_validate({"tasks": [{**task, "eval_every_epoch": False}], "grid": {"log_every_steps": [10]}})
+    assert params.tasks[0].eval_every_epoch is False and params.tasks[0].log_every_steps == 50
+
+
+def test_epoch_batches_split_global_batches_across_workers():
+    from trainer.finetune.trial import epoch_batches
+
+    one = epoch_batches(10, 4, seed=1, epoch=0, rank=0, world=1)
+    assert [len(b) for b in one] == [4, 4, 2] and sorted(sum(one, [])) == list(range(10))
+    assert one != epoch_batches(10, 4, seed=1, epoch=1, rank=0, world=1)  # reshuffled each epoch
+    shares = [epoch_batches(10, 4, seed=1, epoch=0, rank=r, world=2) for r in (0, 1)]
+    assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(b) for b in one]  # same global batches
+    # a last batch of 1 cannot be split over 2 workers (one would have no step to take): dropped
+    assert [len(b) for b in epoch_batches(9, 4, seed=1, epoch=0, rank=1, world=2)] == [2, 2]

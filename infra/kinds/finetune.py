@@ -15,7 +15,9 @@ finetune:
   resources: {workers: 1, cpus_per_worker: 1}   # per trial
 ```
 
-Writes ``trials/<task>/<setting>/`` (model, predictions, metrics, checkpoint),
+Writes ``trials/<task>/<setting>/`` (model, predictions, metrics, checkpoint, and the
+training scalars in ``metrics.jsonl`` and ``tensorboard/``: loss and lr every
+``log_every_steps``, dev metrics every epoch, or at the end with ``eval_every_epoch: false``),
 ``results.json`` and ``results.md``. A retried step reuses its finished trials.
 """
 
