@@ -261,12 +261,23 @@ def run_ours(work: Path, shards: Path, tag: str, workers: int) -> dict:
 # --- report ----------------------------------------------------------------------------
 
 
+def best_of(repeat: int, measure_once) -> dict:
+    """The run with the least CPU time of ``repeat`` runs, with the highest peaks of all of
+    them (on a shared machine, others' load adds CPU time, it never removes any)."""
+    runs = [measure_once() for _ in range(max(1, repeat))]
+    best = dict(min(runs, key=lambda m: m["cpu_s"]))
+    for key in ("peak_mb", "largest_mb", "child_mb"):
+        best[key] = max(m[key] for m in runs)
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(ROOT / "bench-runs" / "pretraining_data"), help="scratch folder")
     ap.add_argument("--sizes-mb", type=float, nargs=2, default=[2.5, 10.0], help="the two input sizes")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="our worker counts (on both sizes)")
     ap.add_argument("--skip-original", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement: the least CPU is kept (noise from a shared machine only adds), the most memory")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -284,12 +295,12 @@ def main() -> None:
         text, shards, words = inputs[size]
         tag = f"{size:g}mb"
         if not args.skip_original and not failed:
-            m = run_original(work, text, tag)
+            m = best_of(args.repeat, lambda: run_original(work, text, tag))
             rows.append(("original (bert-tensorflow 1.0.4)", tag, 1, m, words))
             if size == small:
                 stats["original"] = original_stats(work, m["output"])
         for workers in args.workers:
-            m = run_ours(work, shards, tag, workers)
+            m = best_of(args.repeat, lambda: run_ours(work, shards, tag, workers))
             rows.append(("ours (pipelines.examples)", tag, workers, m, words))
             if size == small and workers == args.workers[0]:
                 stats["ours"] = m["stats"]
