@@ -450,14 +450,20 @@ WORKER_ENV = {
 
 def run(cfg: ExamplesConfig, options) -> dict[str, int]:
     """Run the job with Beam ``options``; returns its counters."""
-    for name, value in WORKER_ENV.items():
-        os.environ.setdefault(name, value)  # a user's own setting wins
     fs, path = fsspec.core.url_to_fs(cfg.output)
     fs.makedirs(path, exist_ok=True)
     p = beam.Pipeline(options=options)
     build(p, cfg)
-    result = p.run()
-    result.wait_until_finish()
+    # Only while the job runs (its workers start then), so that other processes this one
+    # starts later (Ray workers of a next step, say) keep their defaults.
+    added = [name for name in WORKER_ENV if name not in os.environ]  # a user's own setting wins
+    os.environ.update({name: WORKER_ENV[name] for name in added})
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
     copy_vocab(cfg.vocab, cfg.output)
     return metric_counters(result)
 
