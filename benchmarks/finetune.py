@@ -17,6 +17,7 @@ counts from ``run_trial`` (the TorchTrainer's worker start-up included) to its r
     python benchmarks/finetune.py --task sentiment      # lr 5e-5, batch 32, 2 epochs, max length 64
     python benchmarks/finetune.py --task ner            # lr 3e-4, batch 32, 6 epochs, max length 128
     python benchmarks/finetune.py --task sentiment --max-train-examples 512   # a quick look
+    python benchmarks/finetune.py --task ner --steps-only   # only the interleaved step timing
 """
 
 from __future__ import annotations
@@ -118,6 +119,65 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
     return metrics[cfg.main_metric], time.time() - t0
 
 
+def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
+    """Median seconds of one training step (forward, backward, clipping, AdamW) of ours and
+    of the transformers model on the same batches, interleaved (the order alternates), so
+    that a shared machine's changing load falls on both alike."""
+    import statistics
+
+    import transformers
+
+    from trainer.finetune.batching import collate
+    from trainer.finetune.heads import HeadConfig
+    from trainer.finetune.trial import load_tokenizer, task_class
+    from trainer.model import load_config, load_pretrained
+    from trainer.optim import build_optimizer
+
+    torch.set_num_threads(cpus)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(init_folder())
+    Task = task_class(cfg.type)
+    labels = Task.read_labels(cfg)
+    task = Task(cfg, tokenizer, labels)
+    train = task.load(cfg.train, train=True)
+    ours = load_pretrained(init_folder(), Task.head, config=HeadConfig.for_labels(load_config(init_folder()), labels))
+    hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
+              else transformers.BertForTokenClassification)
+    peer = hf_cls.from_pretrained(init_folder(), num_labels=len(labels))
+    opt_ours = build_optimizer(ours, "adamw", cfg.lr, cfg.weight_decay)
+    opt_peer = torch.optim.AdamW(peer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = torch.device("cpu")
+
+    def ours_step(batch):
+        loss = task.loss(ours, batch, device)
+        opt_ours.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), cfg.max_grad_norm)
+        opt_ours.step()
+
+    def peer_step(batch):
+        loss = peer(**batch).loss
+        opt_peer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(peer.parameters(), cfg.max_grad_norm)
+        opt_peer.step()
+
+    ours.train(), peer.train()
+    g = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(train.features), generator=g).tolist()
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    for n in range(samples + 2):  # the first two are warm-up
+        batch = collate([train.features[j] for j in order[n * cfg.batch_size:(n + 1) * cfg.batch_size]],
+                        tokenizer.pad_token_id)
+        pair = [("ours", ours_step), ("peer", peer_step)]
+        for name, step in (pair if n % 2 == 0 else pair[::-1]):
+            t0 = time.perf_counter()
+            step(batch)
+            if n >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["ours"]), statistics.median(times["peer"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(SETTINGS), default="sentiment")
@@ -125,12 +185,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="threads, both sides")
     parser.add_argument("--eval-every-epoch", action="store_true",
                         help="ours scores dev after every epoch (more work than the peer)")
+    parser.add_argument("--step-samples", type=int, default=20,
+                        help="interleaved training steps timed on both models (0: none)")
+    parser.add_argument("--steps-only", action="store_true", help="only the interleaved step timing")
     args = parser.parse_args(argv)
     s = dict(SETTINGS[args.task])
     for split in ("train", "dev"):
         s[split] = str(ROOT / s[split])
     cfg = TaskConfig(name=args.task, max_train_examples=args.max_train_examples,
                      eval_every_epoch=args.eval_every_epoch, **s)
+    if args.steps_only:
+        ours_step, peer_step = step_times(cfg, args.cpus, max(1, args.step_samples))
+        print(f"\n{args.task}: median training step, ours {ours_step:.3f} s, transformers {peer_step:.3f} s "
+              f"({args.step_samples} interleaved batches of {cfg.batch_size}, {args.cpus} CPUs)")
+        return
     peer_score, peer_s = run_peer(cfg, args.cpus)
     ours_score, ours_s, ray_s, phases = run_ours(cfg, args.cpus)
     metric = "accuracy" if cfg.type == "classification" else "entity F1"
@@ -143,6 +211,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nours, by phase (s): {', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
           f"ray.init {ray_s:.1f} (once per step, not in the wall time above); "
           f"dev after every epoch: {cfg.eval_every_epoch}")
+    if args.step_samples:
+        ours_step, peer_step = step_times(cfg, args.cpus, args.step_samples)
+        print(f"median training step (same batches, interleaved, {args.step_samples} samples): "
+              f"ours {ours_step:.3f} s, transformers {peer_step:.3f} s")
 
 
 if __name__ == "__main__":

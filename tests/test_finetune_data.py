@@ -134,3 +134,31 @@ def test_epoch_batches_split_global_batches_across_workers():
     assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(b) for b in one]  # same global batches
     # a last batch of 1 cannot be split over 2 workers (one would have no step to take): dropped
     assert [len(b) for b in epoch_batches(9, 4, seed=1, epoch=0, rank=1, world=2)] == [2, 2]
+
+
+def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
+    """The NER loss runs the last layer at the labelled word pieces alone: same value as
+    the loss over every position's logits."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainer.finetune.heads import BertForTokenClassification, HeadConfig
+    from trainer.finetune.ner import NerTask
+    from trainer.model import BertConfig
+
+    torch.manual_seed(0)
+    config = HeadConfig.for_labels(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                              num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+                                              attention_probs_dropout_prob=0.0), ["B-x", "I-x", "O"])
+    model = BertForTokenClassification(config).eval()
+    ids = torch.randint(1, 100, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    labels = torch.randint(0, 3, (3, 9))
+    labels[:, 0] = labels[0, 3] = IGNORE_INDEX  # [CLS], a word's second piece
+    labels[1, 6:] = IGNORE_INDEX  # padding
+    labels[2, 1:] = IGNORE_INDEX  # a row with no labelled piece at all
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask, "labels": labels}
+    full = F.cross_entropy(model(ids, batch["token_type_ids"], mask).flatten(0, 1), labels.flatten(),
+                           ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(NerTask.loss(model, batch, torch.device("cpu")), full)

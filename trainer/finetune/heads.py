@@ -83,8 +83,11 @@ class BertForTokenClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self.classifier, config.initializer_range)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask)
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, only_at=None) -> torch.Tensor:
+        """With ``only_at`` ([B, Q] positions), the logits at those positions alone, [B, Q,
+        num_labels]: the last layer then computes just those rows (training needs only the
+        labelled word pieces; see ``trainer.model.BertEncoder``)."""
+        sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask, only_at=only_at)
         return self.classifier(self.dropout(sequence_output))
 
 

@@ -116,8 +116,16 @@ class NerTask:
 
     @staticmethod
     def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-        logits = model(**model_inputs(batch, device))
-        return F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].to(device).flatten(),
+        # only the labelled word pieces (each word's first) carry loss: the last layer and the
+        # classifier run at those positions alone, gathered per row and padded with -100 labels
+        labels = batch["labels"]
+        labelled = labels != IGNORE_INDEX
+        width = max(1, int(labelled.sum(1).max()))
+        # stable sort puts each row's labelled positions first, in order
+        positions = torch.argsort((~labelled).to(torch.int8), dim=1, stable=True)[:, :width]
+        targets = labels.gather(1, positions).masked_fill(~labelled.gather(1, positions), IGNORE_INDEX)
+        logits = model(**model_inputs(batch, device), only_at=positions.to(device))
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(),
                                ignore_index=IGNORE_INDEX)
 
     @torch.inference_mode()
