@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_engine_logs()
     try:
         spec = load(args.file, args.set, args.storage)
         return globals()[f"cmd_{args.command}"](spec, args)
@@ -67,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as e:  # an unknown step in --only/--force
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
+
+
+def quiet_engine_logs() -> None:
+    """Beam's local runner relays every worker's start-up and shutdown chatter; keep its
+    warnings and errors, and the steps' own progress, on the console."""
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
+        lambda r: "semi_persistent_directory" not in r.getMessage()
+    )
 
 
 def cmd_validate(spec, args) -> int:
