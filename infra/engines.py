@@ -31,7 +31,8 @@ def beam_options(runner: str = "DirectRunner", options: dict[str, Any] | None = 
         flags.setdefault("direct_running_mode", "multi_processing")
         flags.setdefault("direct_num_workers", os.cpu_count() or 1)
         runner = FN_API_RUNNER
-    return PipelineOptions(runner=runner, **flags)
+    # flags=[]: never parse this process's own command line as Beam flags.
+    return PipelineOptions(flags=[], runner=runner, **flags)
 
 
 def ray_init(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None) -> None:
