@@ -167,8 +167,8 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     order = torch.randperm(len(train.features), generator=g).tolist()
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     for n in range(samples + 2):  # the first two are warm-up
-        batch = collate([train.features[j] for j in order[n * cfg.batch_size:(n + 1) * cfg.batch_size]],
-                        tokenizer.pad_token_id)
+        picks = [order[(n * cfg.batch_size + k) % len(order)] for k in range(cfg.batch_size)]  # wraps around
+        batch = collate([train.features[j] for j in picks], tokenizer.pad_token_id)
         pair = [("ours", ours_step), ("peer", peer_step)]
         for name, step in (pair if n % 2 == 0 else pair[::-1]):
             t0 = time.perf_counter()
