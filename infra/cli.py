@@ -17,6 +17,7 @@ import logging
 import sys
 
 from . import runner as runner_mod
+from .kinds import KINDS
 from .spec import SpecError, load
 
 
@@ -108,6 +109,10 @@ def cmd_run(spec, args) -> int:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)
         return 130
     print()
+    for o in outcomes:
+        summary = KINDS[r.wf.steps[o.name].kind].summary(o.output)
+        if summary:
+            print(f"== {o.name}: {o.output}\n{summary.rstrip()}\n")
     for o in outcomes:
         print(f"{o.action:7} {o.name:14} {o.seconds:8.1f}s  {o.output}")
     print(f"run record: {r.record_url}")

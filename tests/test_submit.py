@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from infra.cli import main
 from infra.runner import Runner
 from infra.spec import load
 
@@ -47,22 +46,19 @@ def ray_head():
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
-    from ray.job_submission import JobSubmissionClient
-
-    deadline = time.time() + 90
-    while True:
-        try:
-            JobSubmissionClient(url).list_jobs()
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.time() > deadline or proc.poll() is not None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                raise RuntimeError("the Ray head did not start")
-            time.sleep(1)
-    yield url
+    # Clients run in subprocesses: this test process may hold a Ray of an earlier test,
+    # whose settings (no token) a client made here would reuse.
+    probe = f"from ray.job_submission import JobSubmissionClient as C; C({url!r}).list_jobs()"
+    deadline = time.time() + 120
+    while subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode != 0:
+        if time.time() > deadline or proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError("the Ray head did not start")
+        time.sleep(2)
+    yield url, env
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     for k, v in old.items():
@@ -72,7 +68,7 @@ def ray_head():
             os.environ[k] = v
 
 
-def test_submit_runs_the_workflow_on_the_cluster(ray_head, tmp_path, capsys):
+def test_submit_runs_the_workflow_on_the_cluster(ray_head, tmp_path):
     book = tmp_path / "book.txt"
     book.write_text((ROOT / "data/books/austen-persuasion.txt").read_text()[:20000])
     spec = tmp_path / "workflows.yaml"
@@ -81,9 +77,11 @@ def test_submit_runs_the_workflow_on_the_cluster(ray_head, tmp_path, capsys):
         "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 1}},
         "workflows": {"w": {"steps": {"books": {"kind": "books", "params": {"files": "book.txt", "num_shards": 2}}}}},
     }))
-    assert main(["submit", "w", "-f", str(spec), "--address", ray_head]) == 0
-    out = capsys.readouterr().out
-    assert "submitted" in out and "SUCCEEDED" in out
+    url, env = ray_head
+    done = subprocess.run([f"{VENV_BIN}/bertflow", "submit", "w", "-f", str(spec), "--address", url],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "submitted" in done.stdout and "SUCCEEDED" in done.stdout
 
     # The cluster wrote where the spec says, and a local `status` sees it as done.
     runner = Runner(load(spec).workflow("w"))

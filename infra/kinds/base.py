@@ -75,3 +75,9 @@ class StepKind:
 
     def run(self, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError
+
+    @classmethod
+    def summary(cls, output: str) -> str | None:
+        """What `bertflow run` prints about a done step's output at the end (a table of
+        results, say); None for nothing."""
+        return None

@@ -127,6 +127,13 @@ class Finetune(StepKind):
     Params = FinetuneParams
     inputs = {"model": Input(required=False)}
 
+    @classmethod
+    def summary(cls, output: str) -> str | None:
+        import fsspec
+
+        with fsspec.open(f"{output}/results.md", "r") as f:
+            return f.read()
+
     def run(self, ctx: StepContext) -> dict[str, float]:
         from trainer.finetune.config import TaskConfig
         from trainer.finetune.fanout import finetune
