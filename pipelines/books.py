@@ -30,6 +30,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
+from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters
 
@@ -177,21 +178,10 @@ def sentence_documents(url: str, name: str, count: Count) -> Iterator[dict]:
         yield {"id": f"{name}:{n}", "title": name, "sentences": sentences}
 
 
-class _Counters:
-    def __init__(self):
-        self._counters = {}
-
-    def __call__(self, name: str, n: int = 1) -> None:
-        c = self._counters.get(name)
-        if c is None:
-            c = self._counters[name] = beam.metrics.Metrics.counter(NAMESPACE, name)
-        c.inc(n)
-
-
 class _ReadDocuments(beam.DoFn):
     def __init__(self, format: str):
         self.format = format
-        self.count = _Counters()
+        self.count = Counters(NAMESPACE)
 
     def process(self, element):
         url, name = element

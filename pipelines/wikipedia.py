@@ -33,6 +33,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
+from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import metric_counters, shard_name, stable_hash, write_table
 from pipelines.wikitext import to_paragraphs
@@ -338,21 +339,10 @@ def page_document(page: Page, dbname: str, count: Count) -> dict | None:
 # ----------------------------------------------------------------------------- Beam
 
 
-class _Counters:
-    def __init__(self):
-        self._counters = {}
-
-    def __call__(self, name: str, n: int = 1) -> None:
-        c = self._counters.get(name)
-        if c is None:
-            c = self._counters[name] = beam.metrics.Metrics.counter(NAMESPACE, name)
-        c.inc(n)
-
-
 class _PlanSplits(beam.DoFn):
     def __init__(self, split_bytes):
         self.split_bytes = split_bytes
-        self.count = _Counters()
+        self.count = Counters(NAMESPACE)
 
     def process(self, url):
         self.count("files")
@@ -366,7 +356,7 @@ class _PlanSplits(beam.DoFn):
 class _ExtractDocuments(beam.DoFn):
     def __init__(self, max_page_bytes: int):
         self.max_page_bytes = max_page_bytes
-        self.count = _Counters()
+        self.count = Counters(NAMESPACE)
 
     def process(self, split: Split):
         count = self.count
@@ -387,7 +377,7 @@ class _WriteShard(beam.DoFn):
 
     def __init__(self, output: str, num_shards: int):
         self.output, self.num_shards = output, num_shards
-        self.count = _Counters()
+        self.count = Counters(NAMESPACE)
 
     def process(self, element):
         index, docs = element
