@@ -373,7 +373,7 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
 def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
     """Add the job's stages to ``p``: two shuffles, one of raw documents into buckets and
     one of compact instance batches into shards."""
-    vocab = check_vocab_folder(cfg.vocab)
+    check_vocab_folder(cfg.vocab)  # fail before any work when the vocab is missing
     icfg = cfg.instances
     shards = document_shards(cfg.documents)
     buckets = bucket_counts(count_documents(shards), cfg)

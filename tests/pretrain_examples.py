@@ -21,18 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.examples import SCHEMA
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "data" / "books" / "austen-persuasion.txt"
-
-SCHEMA = pa.schema(
-    [
-        ("input_ids", pa.list_(pa.int32())),
-        ("token_type_ids", pa.list_(pa.int8())),
-        ("masked_lm_positions", pa.list_(pa.int32())),
-        ("masked_lm_ids", pa.list_(pa.int32())),
-        ("next_sentence_label", pa.int8()),
-    ]
-)
 
 
 def model_folder() -> Path:

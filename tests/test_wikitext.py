@@ -5,7 +5,6 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 
 from pipelines.sentences import split_sentences
 from pipelines.wikitext import strip_nested, to_paragraphs

@@ -31,7 +31,6 @@ import argparse
 import io
 import json
 import logging
-import math
 import posixpath
 import uuid
 from dataclasses import asdict, dataclass, field, fields

@@ -28,7 +28,6 @@ import argparse
 import io
 import json
 import logging
-import math
 import os
 import posixpath
 import shutil
