@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# A local Ray's GCS and raylet are started with PR_SET_PDEATHSIG: Linux kills them when
+# the *thread* that started them ends. Steps run in threads of their own, so Ray is
+# started from this thread instead, which lives as long as the process.
+_RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-starter")
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower()}
@@ -41,19 +47,23 @@ def ray_init(address: str | None = None, num_cpus: float | None = None, num_gpus
     (never all cores by surprise)."""
     import ray
 
-    if ray.is_initialized():
-        return
     # Inside a job submitted to a cluster (`bertflow submit`), Ray says where it is.
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # "local": a new Ray of our own, not whatever `ray start` left running on this machine.
-        ray.init(
-            address="local",
-            num_cpus=num_cpus if num_cpus is not None else (os.cpu_count() or 1),
-            num_gpus=num_gpus or 0,
-            include_dashboard=False,
-            log_to_driver=True,
-        )
+
+    def start() -> None:
+        if ray.is_initialized():  # another step got here first
+            return
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # "local": a new Ray of our own, not whatever `ray start` left on this machine.
+            ray.init(
+                address="local",
+                num_cpus=num_cpus if num_cpus is not None else (os.cpu_count() or 1),
+                num_gpus=num_gpus or 0,
+                include_dashboard=False,
+                log_to_driver=True,
+            )
+
+    _RAY_STARTER.submit(start).result()
     log.info("ray: %s", ray.cluster_resources())

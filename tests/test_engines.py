@@ -44,3 +44,25 @@ def test_sharded_output_is_byte_identical_for_any_worker_count(tmp_path):
     assert [open(u, "rb").read() for u in one] == [open(u, "rb").read() for u in two]
     ids = [pq.read_table(u).column("id").to_pylist() for u in one]
     assert all(x == sorted(x) for x in ids) and sum(map(len, ids)) == 500
+
+
+def test_ray_started_from_a_step_thread_outlives_the_thread():
+    # Steps run in threads; a local Ray's GCS dies with the thread that started it unless
+    # ray_init starts it from a thread that lives as long as the process.
+    import threading
+    import time
+
+    import ray
+
+    from infra.engines import ray_init
+
+    if ray.is_initialized():
+        ray.shutdown()
+    t = threading.Thread(target=ray_init, kwargs={"num_cpus": 1})
+    t.start()
+    t.join()
+    try:
+        time.sleep(2)
+        assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+    finally:
+        ray.shutdown()
