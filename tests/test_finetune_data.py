@@ -162,3 +162,18 @@ def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
     full = F.cross_entropy(model(ids, batch["token_type_ids"], mask).flatten(0, 1), labels.flatten(),
                            ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(NerTask.loss(model, batch, torch.device("cpu")), full)
+
+
+def test_grid_values_take_the_setting_type():
+    # YAML 1.1 reads `1e-4` (no dot) as a string; the grid must still train with 0.0001.
+    import yaml
+
+    from infra.kinds.finetune import FinetuneParams
+
+    raw = yaml.safe_load("""
+      tasks: [{name: s, type: classification, train: a.csv, dev: b.csv}]
+      grid: {lr: [5e-5, 1e-4], epochs: ['2']}
+    """)
+    assert raw["grid"]["lr"] == ["5e-5", "1e-4"]
+    p = FinetuneParams.model_validate(raw)
+    assert p.grid == {"lr": [5e-5, 1e-4], "epochs": [2]}

@@ -109,14 +109,17 @@ class FinetuneParams(Params):
                 raise ValueError(f"grid.{key}: not a task setting; settings are {sorted(settings)}")
             if not values:
                 raise ValueError(f"grid.{key}: needs at least one value")
+            coerced = list(values)
             for t in self.tasks:  # each value must be valid for every task that has the setting
                 if key in type(t).model_fields:
-                    for v in values:
+                    for i, v in enumerate(values):
                         try:
-                            type(t).model_validate({**t.model_dump(), key: v})
+                            coerced[i] = getattr(type(t).model_validate({**t.model_dump(), key: v}), key)
                         except ValidationError as e:
                             msgs = "; ".join(err["msg"] for err in e.errors())
                             raise ValueError(f"grid.{key}: value {v!r} for task {t.name!r}: {msgs}") from None
+            # As the setting's type: YAML reads `1e-4` (no dot) as a string.
+            self.grid[key] = coerced
         return self
 
 
