@@ -9,7 +9,6 @@ real vocabulary and tokenizer) keeps the training steps to milliseconds."""
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -122,9 +121,8 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
         torch.testing.assert_close(ours(**batch), theirs(**batch).logits, atol=1e-5, rtol=1e-5)
 
     # a retried step reuses the finished trial
-    t0 = time.time()
     again = finetune([sentiment()], {"optimizer": ["adamw"]}, tiny_bert, out, workers=2)
-    assert again["tasks"]["sentiment"]["settings"][0]["reused"] and time.time() - t0 < 10
+    assert again["tasks"]["sentiment"]["settings"][0]["reused"]
 
 
 def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
