@@ -12,6 +12,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from pipelines.local_runner import FN_API_RUNNER
+
 log = logging.getLogger(__name__)
 
 # A local Ray's GCS and raylet are started with PR_SET_PDEATHSIG: Linux kills them when
@@ -19,7 +21,6 @@ log = logging.getLogger(__name__)
 # started from this thread instead, which lives as long as the process.
 _RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-starter")
 
-FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower()}
 
 

@@ -30,6 +30,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
+from pipelines.local_runner import local_options
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters
@@ -238,14 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = PipelineOptions(
-        flags=[],
-        runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-        direct_running_mode="multi_processing",
-        direct_num_workers=args.workers,
-    )
+    options = local_options(args.workers)
     for name, value in run(args.files, args.output, args.num_shards, options, args.format).items():
         print(f"{name}\t{value}")
 

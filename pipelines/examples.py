@@ -52,6 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.local_runner import local_options
 from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batches, tokenize_documents
 from pipelines.shards import list_shards, metric_counters, read_rows, shard_name, stable_hash, write_table
 
@@ -498,14 +499,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = PipelineOptions(
-        flags=[],  # our own arguments are not Beam's
-        runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-        direct_running_mode="multi_processing",
-        direct_num_workers=args.workers,
-    )
+    options = local_options(args.workers)
     cfg = ExamplesConfig(
         documents=args.documents,
         vocab=args.vocab,

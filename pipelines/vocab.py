@@ -33,6 +33,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from . import bert_tokenizer, wordpiece
+from .local_runner import local_options
 from .shards import list_shards, metric_counters, read_rows, stable_hash
 
 log = logging.getLogger(__name__)
@@ -341,8 +342,6 @@ def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     defaults = VocabConfig()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--documents", nargs="+", required=True, help="documents folders (any fsspec URL)")
@@ -370,12 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         heldout_fraction=args.heldout_fraction,
         seed=args.seed,
     )
-    options = PipelineOptions(
-        [],  # not sys.argv: the flags above are ours, not Beam's
-        runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-        direct_running_mode="multi_processing",
-        direct_num_workers=args.workers,
-    )
+    options = local_options(args.workers)
     counters = run(args.documents, args.output, cfg, options)
     print(json.dumps({"config": asdict(cfg), "counters": counters}, indent=2))
 

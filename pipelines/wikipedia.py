@@ -33,6 +33,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
+from pipelines.local_runner import local_options
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import metric_counters, shard_name, stable_hash, write_table
@@ -461,14 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-page-bytes", type=int, default=DEFAULT_MAX_PAGE_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    options = PipelineOptions(
-        flags=[],
-        runner="apache_beam.runners.portability.fn_api_runner.FnApiRunner",
-        direct_running_mode="multi_processing",
-        direct_num_workers=args.workers,
-    )
+    options = local_options(args.workers)
     counters = run(args.dump, args.output, args.num_shards, options, args.split_bytes, args.max_page_bytes)
     for name, value in counters.items():
         print(f"{name}\t{value}")
