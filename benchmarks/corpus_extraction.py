@@ -26,16 +26,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.measure import measure  # noqa: E402
 from pipelines.multistream import write_multistream  # noqa: E402
 from pipelines.sentences import split_sentences  # noqa: E402
 from pipelines.shards import list_shards, read_rows  # noqa: E402
@@ -81,62 +80,6 @@ def ensure_dump(repeat: int) -> Path:
     return dump
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _processes() -> dict[int, tuple[int, float, int]]:
-    """``pid -> (parent pid, CPU seconds, RSS bytes)`` of every process, from /proc."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields[0] is the state; ppid, utime, stime, rss are fields 4, 14, 15, 24 of stat.
-        out[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK, int(fields[21]) * _PAGE)
-    return out
-
-
-def _tree(root: int, procs: dict) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in procs:
-            found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def measure(cmd: list[str]) -> dict:
-    """Run ``cmd``; wall seconds, CPU seconds of its whole tree, peak summed RSS."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    cpu: dict[int, float] = {}
-    peak = 0
-    while proc.poll() is None:
-        procs = _processes()
-        tree = _tree(proc.pid, procs)
-        for pid in tree:
-            cpu[pid] = procs[pid][1]
-        peak = max(peak, sum(procs[pid][2] for pid in tree))
-        time.sleep(0.05)
-    _, err = proc.communicate()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    waited = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall": wall, "cpu": max(waited, sum(cpu.values())), "peak_rss": peak}
-
-
 def wikiextractor_output(folder: Path) -> list[str]:
     """Sentences of WikiExtractor's text output (its doc tags and title lines left out)."""
     sentences = []
@@ -171,7 +114,7 @@ def run_one(name: str, repeat: int, workers: int, we_python: Path) -> dict:
     else:
         cmd = [sys.executable, "-m", "pipelines.wikipedia", str(dump), str(out),
                "--workers", str(workers), "--num-shards", "4"]
-    stats = measure(cmd)
+    stats = measure(cmd, log=WORK / f"{out.name}.log")
     if name == "WikiExtractor":
         sentences = wikiextractor_output(out)
     elif name == "bertflow functions, no Beam":
@@ -206,9 +149,9 @@ def main(argv=None) -> None:
           "| peak RSS (tree) | sentences with markup |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['tool']} | {r['workers']} | {r['input']} | {r['words'] / 1e6:.2f} M | {r['wall']:.1f} | "
-              f"{r['cpu']:.1f} | {r['words'] / r['wall'] / r['workers'] / 1e3:.0f} k | {r['words'] / r['cpu'] / 1e3:.0f} k | "
-              f"{r['peak_rss'] / 2**20:.0f} MiB | {100 * r['residue']:.2f}% of {r['sentences']:,} |")
+        print(f"| {r['tool']} | {r['workers']} | {r['input']} | {r['words'] / 1e6:.2f} M | {r['wall_s']:.1f} | "
+              f"{r['cpu_s']:.1f} | {r['words'] / r['wall_s'] / r['workers'] / 1e3:.0f} k | {r['words'] / r['cpu_s'] / 1e3:.0f} k | "
+              f"{r['peak_mb']:.0f} MiB | {100 * r['residue']:.2f}% of {r['sentences']:,} |")
 
 
 if __name__ == "__main__":

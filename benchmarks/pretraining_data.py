@@ -30,12 +30,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.measure import measure  # noqa: E402
 
 TF_ENV = ROOT / "bench-envs" / "bert-tf"
 PARAMS = dict(max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15, dupe_factor=5, short_seq_prob=0.1, seed=12345)
@@ -140,75 +140,6 @@ def ensure_tf_env() -> str | None:
         if r.returncode != 0:
             return f"`{' '.join(cmd)}` failed: {(r.stderr or r.stdout).strip()[-2000:]}"
     return None
-
-
-# --- measuring a process tree -----------------------------------------------------------
-
-
-def _proc_table() -> dict[int, tuple[int, float, int]]:
-    """pid -> (parent pid, CPU seconds, RSS bytes), from /proc (Linux)."""
-    tick, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/statm") as f:
-                rss = int(f.read().split()[1]) * page
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, rss)
-    return table
-
-
-def _tree(table: dict, root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) -> dict:
-    """Run ``cmd``; wall seconds, CPU seconds of it and all its descendants, and peak RSS
-    summed over the process tree (sampled every 50 ms from /proc)."""
-    out = open(log, "w") if log else subprocess.DEVNULL
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    peak = [0, 0, 0]  # tree sum, largest single process, largest child (a Beam worker)
-    cpu_seen: dict[int, float] = {}
-
-    def sample():
-        while proc.poll() is None:
-            table = _proc_table()
-            tree = _tree(table, proc.pid)
-            peak[0] = max(peak[0], sum(table[p][2] for p in tree))
-            peak[1] = max([peak[1], *(table[p][2] for p in tree)])
-            peak[2] = max([peak[2], *(table[p][2] for p in tree if p != proc.pid)])
-            for p in tree:
-                cpu_seen[p] = table[p][1]  # catches children that nobody reaps
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    sampler.join()
-    if log:
-        out.close()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}; see {log}")
-    # wait4 counts the process and the children it reaped; the samples count the others.
-    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
-    return {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak[0] / 2**20, "largest_mb": peak[1] / 2**20, "child_mb": peak[2] / 2**20}
 
 
 def run_original(work: Path, text: Path, tag: str) -> dict:

@@ -8,23 +8,29 @@ Reads every ``documents-*.parquet`` of each ``--documents`` folder (``id``, ``ti
 ``train-SSSSS-of-NNNNN.parquet``, ``eval-SSSSS-of-NNNNN.parquet``, ``stats.json``, and a
 copy of the ``vocab.txt`` and ``tokenizer.json`` the ids refer to.
 
-The job, stage by stage (two shuffles in all):
+The job, stage by stage:
 
-1. read the documents and send each to a bucket: its split is ``eval`` when
-   ``hash(seed, id)`` falls under ``eval_fraction``, else ``train``; its bucket a hash of
-   its id modulo the split's bucket count, which comes from the documents' count in the
-   shards' Parquet footers (about ``docs_per_bucket`` per bucket; no counting pass). A
-   bucket is what one worker holds, and where random-next partners come from (see
-   ``pipelines.instances``). Shuffle 1: the raw sentences, grouped by bucket;
-2. per bucket, in one step: tokenize every sentence of the bucket in one ``tokenizers``
-   batch call (empty documents are counted and dropped), make every instance
-   (``dupe_factor`` passes per document, each with its own random stream seeded from
-   (seed, document id, pass)) as flat numpy columns, mask them all at once, count the
-   statistics, and cut the instances by output shard into Arrow record batches
-   (zstd-compressed IPC bytes: about 2 bytes per token, not a Python object per instance);
-3. shuffle 2: the batches, grouped by (split, shard); each shard is sorted by a hash of
-   the instance id (a deterministic order) and written; the statistics' counts are summed
-   by a Beam combiner into ``stats.json``.
+1. the work units are runs of consecutive row groups of the documents shards, at least
+   ``docs_per_bucket`` documents each (planned from the Parquet footers: no counting
+   pass); each is read by one worker, so the bulk of the raw text never goes through the
+   runner's shuffle (the local runner would hold it all in memory);
+2. per unit: its documents are split into ``eval`` (``hash(seed, id)`` under
+   ``eval_fraction``) and ``train``. The train documents are grouped into buckets by a
+   hash of the id (about ``docs_per_bucket`` documents each: a bucket is where random-next
+   partners come from, see ``pipelines.instances``). The eval documents, a small share,
+   are shuffled into eval buckets that span the corpus (a unit holds too few of them to
+   pair); per bucket, in one step: tokenize every sentence in one ``tokenizers`` batch
+   call (empty documents are counted and dropped), make every instance (``dupe_factor``
+   passes per document, each with its own random stream seeded from (seed, document id,
+   pass)) as flat numpy columns, mask them all at once, count the statistics, and cut
+   the instances by output shard into Arrow record batches (zstd-compressed IPC bytes:
+   about 2 bytes per token, not a Python object per instance);
+3. the batches are grouped by (split, shard); each shard is sorted by a hash of the
+   instance id (a deterministic order) and written; the statistics' counts are summed by
+   a Beam combiner into ``stats.json``.
+
+Units and buckets depend on the documents and their layout, never on the worker count,
+so the output bytes do not either.
 
 Sequence lengths: one job makes one length. BERT's two phases (128 with 20 predictions,
 512 with 80) are two ``pretraining_data`` steps reading the same documents and vocabulary.
@@ -54,7 +60,7 @@ import pyarrow.parquet as pq
 
 from pipelines.local_runner import local_options
 from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batches, tokenize_documents
-from pipelines.shards import list_shards, metric_counters, read_rows, shard_name, stable_hash, write_table
+from pipelines.shards import list_shards, metric_counters, shard_name, stable_hash, write_table
 
 log = logging.getLogger(__name__)
 
@@ -147,40 +153,53 @@ def num_buckets(num_docs: float, docs_per_bucket: int) -> int:
     return max(1, math.ceil(num_docs / docs_per_bucket))
 
 
-def count_documents(shards: list[tuple[int, str]]) -> int:
-    """Rows in the documents shards, from their Parquet footers (no data is read)."""
-    total = 0
-    for _, url in shards:
+Unit = tuple  # ((input index, shard URL, row group), ...): consecutive row groups
+
+
+def plan_units(folders: list[str], docs_per_bucket: int) -> tuple[list[Unit], int]:
+    """The work units, and the documents in all: consecutive row groups of the documents
+    shards, at least ``docs_per_bucket`` documents a unit (a row group is 8192 documents
+    at most), from the Parquet footers (no data is read)."""
+    units: list[Unit] = []
+    current: list[tuple[int, str, int]] = []
+    rows = total = 0
+    for index, url in document_shards(folders):
         with fsspec.open(url, "rb") as f:
-            total += pq.ParquetFile(f).metadata.num_rows
-    return total
+            meta = pq.ParquetFile(f).metadata
+        for group in range(meta.num_row_groups):
+            n = meta.row_group(group).num_rows
+            if not n:
+                continue
+            current.append((index, url, group))
+            rows, total = rows + n, total + n
+            if rows >= docs_per_bucket:
+                units.append(tuple(current))
+                current, rows = [], 0
+    if current:  # too few for a unit of their own: they join the last one
+        units[-1:] = [(*units[-1], *current)] if units else [tuple(current)]
+    return units, total
 
 
-def bucket_counts(total_docs: int, cfg: "ExamplesConfig") -> dict[str, int]:
-    """Buckets per split, from the expected documents of each split (known before any
-    document is read, so that bucketing needs no counting pass over the data)."""
-    expected = {"train": total_docs * (1 - cfg.eval_fraction), "eval": total_docs * cfg.eval_fraction}
-    return {split: num_buckets(n, cfg.docs_per_bucket) for split, n in expected.items()}
+def read_unit(unit: Unit, bad) -> list[tuple[str, list[str]]]:
+    """A unit's documents as (uid, sentences); the uid is prefixed with the input's index,
+    so that two inputs may reuse an id. Rows without an id or with sentences that are not
+    strings are counted (``bad``), logged and skipped."""
+    docs = []
+    for index, url, group in unit:
+        with fsspec.open(url, "rb") as f:
+            rows = pq.ParquetFile(f).read_row_group(group, columns=["id", "sentences"]).to_pylist()
+        for row in rows:
+            doc_id, sentences = row.get("id"), row.get("sentences")
+            if doc_id is None or sentences is None or any(not isinstance(s, str) for s in sentences):
+                bad.inc()
+                log.warning("%s: skipping document %r: no id or sentences that are not strings", url, doc_id)
+                continue
+            docs.append((f"{index}/{doc_id}", sentences))
+    return docs
 
 
-def _read_documents(element):
-    """(input index, shard URL) -> (document uid, sentences). The uid is prefixed with the
-    input's index, so that two inputs may reuse an id."""
-    index, url = element
-    bad = beam.metrics.Metrics.counter("examples", "documents_malformed")
-    for row in read_rows([url], columns=["id", "sentences"]):
-        doc_id, sentences = row.get("id"), row.get("sentences")
-        if doc_id is None or sentences is None or any(not isinstance(s, str) for s in sentences):
-            bad.inc()
-            log.warning("%s: skipping document %r: no id or sentences that are not strings", url, doc_id)
-            continue
-        yield f"{index}/{doc_id}", sentences
-
-
-def _to_bucket(element, seed: int, eval_fraction: float, buckets: dict[str, int]):
-    uid, sentences = element
-    split = split_of(seed, uid, eval_fraction)
-    return (split, stable_hash(seed, "bucket", uid) % buckets[split]), (uid, sentences)
+def bucket_of(seed: int, uid: str, buckets: int) -> int:
+    return stable_hash(seed, "bucket", uid) % buckets
 
 
 # What travels from a bucket to the shard writers: one Arrow record batch per (bucket,
@@ -239,9 +258,9 @@ def zero_counts(max_seq_length: int) -> dict:
     return {"lengths": [0] * (max_seq_length + 1), "random_next": 0, "short_target": 0, "masked": 0, "mask": 0, "kept": 0, "random": 0}
 
 
-class _MakeInstances(beam.DoFn):
-    """A bucket of raw documents -> its instances, cut per output shard (tagged "rows":
-    ((split, shard), Arrow IPC bytes)), and its statistics' counts (tagged "stats")."""
+class _Instances(beam.DoFn):
+    """Buckets of raw documents -> their instances, cut per output shard (tagged "rows":
+    ((split, shard), Arrow IPC bytes)), and statistics' counts (tagged "stats")."""
 
     def __init__(self, vocab_dir: str, cfg: InstanceConfig, seed: int, dupe_factor: int, shards: dict[str, int]):
         self.vocab_dir, self.cfg, self.seed, self.dupe_factor, self.shards = vocab_dir, cfg, seed, dupe_factor, shards
@@ -260,12 +279,11 @@ class _MakeInstances(beam.DoFn):
         self.tokenizer = load_tokenizer(self.vocab_dir)
         self.vocab = load_vocab(self.vocab_dir)
 
-    def process(self, element):
-        (split, _), items = element
-        # A fixed order whatever the order of arrival; a repeated id keeps one document
-        # (the one whose sentences sort first), so that instance ids stay unique.
+    def unique(self, docs) -> list[tuple[str, list[str]]]:
+        """``docs`` in a fixed order whatever their order of arrival; a repeated id keeps one
+        document (the one whose sentences sort first), so that instance ids stay unique."""
         unique: dict[str, list[str]] = {}
-        for uid, sentences in sorted(items):
+        for uid, sentences in sorted(docs):
             self.read.inc()
             self.words.inc(sum(len(s.split()) for s in sentences))
             if uid in unique:
@@ -273,18 +291,20 @@ class _MakeInstances(beam.DoFn):
                 log.warning("documents: id %s appears more than once; keeping one", uid)
                 continue
             unique[uid] = sentences
+        return list(unique.items())
+
+    def bucket_instances(self, split: str, bucket: list[tuple[str, list[str]]], stats: dict):
         docs = []
-        for doc in tokenize_documents(self.tokenizer, list(unique.items())):
+        for doc in tokenize_documents(self.tokenizer, bucket):
             if doc is None:
                 self.empty.inc()
             else:
                 self.tokens.inc(len(doc.tokens))
                 docs.append(doc)
         counts: Counter = Counter()
-        stats = zero_counts(self.cfg.max_seq_length)
         for batch in make_batches(docs, self.cfg, self.vocab, self.seed, self.dupe_factor, counts):
             self.instances.inc(len(batch))
-            stats = add_counts(stats, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id))
+            stats.update(add_counts(stats, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id)))
             if not len(batch):
                 continue
             # The order of rows in the shards: a hash of the instance id; the shard: its residue.
@@ -294,7 +314,42 @@ class _MakeInstances(beam.DoFn):
             for shard in np.unique(shard_of).tolist():
                 yield beam.pvalue.TaggedOutput("rows", ((split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
         self.no_partner.inc(counts["nsp_no_partner"])
-        yield beam.pvalue.TaggedOutput("stats", (split, stats))
+
+
+class _UnitInstances(_Instances):
+    """A unit of documents -> the instances of its train documents, bucket by bucket (the
+    buckets: about ``docs_per_bucket`` documents each, by a hash of the id); its eval
+    documents go on (tagged "eval_docs": (eval bucket, (uid, sentences)))."""
+
+    def __init__(self, *args, eval_fraction: float, eval_buckets: int, docs_per_bucket: int):
+        super().__init__(*args)
+        self.eval_fraction, self.eval_buckets, self.docs_per_bucket = eval_fraction, eval_buckets, docs_per_bucket
+        self.malformed = beam.metrics.Metrics.counter("examples", "documents_malformed")
+
+    def process(self, unit):
+        train: dict[int, list] = {}
+        docs = read_unit(unit, self.malformed)
+        for uid, sentences in docs:
+            if split_of(self.seed, uid, self.eval_fraction) == "eval":
+                yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
+        docs = [d for d in docs if split_of(self.seed, d[0], self.eval_fraction) == "train"]
+        k = num_buckets(len(docs), self.docs_per_bucket)
+        for uid, sentences in docs:
+            train.setdefault(bucket_of(self.seed, uid, k), []).append((uid, sentences))
+        stats = zero_counts(self.cfg.max_seq_length)
+        for bucket in sorted(train):
+            yield from self.bucket_instances("train", self.unique(train[bucket]), stats)
+        yield beam.pvalue.TaggedOutput("stats", ("train", stats))
+
+
+class _EvalInstances(_Instances):
+    """(eval bucket, [(uid, sentences)]) -> the bucket's instances."""
+
+    def process(self, element):
+        _, docs = element
+        stats = zero_counts(self.cfg.max_seq_length)
+        yield from self.bucket_instances("eval", self.unique(docs), stats)
+        yield beam.pvalue.TaggedOutput("stats", ("eval", stats))
 
 
 class _WriteShard(beam.DoFn):
@@ -372,27 +427,31 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
 
 
 def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
-    """Add the job's stages to ``p``: two shuffles, one of raw documents into buckets and
-    one of compact instance batches into shards."""
+    """Add the job's stages to ``p``: units of documents in, one shuffle of compact
+    instance batches into shards."""
     check_vocab_folder(cfg.vocab)  # fail before any work when the vocab is missing
     icfg = cfg.instances
-    shards = document_shards(cfg.documents)
-    buckets = bucket_counts(count_documents(shards), cfg)
+    units, total_docs = plan_units(cfg.documents, cfg.docs_per_bucket)
     num_shards = {"train": cfg.num_shards, "eval": cfg.eval_shards}
-    out = (
+    common = (cfg.vocab, icfg, cfg.seed, cfg.dupe_factor, num_shards)
+    train = (
         p
-        | "Shards" >> beam.Create(shards)
-        | "SpreadShards" >> beam.Reshuffle()
-        | "Read" >> beam.FlatMap(_read_documents)
-        | "ToBucket" >> beam.Map(_to_bucket, cfg.seed, cfg.eval_fraction, buckets)
-        | "GroupBuckets" >> beam.GroupByKey()
-        | "MakeInstances"
-        >> beam.ParDo(_MakeInstances(cfg.vocab, icfg, cfg.seed, cfg.dupe_factor, num_shards)).with_outputs("rows", "stats")
+        | "Units" >> beam.Create(units)
+        | "Spread" >> beam.Reshuffle()
+        | "TrainInstances" >> beam.ParDo(_UnitInstances(
+            *common, eval_fraction=cfg.eval_fraction, docs_per_bucket=cfg.docs_per_bucket,
+            eval_buckets=num_buckets(total_docs * cfg.eval_fraction, cfg.docs_per_bucket))
+        ).with_outputs("rows", "stats", "eval_docs")
+    )
+    evals = (
+        train.eval_docs
+        | "GroupEvalBuckets" >> beam.GroupByKey()
+        | "EvalInstances" >> beam.ParDo(_EvalInstances(*common)).with_outputs("rows", "stats")
     )
     # One None per shard so that empty shards are written too.
     every = p | "EveryShard" >> beam.Create([((split, s), None) for split in SPLITS for s in range(num_shards[split])])
     (
-        (out.rows, every)
+        (train.rows, evals.rows, every)
         | "AllParts" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(_WriteShard(cfg.output, num_shards))
@@ -410,7 +469,8 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
         _write_json(stats_url, {**stats, "params": params})
 
     (
-        out.stats
+        (train.stats, evals.stats)
+        | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombinePerKey(_SumCounts())
         | "OneDict" >> beam.combiners.ToDict()
         | "WriteStats" >> beam.Map(write_stats)

@@ -5,21 +5,29 @@ so the bytes of every file depend only on the rows, never on worker count, bundl
 boundaries or runner. Every shard file exists even when empty, so a reader can trust
 ``-of-NNNNN``. Each file is written under a temporary name and renamed into place.
 
-Memory: one worker holds one shard while sorting it; choose ``num_shards`` so that a
-shard is a few hundred MB at most.
+Memory is bounded whatever the corpus size: the rows themselves never go through the
+runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each bundle
+sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
+(a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled;
+each shard's writer merges its runs, reading a few hundred rows of each at a time, and
+writes row group after row group. ``_spill/`` is removed once every shard is written.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
+import itertools
 import posixpath
+import uuid
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindows
 
 
 def stable_hash(*parts: Any) -> int:
@@ -48,54 +56,158 @@ def write_table(table: pa.Table, url: str) -> None:
     fs.mv(tmp, path)
 
 
-class _WriteShard(beam.DoFn):
-    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, sort_key):
-        self.output, self.prefix, self.schema = output, prefix, schema
-        self.num_shards, self.sort_key = num_shards, sort_key
+SPILL = "_spill"
+SPILL_BYTES = 64 << 20  # rows buffered per bundle before a run is written
+ROW_GROUP_ROWS = 8192
+_MERGE_BATCH = 64  # rows read at a time from each run (a merge holds this many per run)
+
+
+def _row_bytes(row: dict) -> int:
+    """A cheap size estimate: the strings' lengths (the bulk of a document)."""
+    n = 64
+    for v in row.values():
+        if isinstance(v, str):
+            n += len(v)
+        elif isinstance(v, list):
+            n += sum(len(x) + 8 if isinstance(x, str) else 8 for x in v)
+    return n
+
+
+class _SpillRuns(beam.DoFn):
+    """Rows -> (shard, run file URL): per bundle, each shard's rows sorted by key, written
+    as Parquet runs of ``schema`` (not compressed: read once, then deleted)."""
+
+    def __init__(self, spill: str, schema: pa.Schema, num_shards: int, key, spill_bytes: int):
+        self.spill, self.schema, self.num_shards, self.key = spill, schema, num_shards, key
+        self.spill_bytes = spill_bytes
+
+    def start_bundle(self):
+        self.rows: dict[int, list[dict]] = {}
+        self.buffered = 0
+
+    def process(self, row):
+        self.rows.setdefault(stable_hash(self.key(row)) % self.num_shards, []).append(row)
+        self.buffered += _row_bytes(row)
+        if self.buffered >= self.spill_bytes:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for shard_run in self._flush():
+            yield GlobalWindows.windowed_value(shard_run)
+
+    def _flush(self):
+        fs, path = fsspec.core.url_to_fs(self.spill)
+        for shard, rows in sorted(self.rows.items()):
+            rows.sort(key=self.key)
+            run = posixpath.join(path, f"{shard:05d}", f"{uuid.uuid4().hex}.parquet")
+            fs.makedirs(posixpath.dirname(run), exist_ok=True)
+            with fs.open(run, "wb") as f:
+                pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), f, compression="none",
+                               row_group_size=_MERGE_BATCH)
+            yield shard, fs.unstrip_protocol(run)
+        self.rows, self.buffered = {}, 0
+
+
+def _read_run(url: str):
+    with fsspec.open(url, "rb") as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=_MERGE_BATCH):
+            yield from batch.to_pylist()
+
+
+class _MergeRuns(beam.DoFn):
+    """(shard, [run URLs or None]) -> the shard file: the runs merged in key order, one
+    row per key (``pick`` chooses among rows with the same key), ``schema``'s columns."""
+
+    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key, pick, count_row):
+        self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
+        self.key, self.pick, self.count_row = key, pick, count_row
         self.rows_written = beam.metrics.Metrics.counter("shards", f"{prefix}_rows")
+        self.duplicates = beam.metrics.Metrics.counter("shards", f"{prefix}_duplicate")
+        self.counters = {}
+
+    def _count(self, row: dict) -> None:
+        for name, n in self.count_row(row).items():
+            if name not in self.counters:
+                self.counters[name] = beam.metrics.Metrics.counter("shards", name)
+            self.counters[name].inc(n)
 
     def process(self, element):
-        index, rows = element
-        rows = sorted((r for r in rows if r is not None), key=self.sort_key)
-        table = pa.Table.from_pylist(rows, schema=self.schema)
+        index, runs = element
+        runs = sorted(r for r in runs if r is not None)  # a fixed order for equal keys
+        merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
         name = shard_name(self.prefix, index, self.num_shards)
-        write_table(table, posixpath.join(self.output.rstrip("/"), name))
-        self.rows_written.inc(len(rows))
-        yield name, len(rows)
+        fs, path = fsspec.core.url_to_fs(posixpath.join(self.output.rstrip("/"), name))
+        tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        written, group = 0, []
+        with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, self.schema, compression="zstd") as writer:
+            for _, same in itertools.groupby(merged, key=self.key):
+                same = list(same)
+                if len(same) > 1:
+                    self.duplicates.inc(len(same) - 1)
+                row = self.pick(same) if len(same) > 1 else same[0]
+                if self.count_row is not None:
+                    self._count(row)
+                group.append({c: row[c] for c in self.schema.names})
+                if len(group) == ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
+                    written, group = written + len(group), []
+            if group or not written:  # an empty shard still has its schema and one row group
+                writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
+                written += len(group)
+        fs.mv(tmp, path)
+        self.rows_written.inc(written)
+        yield name, written
+
+
+def first_by_content(rows: list[dict]) -> dict:
+    """Of rows with one key, the least by content (a choice that does not depend on which
+    row arrived first)."""
+    return min(rows, key=lambda r: repr(sorted(r.items())))
 
 
 class WriteParquetShards(beam.PTransform):
     """``rows | WriteParquetShards(output, "documents", schema, 8, key=lambda r: r["id"])``
 
-    ``key`` picks the shard and orders rows within it; it must be unique per row for the
-    output to be byte-stable. Returns a PCollection of ``(file name, row count)``.
+    ``key`` picks the shard and orders rows within it; rows with the same key are one row
+    in the output: ``pick(rows)`` (default: the least by content; counted as
+    ``{prefix}_duplicate``). Rows may carry more fields than ``schema`` (what ``pick``
+    needs, say): ``spill_schema`` then names them all. ``count_row(row) -> {name: n}`` adds
+    Beam counters over the rows written. Returns a PCollection of ``(file name, rows)``.
     """
 
-    def __init__(
-        self,
-        output: str,
-        prefix: str,
-        schema: pa.Schema,
-        num_shards: int,
-        key: Callable[[dict], Any],
-    ):
+    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key: Callable[[dict], Any],
+                 pick: Callable[[list[dict]], dict] = first_by_content, spill_schema: pa.Schema | None = None,
+                 count_row: Callable[[dict], dict[str, int]] | None = None, spill_bytes: int = SPILL_BYTES):
         super().__init__()
         if num_shards < 1:
             raise ValueError("num_shards must be >= 1")
         self.output, self.prefix, self.schema = output, prefix, schema
-        self.num_shards, self.key = num_shards, key
+        self.num_shards, self.key, self.pick = num_shards, key, pick
+        self.spill_schema, self.count_row, self.spill_bytes = spill_schema or schema, count_row, spill_bytes
 
     def expand(self, rows):
-        n, key = self.num_shards, self.key
-        keyed = rows | "ShardOf" >> beam.Map(lambda r: (stable_hash(key(r)) % n, r))
+        n = self.num_shards
+        spill = posixpath.join(self.output.rstrip("/"), SPILL)
+        runs = rows | "Spill" >> beam.ParDo(_SpillRuns(spill, self.spill_schema, n, self.key, self.spill_bytes))
         # One None per shard so that empty shards are written too.
         every = rows.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
-        return (
-            (keyed, every)
+        written = (
+            (runs, every)
             | "Flatten" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self.output, self.prefix, self.schema, n, key))
+            | "MergeRuns" >> beam.ParDo(_MergeRuns(self.output, self.prefix, self.schema, n, self.key, self.pick,
+                                                   self.count_row))
         )
+        # Once every shard is written (the count waits for all of them), the runs go.
+        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(_remove, spill)
+        return written
+
+
+def _remove(_, url: str) -> None:
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def list_shards(url: str, prefix: str) -> list[str]:

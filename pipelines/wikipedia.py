@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import itertools
 import logging
 import posixpath
 import re
@@ -36,7 +35,7 @@ import pyarrow as pa
 from pipelines.local_runner import local_options
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
-from pipelines.shards import metric_counters, shard_name, stable_hash, write_table
+from pipelines.shards import WriteParquetShards, metric_counters
 from pipelines.wikitext import to_paragraphs
 
 log = logging.getLogger(__name__)
@@ -371,55 +370,23 @@ class _ExtractDocuments(beam.DoFn):
                 yield doc
 
 
-class _WriteShard(beam.DoFn):
-    """Write one shard: its documents sorted by id, one per id. An id seen twice is a page
-    in two files of the input (say the plain and the multistream dump of one wiki): the
-    latest revision is kept, ties broken by content, never by arrival order."""
-
-    def __init__(self, output: str, num_shards: int):
-        self.output, self.num_shards = output, num_shards
-        self.count = Counters(NAMESPACE)
-
-    def process(self, element):
-        index, docs = element
-        docs = sorted((d for d in docs if d is not None), key=lambda d: d["id"])
-        rows = []
-        for _, same in itertools.groupby(docs, key=lambda d: d["id"]):
-            same = list(same)
-            if len(same) > 1:
-                self.count("documents_duplicate", len(same) - 1)
-            doc = max(same, key=lambda d: (d["revision"], d["title"], d["sentences"]))
-            rows.append({"id": doc["id"], "title": doc["title"], "sentences": doc["sentences"]})
-            self.count("sentences", len(doc["sentences"]))
-            # Sentences have single spaces (the cleaner collapses whitespace).
-            self.count("words", sum(s.count(" ") + 1 for s in doc["sentences"]))
-        self.count("documents", len(rows))
-        name = shard_name("documents", index, self.num_shards)
-        write_table(pa.Table.from_pylist(rows, schema=SCHEMA), posixpath.join(self.output.rstrip("/"), name))
-        yield name, len(rows)
+def _doc_id(doc: dict) -> str:
+    return doc["id"]
 
 
-class WriteDocumentShards(beam.PTransform):
-    """``documents-SSSSS-of-NNNNN.parquet`` as ``pipelines.shards.WriteParquetShards``
-    writes them (shard = stable hash of the id, rows sorted by id, every shard written,
-    atomically), with duplicate ids resolved in the same shuffle."""
+def latest_revision(docs: list[dict]) -> dict:
+    """Of documents with one id (a page in two files of the input, say the plain and the
+    multistream dump of one wiki): the latest revision, ties broken by content, never by
+    arrival order."""
+    return max(docs, key=lambda d: (d["revision"], d["title"], d["sentences"]))
 
-    def __init__(self, output: str, num_shards: int):
-        super().__init__()
-        if num_shards < 1:
-            raise ValueError("num_shards must be >= 1")
-        self.output, self.num_shards = output, num_shards
 
-    def expand(self, docs):
-        n = self.num_shards
-        keyed = docs | "ShardOf" >> beam.Map(lambda d: (stable_hash(d["id"]) % n, d))
-        every = docs.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
-        return (
-            (keyed, every)
-            | "Flatten" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteShard(self.output, n))
-        )
+def _document_counts(doc: dict) -> dict[str, int]:
+    # Sentences have single spaces (the cleaner collapses whitespace).
+    return {"documents": 1, "sentences": len(doc["sentences"]), "words": sum(s.count(" ") + 1 for s in doc["sentences"])}
+
+
+SPILL_SCHEMA = pa.schema([*SCHEMA, ("revision", pa.int64())])
 
 
 def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | None = None,
@@ -432,7 +399,8 @@ def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | 
         | "PlanSplits" >> beam.ParDo(_PlanSplits(split_bytes))
         | "Spread" >> beam.Reshuffle()
         | "Extract" >> beam.ParDo(_ExtractDocuments(max_page_bytes))
-        | "Write" >> WriteDocumentShards(output, num_shards)
+        | "Write" >> WriteParquetShards(output, "documents", SCHEMA, num_shards, key=_doc_id, pick=latest_revision,
+                                        spill_schema=SPILL_SCHEMA, count_row=_document_counts)
     )
 
 

@@ -26,10 +26,10 @@ def test_remote_runner_options_pass_through():
     assert (gcp.project, gcp.region, gcp.temp_location) == ("p", "europe-west4", "gs://b/tmp")
 
 
-def _write(out: str, workers: int) -> dict:
+def _write(out: str, workers: int, **kw) -> dict:
     p = beam.Pipeline(options=beam_options(direct_num_workers=workers))
     rows = p | beam.Create([{"id": f"doc{i}", "n": i} for i in range(500)])
-    _ = rows | WriteParquetShards(out, "rows", pa.schema([("id", pa.string()), ("n", pa.int64())]), 3, key=lambda r: r["id"])
+    _ = rows | WriteParquetShards(out, "rows", pa.schema([("id", pa.string()), ("n", pa.int64())]), 3, key=lambda r: r["id"], **kw)
     result = p.run()
     result.wait_until_finish()
     return metric_counters(result)
@@ -44,6 +44,27 @@ def test_sharded_output_is_byte_identical_for_any_worker_count(tmp_path):
     assert [open(u, "rb").read() for u in one] == [open(u, "rb").read() for u in two]
     ids = [pq.read_table(u).column("id").to_pylist() for u in one]
     assert all(x == sorted(x) for x in ids) and sum(map(len, ids)) == 500
+
+
+def test_rows_spill_to_runs_that_merge_into_the_same_bytes(tmp_path):
+    # A tiny spill threshold: every bundle writes many small sorted runs per shard, and
+    # the shard writers merge them. Same files as with one run per shard; no runs left.
+    _write(str(tmp_path / "one-run"), 1)
+    _write(str(tmp_path / "many-runs"), 2, spill_bytes=500)
+    one, many = list_shards(str(tmp_path / "one-run"), "rows"), list_shards(str(tmp_path / "many-runs"), "rows")
+    assert [open(u, "rb").read() for u in one] == [open(u, "rb").read() for u in many]
+    assert sorted(p.name for p in (tmp_path / "many-runs").iterdir()) == [u.rsplit("/", 1)[1] for u in many]
+
+
+def test_rows_with_one_key_are_one_row(tmp_path):
+    p = beam.Pipeline(options=beam_options(direct_num_workers=1))
+    rows = p | beam.Create([{"id": "a", "n": 2}, {"id": "b", "n": 1}, {"id": "a", "n": 1}, {"id": "a", "n": 3}])
+    _ = rows | WriteParquetShards(str(tmp_path), "rows", pa.schema([("id", pa.string()), ("n", pa.int64())]), 1,
+                                  key=lambda r: r["id"], pick=lambda same: max(same, key=lambda r: r["n"]))
+    result = p.run()
+    result.wait_until_finish()
+    assert pq.read_table(list_shards(str(tmp_path), "rows")[0]).to_pylist() == [{"id": "a", "n": 3}, {"id": "b", "n": 1}]
+    assert metric_counters(result) == {"rows_rows": 2, "rows_duplicate": 2}
 
 
 def test_ray_started_from_a_step_thread_outlives_the_thread():

@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import posixpath
-import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import fsspec
+
+from trainer.metrics_log import MetricsLog, is_local
 
 log = logging.getLogger(__name__)
 
@@ -116,18 +117,12 @@ def _fs(url: str):
     return fsspec.core.url_to_fs(url)
 
 
-def _is_local(url: str) -> bool:
-    fs, _ = _fs(url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
 def ray_storage(url: str):
     """(storage_path, storage_filesystem) for Ray Train's ``RunConfig``: a local absolute
     path as is; anything else through a pyarrow filesystem wrapping the fsspec one, so every
     fsspec backend (s3 with a custom endpoint, gcs, ...) works the same."""
     fs, path = _fs(url)
-    if _is_local(url):
+    if is_local(url):
         return os.path.abspath(path), None
     import pyarrow.fs as pafs
 
@@ -213,50 +208,9 @@ def peak_flops(device) -> float | None:
 # --------------------------------------------------------------------------- metrics log
 
 
-class MetricsLog:
-    """Rank 0's JSONL + TensorBoard writer. Writes into the output folder when it is local;
-    else into a local mirror that ``sync`` uploads (at checkpoints and at the end). On resume
-    the lines and events after the resumed step are dropped."""
-
-    def __init__(self, output: str, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.output = output
-        self.local = _is_local(output)
-        self.dir = _fs(output)[1] if self.local else tempfile.mkdtemp(prefix="bertflow-metrics-")
-        os.makedirs(self.dir, exist_ok=True)
-        if not self.local:  # bring back what an earlier attempt wrote
-            fs, path = _fs(output)
-            for name in ("metrics.jsonl", "tensorboard"):
-                if fs.exists(posixpath.join(path, name)):
-                    fs.get(posixpath.join(path, name), os.path.join(self.dir, name), recursive=True)
-        self.jsonl = os.path.join(self.dir, "metrics.jsonl")
-        kept = []
-        if os.path.exists(self.jsonl):
-            with open(self.jsonl) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
-        with open(self.jsonl, "w") as f:
-            f.writelines(kept)
-        self.tb = SummaryWriter(os.path.join(self.dir, "tensorboard"), purge_step=start_step + 1)
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}, sort_keys=True) + "\n")
-        for k, v in metrics.items():
-            self.tb.add_scalar(k.replace("eval_", "eval/") if k.startswith("eval_") else f"train/{k}", v, step)
-
-    def sync(self) -> None:
-        self.tb.flush()
-        if not self.local:
-            fs, path = _fs(self.output)
-            fs.put(self.jsonl, posixpath.join(path, "metrics.jsonl"))
-            fs.put(os.path.join(self.dir, "tensorboard"), posixpath.join(path, "tensorboard"), recursive=True)
-
-    def close(self) -> None:
-        self.sync()
-        self.tb.close()
-        if not self.local:
-            shutil.rmtree(self.dir, ignore_errors=True)
+def metric_tag(name: str) -> str:
+    """TensorBoard tag of a metric: ``eval_loss`` -> ``eval/loss``, ``loss`` -> ``train/loss``."""
+    return "eval/" + name[len("eval_"):] if name.startswith("eval_") else f"train/{name}"
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -486,7 +440,7 @@ def train_loop(config: dict) -> None:
         if is_eval and eval_set is not None and eval_urls:
             metrics.update(evaluate())
         if rank == 0 and len(metrics) > 1:
-            metrics_log.write(done, {k: v for k, v in metrics.items() if k != "step"})
+            metrics_log.write(done, {k: v for k, v in metrics.items() if k != "step"}, tag=metric_tag)
         if is_ckpt:
             with tempfile.TemporaryDirectory(prefix="bertflow-ckpt-") as tmp:
                 ckpt = None

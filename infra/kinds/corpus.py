@@ -31,7 +31,7 @@ class BooksParams(Params):
 @register
 class Wikipedia(StepKind):
     name = "wikipedia"
-    version = 1
+    version = 2  # 2: shards written from spilled runs, row group by row group
     Params = WikipediaParams
     inputs = {}
 
@@ -48,7 +48,7 @@ class Wikipedia(StepKind):
 @register
 class Books(StepKind):
     name = "books"
-    version = 1
+    version = 2  # 2: shards written from spilled runs, row group by row group
     Params = BooksParams
     inputs = {}
 

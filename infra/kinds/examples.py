@@ -40,7 +40,7 @@ class PretrainingDataParams(Params):
 @register
 class PretrainingData(StepKind):
     name = "pretraining_data"
-    version = 2  # 2: vectorized masks and new row order (different bytes, same law)
+    version = 3  # 2: vectorized masks, new row order; 3: buckets per documents row group (different bytes, same law)
     Params = PretrainingDataParams
     inputs = {"documents": Input(many=True), "vocab": Input()}
 

@@ -166,7 +166,7 @@ def train_loop(config: dict) -> None:
 
     from .batching import collate
     from .heads import HeadConfig
-    from .metrics_log import MetricsLog
+    from trainer.metrics_log import MetricsLog
 
     timer, t = Timer(), time.perf_counter()
     init_dir, copied = local_folder(trial.init)
@@ -237,9 +237,8 @@ def train_loop(config: dict) -> None:
             window_loss += detached
             window_steps += 1
             if metrics_log is not None and step % cfg.log_every_steps == 0:
-                metrics_log.write(step, round(step / steps_per_epoch, 4),
-                                  {"train/loss": window_loss.item() / window_steps,
-                                   "train/lr": lr})
+                metrics_log.write(step, {"train/loss": window_loss.item() / window_steps, "train/lr": lr},
+                                  epoch=round(step / steps_per_epoch, 4))
                 window_loss.zero_()
                 window_steps = 0
         train_loss = epoch_loss.item() / max(1, steps_per_epoch)
@@ -258,7 +257,7 @@ def train_loop(config: dict) -> None:
             history.append({**metrics, **({"dev": dev_metrics} if dev_metrics else {})})
             scalars = {"train/epoch_loss": train_loss, "train/examples_per_s": metrics["examples_per_s"],
                        **{f"dev/{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))}}
-            metrics_log.write(step, epoch + 1, scalars)
+            metrics_log.write(step, scalars, epoch=epoch + 1)
             # what resume needs and nothing else: weights, optimizer moments, schedule, history
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -1,13 +1,16 @@
-"""A trial's training scalars: ``metrics.jsonl`` and TensorBoard events in the trial folder.
+"""Training scalars of rank 0: ``metrics.jsonl`` and TensorBoard events in an output folder.
 
-Every ``log_every_steps`` optimizer steps rank 0 writes the mean train loss since the last
-line and the learning rate; after each evaluated epoch, the epoch's train loss, throughput
-and the dev metrics. One JSON object per line, ``{"step": ..., "epoch": ..., name: value}``;
-the same scalars go to TensorBoard under ``train/`` and ``dev/`` (``tensorboard/``).
+    log = MetricsLog("runs/pretrain-abc", start_step=0)
+    log.write(100, {"loss": 7.1}, tag=lambda name: f"train/{name}")
+    log.close()
 
-The files are written in place when the trial folder is local; else into a local mirror
-that ``sync`` uploads (at every checkpoint and at the end), so a remote folder never holds
-a half-written file. On resume, lines and events after the resumed step are dropped.
+One JSON object per line, ``{"step": ..., name: value}``; the same scalars go to
+TensorBoard (``tensorboard/``) under the tags ``tag`` gives them. Both the pretraining loop
+and a fine-tuning trial write this way.
+
+The files are written in place when the folder is local; else into a local mirror that
+``sync`` uploads (at every checkpoint and at the end), so a remote folder never holds a
+half-written file. On resume, lines and events after the resumed step are dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+from typing import Callable
 
 import fsspec
 
@@ -24,7 +28,7 @@ JSONL = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 
 
-def _is_local(url: str) -> bool:
+def is_local(url: str) -> bool:
     fs, _ = fsspec.core.url_to_fs(url)
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
@@ -35,9 +39,9 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.output = output
-        self.local = _is_local(output)
+        self.local = is_local(output)
         fs, path = fsspec.core.url_to_fs(output)
-        self.dir = path if self.local else tempfile.mkdtemp(prefix="bertflow-ft-metrics-")
+        self.dir = path if self.local else tempfile.mkdtemp(prefix="bertflow-metrics-")
         os.makedirs(self.dir, exist_ok=True)
         if not self.local:  # bring back what an earlier attempt wrote
             for name in (JSONL, TENSORBOARD):
@@ -52,12 +56,13 @@ class MetricsLog:
             f.writelines(kept)
         self.tb = SummaryWriter(os.path.join(self.dir, TENSORBOARD), purge_step=start_step + 1)
 
-    def write(self, step: int, epoch: float, scalars: dict[str, float]) -> None:
-        """``scalars`` named ``train/...`` or ``dev/...``: the TensorBoard tags as they are."""
+    def write(self, step: int, scalars: dict[str, float], tag: Callable[[str], str] = str, **fields) -> None:
+        """One line: ``step``, ``fields`` (not plotted: an epoch, say) and ``scalars``; each
+        scalar also to TensorBoard as ``tag(name)``."""
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"step": step, "epoch": epoch, **scalars}, sort_keys=True) + "\n")
-        for tag, value in scalars.items():
-            self.tb.add_scalar(tag, value, step)
+            f.write(json.dumps({"step": step, **fields, **scalars}, sort_keys=True) + "\n")
+        for name, value in scalars.items():
+            self.tb.add_scalar(tag(name), value, step)
 
     def sync(self) -> None:
         self.tb.flush()
