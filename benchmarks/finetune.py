@@ -188,12 +188,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-samples", type=int, default=20,
                         help="interleaved training steps timed on both models (0: none)")
     parser.add_argument("--steps-only", action="store_true", help="only the interleaved step timing")
+    parser.add_argument("--seed", type=int, default=42, help="both sides' seed (scores vary by seed: compare several)")
     args = parser.parse_args(argv)
     s = dict(SETTINGS[args.task])
     for split in ("train", "dev"):
         s[split] = str(ROOT / s[split])
     cfg = TaskConfig(name=args.task, max_train_examples=args.max_train_examples,
-                     eval_every_epoch=args.eval_every_epoch, **s)
+                     eval_every_epoch=args.eval_every_epoch, seed=args.seed, **s)
     if args.steps_only:
         ours_step, peer_step = step_times(cfg, args.cpus, max(1, args.step_samples))
         print(f"\n{args.task}: median training step, ours {ours_step:.3f} s, transformers {peer_step:.3f} s "
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ours_score, ours_s, ray_s, phases = run_ours(cfg, args.cpus)
     metric = "accuracy" if cfg.type == "classification" else "entity F1"
     print(f"\n{args.task}: lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
-          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs\n")
+          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs, seed {cfg.seed}\n")
     print(f"| run | dev {metric} | wall time (s) |")
     print("|---|---|---|")
     print(f"| bertflow (Ray Train trial) | {100 * ours_score:.2f} | {ours_s:.1f} |")

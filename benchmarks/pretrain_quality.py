@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=128)
     ap.add_argument("--dupe-factor", type=int, default=2)
     args = ap.parse_args()
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="bertflow-quality-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bertflow-quality-")).resolve()  # Ray workers have their own cwd
     work.mkdir(parents=True, exist_ok=True)
     docs, wiki, examples, run = work / "documents", work / "wiki", work / "examples", work / "pretrain"
 
