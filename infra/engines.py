@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pipelines.local_runner import FN_API_RUNNER
+from pipelines.local_runner import FN_API_RUNNER, running_mode
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ def beam_options(runner: str = "DirectRunner", options: dict[str, Any] | None = 
 
     flags: dict[str, Any] = {**(options or {}), **overrides}
     if runner.lower() in LOCAL_RUNNERS:
-        flags.setdefault("direct_running_mode", "multi_processing")
         flags.setdefault("direct_num_workers", os.cpu_count() or 1)
+        flags.setdefault("direct_running_mode", running_mode(int(flags["direct_num_workers"])))
         runner = FN_API_RUNNER
     # flags=[]: never parse this process's own command line as Beam flags.
     return PipelineOptions(flags=[], runner=runner, **flags)

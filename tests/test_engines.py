@@ -11,12 +11,16 @@ from infra.engines import FN_API_RUNNER, beam_options
 from pipelines.shards import WriteParquetShards, list_shards, metric_counters
 
 
-def test_local_default_is_the_multiprocess_fn_api_runner():
+def test_local_default_is_the_fn_api_runner_with_a_worker_per_core():
+    import os
+
     opts = beam_options()
     assert opts.view_as(StandardOptions).runner == FN_API_RUNNER
-    direct = opts.view_as(DirectOptions)
-    assert direct.direct_running_mode == "multi_processing" and direct.direct_num_workers >= 1
-    assert beam_options("DirectRunner", {"direct_num_workers": 1}).view_as(DirectOptions).direct_num_workers == 1
+    assert opts.view_as(DirectOptions).direct_num_workers == (os.cpu_count() or 1)
+    two = beam_options("DirectRunner", {"direct_num_workers": 2}).view_as(DirectOptions)
+    assert (two.direct_running_mode, two.direct_num_workers) == ("multi_processing", 2)
+    # one worker runs in the runner's process: no worker process, no gRPC data plane
+    assert beam_options(direct_num_workers=1).view_as(DirectOptions).direct_running_mode == "in_memory"
 
 
 def test_remote_runner_options_pass_through():

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from infra.engines import FN_API_RUNNER
+from pipelines.local_runner import local_options
 from infra.kinds import KINDS, StepKind, register
 from infra.runner import Runner
 from infra.spec import SpecError, SpecFile
@@ -23,7 +23,8 @@ from tests.book_documents import book_documents, vocab_folder, write_documents
 
 
 def options(workers: int) -> PipelineOptions:
-    return PipelineOptions(flags=[], runner=FN_API_RUNNER, direct_running_mode="multi_processing", direct_num_workers=workers)
+    # 1 worker: in the runner's process; 2: worker processes. The same bytes either way.
+    return local_options(workers)
 
 
 @pytest.fixture(scope="module")
