@@ -55,6 +55,12 @@ def ray_head():
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    # `ray start` records its address in /tmp/ray/ray_current_cluster and a killed head
+    # leaves it there: later Rays' state-API clients (Ray Train's placement group cleaner)
+    # would wait out a timeout on the dead address.
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+        current.unlink()
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
