@@ -327,13 +327,14 @@ class _UnitInstances(_Instances):
         self.malformed = beam.metrics.Metrics.counter("examples", "documents_malformed")
 
     def process(self, unit):
-        train: dict[int, list] = {}
-        docs = read_unit(unit, self.malformed)
-        for uid, sentences in docs:
+        docs = []
+        for uid, sentences in read_unit(unit, self.malformed):
             if split_of(self.seed, uid, self.eval_fraction) == "eval":
                 yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
-        docs = [d for d in docs if split_of(self.seed, d[0], self.eval_fraction) == "train"]
+            else:
+                docs.append((uid, sentences))
         k = num_buckets(len(docs), self.docs_per_bucket)
+        train: dict[int, list] = {}
         for uid, sentences in docs:
             train.setdefault(bucket_of(self.seed, uid, k), []).append((uid, sentences))
         stats = zero_counts(self.cfg.max_seq_length)
