@@ -9,15 +9,15 @@ Memory is bounded whatever the corpus size: the rows themselves never go through
 runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each bundle
 sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
 (a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled;
-each shard's writer merges its runs, reading a few hundred rows of each at a time, and
+each shard's writer merges its runs, reading 64 rows of each at a time, and
 writes row group after row group. ``_spill/`` is removed once every shard is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
-import io
 import itertools
 import posixpath
 import uuid
@@ -28,6 +28,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
+
+from pipelines.counters import Counters
 
 
 def stable_hash(*parts: Any) -> int:
@@ -44,21 +46,29 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
 
 
-def write_table(table: pa.Table, url: str) -> None:
-    """Write a Parquet file atomically: to a temporary name beside it, then rename."""
+ROW_GROUP_ROWS = 8192
+
+
+@contextlib.contextmanager
+def _atomic_file(url: str):
+    """A binary file that appears at ``url`` only once complete: written under a temporary
+    name beside it, then renamed."""
     fs, path = fsspec.core.url_to_fs(url)
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=8192)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
     with fs.open(tmp, "wb") as f:
-        f.write(buf.getvalue())
+        yield f
     fs.mv(tmp, path)
+
+
+def write_table(table: pa.Table, url: str) -> None:
+    """Write a Parquet file atomically."""
+    with _atomic_file(url) as f:
+        pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
 SPILL = "_spill"
 SPILL_BYTES = 64 << 20  # rows buffered per bundle before a run is written
-ROW_GROUP_ROWS = 8192
 _MERGE_BATCH = 64  # rows read at a time from each run (a merge holds this many per run)
 
 
@@ -121,33 +131,23 @@ class _MergeRuns(beam.DoFn):
     def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key, pick, count_row):
         self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
         self.key, self.pick, self.count_row = key, pick, count_row
-        self.rows_written = beam.metrics.Metrics.counter("shards", f"{prefix}_rows")
-        self.duplicates = beam.metrics.Metrics.counter("shards", f"{prefix}_duplicate")
-        self.counters = {}
-
-    def _count(self, row: dict) -> None:
-        for name, n in self.count_row(row).items():
-            if name not in self.counters:
-                self.counters[name] = beam.metrics.Metrics.counter("shards", name)
-            self.counters[name].inc(n)
+        self.count = Counters("shards")
 
     def process(self, element):
         index, runs = element
         runs = sorted(r for r in runs if r is not None)  # a fixed order for equal keys
         merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
         name = shard_name(self.prefix, index, self.num_shards)
-        fs, path = fsspec.core.url_to_fs(posixpath.join(self.output.rstrip("/"), name))
-        tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
         written, group = 0, []
-        with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, self.schema, compression="zstd") as writer:
+        with _atomic_file(posixpath.join(self.output.rstrip("/"), name)) as f, \
+                pq.ParquetWriter(f, self.schema, compression="zstd") as writer:
             for _, same in itertools.groupby(merged, key=self.key):
                 same = list(same)
                 if len(same) > 1:
-                    self.duplicates.inc(len(same) - 1)
+                    self.count(f"{self.prefix}_duplicate", len(same) - 1)
                 row = self.pick(same) if len(same) > 1 else same[0]
-                if self.count_row is not None:
-                    self._count(row)
+                for counter, n in (self.count_row(row) if self.count_row else {}).items():
+                    self.count(counter, n)
                 group.append({c: row[c] for c in self.schema.names})
                 if len(group) == ROW_GROUP_ROWS:
                     writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
@@ -155,8 +155,7 @@ class _MergeRuns(beam.DoFn):
             if group or not written:  # an empty shard still has its schema and one row group
                 writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
                 written += len(group)
-        fs.mv(tmp, path)
-        self.rows_written.inc(written)
+        self.count(f"{self.prefix}_rows", written)
         yield name, written
 
 
