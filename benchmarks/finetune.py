@@ -69,24 +69,37 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
         ray.shutdown()
 
 
+def load_task(cfg: TaskConfig, cpus: int):
+    """(the task, its train split) as both sides start: ``cpus`` threads, seeded, the same
+    tokenizer and features."""
+    from trainer.finetune.trial import load_tokenizer, task_class
+
+    torch.set_num_threads(cpus)
+    torch.manual_seed(cfg.seed)
+    Task = task_class(cfg.type)
+    task = Task(cfg, load_tokenizer(init_folder()), Task.read_labels(cfg))
+    return task, task.load(cfg.train, train=True)
+
+
+def peer_model(cfg: TaskConfig, num_labels: int):
+    """The peer: transformers' model for the task, from the same checkpoint."""
+    import transformers
+
+    hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
+              else transformers.BertForTokenClassification)
+    return hf_cls.from_pretrained(init_folder(), num_labels=num_labels)
+
+
 def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
     """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
     import transformers
 
     from trainer.finetune.batching import collate
-    from trainer.finetune.trial import load_tokenizer, task_class
 
     t0 = time.time()
-    torch.set_num_threads(cpus)
-    torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(init_folder())
-    Task = task_class(cfg.type)
-    labels = Task.read_labels(cfg)
-    task = Task(cfg, tokenizer, labels)
-    train, dev = task.load(cfg.train, train=True), task.load(cfg.dev, train=False)
-    hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
-              else transformers.BertForTokenClassification)
-    model = hf_cls.from_pretrained(init_folder(), num_labels=len(labels))
+    task, train = load_task(cfg, cpus)
+    dev = task.load(cfg.dev, train=False)
+    model = peer_model(cfg, len(task.labels))
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -98,7 +111,7 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
         model.train()
         order = torch.randperm(len(train.features), generator=g).tolist()
         for i in range(0, len(order), cfg.batch_size):
-            batch = collate([train.features[j] for j in order[i:i + cfg.batch_size]], tokenizer.pad_token_id)
+            batch = collate([train.features[j] for j in order[i:i + cfg.batch_size]], task.tokenizer.pad_token_id)
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
@@ -125,25 +138,14 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     that a shared machine's changing load falls on both alike."""
     import statistics
 
-    import transformers
-
     from trainer.finetune.batching import collate
     from trainer.finetune.heads import HeadConfig
-    from trainer.finetune.trial import load_tokenizer, task_class
     from trainer.model import load_config, load_pretrained
     from trainer.optim import build_optimizer
 
-    torch.set_num_threads(cpus)
-    torch.manual_seed(cfg.seed)
-    tokenizer = load_tokenizer(init_folder())
-    Task = task_class(cfg.type)
-    labels = Task.read_labels(cfg)
-    task = Task(cfg, tokenizer, labels)
-    train = task.load(cfg.train, train=True)
-    ours = load_pretrained(init_folder(), Task.head, config=HeadConfig.for_labels(load_config(init_folder()), labels))
-    hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
-              else transformers.BertForTokenClassification)
-    peer = hf_cls.from_pretrained(init_folder(), num_labels=len(labels))
+    task, train = load_task(cfg, cpus)
+    ours = load_pretrained(init_folder(), type(task).head, config=HeadConfig.for_labels(load_config(init_folder()), task.labels))
+    peer = peer_model(cfg, len(task.labels))
     opt_ours = build_optimizer(ours, "adamw", cfg.lr, cfg.weight_decay)
     opt_peer = torch.optim.AdamW(peer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     device = torch.device("cpu")
@@ -168,7 +170,7 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     for n in range(samples + 2):  # the first two are warm-up
         picks = [order[(n * cfg.batch_size + k) % len(order)] for k in range(cfg.batch_size)]  # wraps around
-        batch = collate([train.features[j] for j in picks], tokenizer.pad_token_id)
+        batch = collate([train.features[j] for j in picks], task.tokenizer.pad_token_id)
         pair = [("ours", ours_step), ("peer", peer_step)]
         for name, step in (pair if n % 2 == 0 else pair[::-1]):
             t0 = time.perf_counter()
