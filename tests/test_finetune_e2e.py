@@ -141,7 +141,7 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
             # 5 questions, trained on and evaluated on themselves: the pipeline must learn them
             {"name": "squad", "type": "qa", "train": "data/finetune/qa/squad-sample.json",
              "dev": "data/finetune/qa/squad-sample.json", "max_seq_length": 192, "doc_stride": 64,
-             "max_query_length": 32, "epochs": 8, "batch_size": 2, "lr": 3e-4},
+             "max_query_length": 32, "epochs": 15, "batch_size": 2, "lr": 3e-4},
         ],
         "max_concurrent_trials": 2,
     })

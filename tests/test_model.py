@@ -266,3 +266,35 @@ def test_only_at_gives_the_full_output_at_those_positions():
     assert part.shape == (3, 3, 128)
     assert (part - expected).abs().max() < 1e-5
     assert (pooled_part - pooled_full).abs().max() < 1e-5
+
+
+def test_padded_batch_gives_the_gradients_of_each_sequence_alone():
+    """The encoder computes on the real tokens only (``TokenLayout``): a padded batch gives
+    the loss and the gradients that its sequences give one by one without padding."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_name("tiny", vocab_size=300)).eval()
+    lengths = [16, 9, 5]
+    ids = torch.randint(1, 300, (3, 16))
+    mask = (torch.arange(16)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask
+    positions = torch.tensor([[1, 7, 15], [2, 8, 0], [4, 0, 0]])
+    labels = torch.randint(0, 300, (3, 3)).masked_fill(positions == 0, -100)
+    labels[:, 0] = torch.randint(0, 300, (3,))
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    mlm, _ = model(ids, attention_mask=mask, masked_lm_positions=positions)
+    batch_loss = torch.nn.functional.cross_entropy(mlm.flatten(0, 1), labels.flatten(), reduction="sum")
+    batch = grads(batch_loss)
+    alone_loss = 0
+    for row, n in enumerate(lengths):
+        mlm, _ = model(ids[row:row + 1, :n], masked_lm_positions=positions[row:row + 1])
+        alone_loss = alone_loss + torch.nn.functional.cross_entropy(mlm[0], labels[row], reduction="sum")
+    alone = grads(alone_loss)
+    assert abs(batch_loss.item() - alone_loss.item()) < 1e-4
+    assert batch.keys() == alone.keys()
+    for name in batch:
+        assert (batch[name] - alone[name]).abs().max() < 1e-5, name

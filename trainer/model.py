@@ -16,7 +16,9 @@ Where the time goes, and what we do about it:
 - the MLM decoder (H x vocab, the largest matmul of a small BERT) runs only on the
   gathered masked positions, ~15% of the tokens, not on every token; so does the last
   encoder layer except its keys and values (nothing else reads its other rows);
-- the loader pads per batch, so padding is only up to the longest sequence in the batch.
+- the loader pads per batch, and the encoder then skips the padding: between attentions
+  it holds only the real tokens, packed (``TokenLayout``), so its matmuls, LayerNorms and
+  dropout do no work on padding, about half of a batch of short texts.
 
 Sizes by name (``BertConfig.from_name``) follow the BERT tables (Turc et al. 2019 for the
 small ones). Loading and saving go through fsspec, so folders may be local, s3://,
@@ -159,27 +161,29 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, layout: "TokenLayout",
                 queries: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` [B, S, H] attends to itself; or, given ``queries`` [B, Q, H] (some rows
-        of ``x``), only those rows attend to all of ``x`` and the result is [B, Q, H]."""
-        b, s, h = x.shape
+        """``x`` [N, H] (the real tokens, see ``TokenLayout``) attends to itself -> [N, H];
+        or, given ``queries`` [B, Q, H] (some rows of ``x``), only those rows attend to all
+        of ``x`` and the result is [B, Q, H]."""
+        b, s, h = layout.batch, layout.seq_len, x.shape[-1]
         if queries is None:
             # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
             w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-            qkv = F.linear(x, w, bias).view(b, s, 3, self.num_heads, self.head_dim)
+            qkv = layout.unpack(F.linear(x, w, bias)).view(b, s, 3, self.num_heads, self.head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
         else:
             w = torch.cat([self.key.weight, self.value.weight])
             bias = torch.cat([self.key.bias, self.value.bias])
-            kv = F.linear(x, w, bias).view(b, s, 2, self.num_heads, self.head_dim)
+            kv = layout.unpack(F.linear(x, w, bias)).view(b, s, 2, self.num_heads, self.head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
             q = self.query(queries).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
+            q, k, v, attn_mask=layout.mask, dropout_p=self.dropout_p if self.training else 0.0
         )
-        return out.transpose(1, 2).reshape(b, q.shape[2], h)
+        out = out.transpose(1, 2).reshape(b, q.shape[2], h)
+        return out if queries is not None else layout.pack(out)
 
 
 class BertSelfOutput(nn.Module):
@@ -199,10 +203,10 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, layout: "TokenLayout",
                 queries: torch.Tensor | None = None) -> torch.Tensor:
         residual = x if queries is None else queries
-        return self.output(self.self(x, mask, queries), residual)
+        return self.output(self.self(x, layout, queries), residual)
 
 
 class BertIntermediate(nn.Module):
@@ -229,9 +233,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, layout: "TokenLayout",
                 queries: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention(x, mask, queries)
+        x = self.attention(x, layout, queries)
         return self.output(self.intermediate(x), x)
 
 
@@ -240,18 +244,19 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, layout: "TokenLayout",
                 only_at: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, S, H]; or, with ``only_at`` [B, Q] positions, the output at those positions
-        only, [B, Q, H]: the last layer then computes just those rows (its queries, output
+        """``x`` [N, H], the real tokens packed (see ``TokenLayout``) -> [B, S, H], zero at
+        padding; or, with ``only_at`` [B, Q] positions, the output at those positions only,
+        [B, Q, H]: the last layer then computes just those rows (its queries, output
         projection and feed-forward; keys and values still cover the whole sequence), which
         gives the same numbers as gathering after a full last layer at a fraction of its cost."""
         last = len(self.layer) - 1
         for i, layer in enumerate(self.layer):
             if i == last and only_at is not None:
-                return layer(x, mask, queries=gather_rows(x, only_at))
-            x = layer(x, mask)
-        return x if only_at is None else gather_rows(x, only_at)
+                return layer(x, layout, queries=layout.rows(x, only_at))
+            x = layer(x, layout)
+        return layout.unpack(x) if only_at is None else layout.rows(x, only_at)
 
 
 class BertPooler(nn.Module):
@@ -263,22 +268,50 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(sequence_output[:, 0]))
 
 
-def gather_rows(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """x [B, S, H] at positions [B, Q] -> [B, Q, H]."""
-    index = positions.long().unsqueeze(-1).expand(-1, -1, x.shape[-1])
-    return torch.gather(x, 1, index)
+class TokenLayout:
+    """Where the real tokens of a padded [B, S] batch are, so that the encoder computes on
+    them alone. Between attentions the hidden states are packed, [N, H] for the N real
+    tokens: the linear layers, LayerNorms, GELU and dropout (nearly all of the work at
+    BERT's lengths) then skip the padding, which is about half of a per-batch-padded batch
+    of short texts. Attention alone needs [B, S]: it unpacks Q, K and V into it, with zeros
+    at the padding the key mask hides, and packs its output back. (NVIDIA's BERT calls this
+    "unpadding"; the numbers at the real tokens are the padded computation's.)
 
+    Without padding (or under ``torch.compile``, which wants fixed shapes) the layout is
+    the identity: [N, H] is [B * S, H], and SDPA gets no mask (its fastest path) or the
+    full mask."""
 
-def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """[B, S] with 1 for real tokens -> a boolean [B, 1, 1, S] mask (True = attend) that
-    broadcasts over heads and query positions; None when there is no padding, so SDPA
-    can take its unmasked (fastest) path."""
-    if attention_mask is None:
-        return None
-    mask = attention_mask.bool()
-    if not torch.compiler.is_compiling() and bool(mask.all()):
-        return None
-    return mask[:, None, None, :]
+    def __init__(self, attention_mask: torch.Tensor | None, batch: int, seq_len: int):
+        self.batch, self.seq_len = batch, seq_len
+        self.index = self.mask = None  # index: [N] flat positions b * S + s of the real tokens
+        if attention_mask is None:
+            return
+        real = attention_mask.bool()
+        if torch.compiler.is_compiling():
+            self.mask = real[:, None, None, :]
+        elif not bool(real.all()):
+            self.mask = real[:, None, None, :]  # [B, 1, 1, S]: broadcasts over heads and queries
+            self.index = real.flatten().nonzero().squeeze(1)
+            # the packed row of each flat position (meaningful at real tokens only)
+            self.packed_row = torch.cumsum(real.flatten(), 0) - 1
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, S, C] -> [N, C]."""
+        x = x.reshape(self.batch * self.seq_len, x.shape[-1])
+        return x if self.index is None else x.index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] -> [B, S, C], zeros at the padding."""
+        if self.index is not None:
+            x = x.new_zeros(self.batch * self.seq_len, x.shape[-1]).index_copy(0, self.index, x)
+        return x.view(self.batch, self.seq_len, x.shape[-1])
+
+    def rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The rows of packed ``x`` [N, H] at ``positions`` [B, Q] (real tokens) -> [B, Q, H]."""
+        flat = positions.long() + torch.arange(self.batch, device=positions.device)[:, None] * self.seq_len
+        if self.index is not None:
+            flat = self.packed_row[flat]
+        return x.index_select(0, flat.flatten()).view(*positions.shape, x.shape[-1])
 
 
 def init_weights(module: nn.Module, std: float) -> None:
@@ -320,14 +353,14 @@ class BertModel(nn.Module):
                              f"max_position_embeddings {self.config.max_position_embeddings}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids)
-        mask = attention_mask_for_sdpa(attention_mask)
+        layout = TokenLayout(attention_mask, *input_ids.shape)
+        x = layout.pack(self.embeddings(input_ids, token_type_ids))
         if only_at is None:
-            x = self.encoder(x, mask)
+            x = self.encoder(x, layout)
             return x, self.pooler(x) if self.pooler is not None else None
         # [CLS] (position 0) rides along as the first row, for the pooler
         cls = torch.zeros_like(only_at[:, :1])
-        x = self.encoder(x, mask, only_at=torch.cat([cls, only_at], 1))
+        x = self.encoder(x, layout, only_at=torch.cat([cls, only_at], 1))
         pooled = self.pooler(x) if self.pooler is not None else None
         return x[:, 1:], pooled
 
