@@ -32,8 +32,11 @@ The job, stage by stage:
 Units and buckets depend on the documents and their layout, never on the worker count,
 so the output bytes do not either.
 
-Sequence lengths: one job makes one length. BERT's two phases (128 with 20 predictions,
-512 with 80) are two ``pretraining_data`` steps reading the same documents and vocabulary.
+Sequence lengths: one job may make several from the same documents (BERT's two phases:
+``--max-seq-length 128 512 --max-predictions-per-seq 20 80``). Each bucket is read and
+tokenized once, then cut at every length; each length gets its own folder ``seq{L}/`` in
+the one-length layout (shards, ``stats.json``, the vocabulary), byte for byte what a job
+making that length alone writes. One length writes its folder's files at the top.
 
 Output columns (unpadded; ``[CLS]``/``[SEP]`` included; the loader pads):
 ``input_ids: list<int32>``, ``token_type_ids: list<int8>``, ``masked_lm_positions:
@@ -82,7 +85,8 @@ class ExamplesConfig:
     documents: list[str]  # documents folders (fsspec URLs)
     vocab: str  # folder with vocab.txt and tokenizer.json
     output: str  # output folder
-    instances: InstanceConfig = field(default_factory=InstanceConfig)
+    # one per sequence length (one: the flat layout; several: a seq{L}/ folder each)
+    instances: InstanceConfig | list[InstanceConfig] = field(default_factory=InstanceConfig)
     dupe_factor: int = 10
     seed: int = 12345
     eval_fraction: float = 0.01
@@ -90,6 +94,11 @@ class ExamplesConfig:
     docs_per_bucket: int = 256
 
     def __post_init__(self):
+        if isinstance(self.instances, InstanceConfig):
+            self.instances = [self.instances]
+        lengths = [c.max_seq_length for c in self.instances]
+        if not lengths or len(set(lengths)) != len(lengths):
+            raise ValueError(f"give one or more distinct sequence lengths, got {lengths}")
         if self.dupe_factor < 1:
             raise ValueError("dupe_factor must be >= 1")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -97,10 +106,40 @@ class ExamplesConfig:
         if self.num_shards < 1 or self.docs_per_bucket < 2:
             raise ValueError("num_shards must be >= 1 and docs_per_bucket >= 2")
 
+    def folder(self, length: int) -> str:
+        """Where the instances of sequence length ``length`` go."""
+        if len(self.instances) == 1:
+            return self.output
+        return posixpath.join(self.output.rstrip("/"), length_folder_name(length))
+
     @property
     def eval_shards(self) -> int:
         # Eval shards hold about as many instances each as train shards do.
         return max(1, math.ceil(self.num_shards * self.eval_fraction))
+
+
+def length_folder_name(length: int) -> str:
+    return f"seq{length}"
+
+
+def examples_folder(url: str, max_seq_length: int | None = None) -> str:
+    """The examples of one sequence length in the output ``url`` of a job: ``url`` itself
+    when the job made one length, else its ``seq{L}/`` folder. Errors say what to set."""
+    fs, path = fsspec.core.url_to_fs(url)
+    made = sorted(int(p.rsplit("seq", 1)[1]) for p in fs.glob(posixpath.join(path, "seq*"))
+                  if p.rsplit("seq", 1)[1].isdigit() and fs.isdir(p))
+    if not made:
+        if max_seq_length is not None and fs.exists(posixpath.join(path, "stats.json")):
+            with fs.open(posixpath.join(path, "stats.json"), "rb") as f:
+                flat = json.load(f).get("params", {}).get("max_seq_length")
+            if flat is not None and flat != max_seq_length:
+                raise ValueError(f"{url} holds examples of length {flat}, not {max_seq_length}")
+        return url
+    if max_seq_length is None:
+        raise ValueError(f"{url} holds examples of several lengths {made}: set max_seq_length to one of them")
+    if max_seq_length not in made:
+        raise ValueError(f"{url} holds no examples of length {max_seq_length}; it has {made}")
+    return posixpath.join(url.rstrip("/"), length_folder_name(max_seq_length))
 
 
 # --- the vocabulary folder -------------------------------------------------------------
@@ -259,11 +298,12 @@ def zero_counts(max_seq_length: int) -> dict:
 
 
 class _Instances(beam.DoFn):
-    """Buckets of raw documents -> their instances, cut per output shard (tagged "rows":
-    ((split, shard), Arrow IPC bytes)), and statistics' counts (tagged "stats")."""
+    """Buckets of raw documents -> their instances at each sequence length (``cfgs``, one
+    per length; index ``i``), cut per output shard (tagged "rows": ((i, split, shard), Arrow
+    IPC bytes)), and statistics' counts (tagged "stats": ((i, split), counts))."""
 
-    def __init__(self, vocab_dir: str, cfg: InstanceConfig, seed: int, dupe_factor: int, shards: dict[str, int]):
-        self.vocab_dir, self.cfg, self.seed, self.dupe_factor, self.shards = vocab_dir, cfg, seed, dupe_factor, shards
+    def __init__(self, vocab_dir: str, cfgs: list[InstanceConfig], seed: int, dupe_factor: int, shards: dict[str, int]):
+        self.vocab_dir, self.cfgs, self.seed, self.dupe_factor, self.shards = vocab_dir, cfgs, seed, dupe_factor, shards
         self.read = beam.metrics.Metrics.counter("examples", "documents_read")
         self.empty = beam.metrics.Metrics.counter("examples", "documents_empty")
         self.tokens = beam.metrics.Metrics.counter("examples", "input_tokens")
@@ -293,27 +333,35 @@ class _Instances(beam.DoFn):
             unique[uid] = sentences
         return list(unique.items())
 
-    def bucket_instances(self, split: str, bucket: list[tuple[str, list[str]]], stats: dict):
+    def zero_stats(self) -> list[dict]:
+        return [zero_counts(cfg.max_seq_length) for cfg in self.cfgs]
+
+    def bucket_instances(self, split: str, bucket: list[tuple[str, list[str]]], stats: list[dict]):
         docs = []
-        for doc in tokenize_documents(self.tokenizer, bucket):
+        for doc in tokenize_documents(self.tokenizer, bucket):  # once, for every length
             if doc is None:
                 self.empty.inc()
             else:
                 self.tokens.inc(len(doc.tokens))
                 docs.append(doc)
         counts: Counter = Counter()
-        for batch in make_batches(docs, self.cfg, self.vocab, self.seed, self.dupe_factor, counts):
-            self.instances.inc(len(batch))
-            stats.update(add_counts(stats, batch_counts(batch, self.cfg.max_seq_length, self.vocab.mask_id)))
-            if not len(batch):
-                continue
-            # The order of rows in the shards: a hash of the instance id; the shard: its residue.
-            order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
-            table = batch_table(batch, order)
-            shard_of = order % np.uint64(self.shards[split])
-            for shard in np.unique(shard_of).tolist():
-                yield beam.pvalue.TaggedOutput("rows", ((split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
+        for i, cfg in enumerate(self.cfgs):
+            for batch in make_batches(docs, cfg, self.vocab, self.seed, self.dupe_factor, counts):
+                self.instances.inc(len(batch))
+                stats[i] = add_counts(stats[i], batch_counts(batch, cfg.max_seq_length, self.vocab.mask_id))
+                if not len(batch):
+                    continue
+                # The order of rows in the shards: a hash of the instance id; the shard: its residue.
+                order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
+                table = batch_table(batch, order)
+                shard_of = order % np.uint64(self.shards[split])
+                for shard in np.unique(shard_of).tolist():
+                    yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
         self.no_partner.inc(counts["nsp_no_partner"])
+
+    def emit_stats(self, split: str, stats: list[dict]):
+        for i, counts in enumerate(stats):
+            yield beam.pvalue.TaggedOutput("stats", ((i, split), counts))
 
 
 class _UnitInstances(_Instances):
@@ -337,10 +385,10 @@ class _UnitInstances(_Instances):
         train: dict[int, list] = {}
         for uid, sentences in docs:
             train.setdefault(bucket_of(self.seed, uid, k), []).append((uid, sentences))
-        stats = zero_counts(self.cfg.max_seq_length)
+        stats = self.zero_stats()
         for bucket in sorted(train):
             yield from self.bucket_instances("train", self.unique(train[bucket]), stats)
-        yield beam.pvalue.TaggedOutput("stats", ("train", stats))
+        yield from self.emit_stats("train", stats)
 
 
 class _EvalInstances(_Instances):
@@ -348,25 +396,27 @@ class _EvalInstances(_Instances):
 
     def process(self, element):
         _, docs = element
-        stats = zero_counts(self.cfg.max_seq_length)
+        stats = self.zero_stats()
         yield from self.bucket_instances("eval", self.unique(docs), stats)
-        yield beam.pvalue.TaggedOutput("stats", ("eval", stats))
+        yield from self.emit_stats("eval", stats)
 
 
 class _WriteShard(beam.DoFn):
-    """((split, shard), [IPC bytes or None]) -> one Parquet shard, rows in hash order."""
+    """((length index, split, shard), [IPC bytes or None]) -> one Parquet shard, rows in
+    hash order, in the length's folder."""
 
-    def __init__(self, output: str, shards: dict[str, int]):
-        self.output, self.shards = output, shards
+    def __init__(self, folders: list[str], shards: dict[str, int]):
+        self.folders, self.shards = folders, shards
 
     def process(self, element):
-        (split, shard), parts = element
+        (i, split, shard), parts = element
         tables = [pa.ipc.open_stream(p).read_all() for p in parts if p is not None]
         table = pa.concat_tables(tables) if tables else SHUFFLED.empty_table()
         table = table.sort_by([("_order", "ascending"), ("_iid", "ascending")]).select(SCHEMA.names)
         name = shard_name(split, shard, self.shards[split])
-        write_table(table, posixpath.join(self.output.rstrip("/"), name))
-        beam.metrics.Metrics.counter("examples", f"{split}_rows").inc(table.num_rows)
+        write_table(table, posixpath.join(self.folders[i].rstrip("/"), name))
+        counter = f"{split}_rows" if len(self.folders) == 1 else f"{posixpath.basename(self.folders[i])}_{split}_rows"
+        beam.metrics.Metrics.counter("examples", counter).inc(table.num_rows)
         yield name, table.num_rows
 
 
@@ -431,10 +481,10 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
     """Add the job's stages to ``p``: units of documents in, one shuffle of compact
     instance batches into shards."""
     check_vocab_folder(cfg.vocab)  # fail before any work when the vocab is missing
-    icfg = cfg.instances
     units, total_docs = plan_units(cfg.documents, cfg.docs_per_bucket)
     num_shards = {"train": cfg.num_shards, "eval": cfg.eval_shards}
-    common = (cfg.vocab, icfg, cfg.seed, cfg.dupe_factor, num_shards)
+    folders = [cfg.folder(icfg.max_seq_length) for icfg in cfg.instances]
+    common = (cfg.vocab, cfg.instances, cfg.seed, cfg.dupe_factor, num_shards)
     train = (
         p
         | "Units" >> beam.Create(units)
@@ -450,24 +500,24 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
         | "EvalInstances" >> beam.ParDo(_EvalInstances(*common)).with_outputs("rows", "stats")
     )
     # One None per shard so that empty shards are written too.
-    every = p | "EveryShard" >> beam.Create([((split, s), None) for split in SPLITS for s in range(num_shards[split])])
+    every = p | "EveryShard" >> beam.Create([((i, split, s), None) for i in range(len(folders))
+                                              for split in SPLITS for s in range(num_shards[split])])
     (
         (train.rows, evals.rows, every)
         | "AllParts" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(_WriteShard(cfg.output, num_shards))
+        | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards))
     )
-    params = {**asdict(icfg), "dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
-              "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}  # fmt: skip
-    stats_url = posixpath.join(cfg.output.rstrip("/"), "stats.json")
-    zero = zero_counts(icfg.max_seq_length)
+    common_params = {"dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
+                     "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}
 
     def write_stats(counts: dict) -> None:
-        stats = {}
-        for split in SPLITS:
-            c = counts.get(split, zero)
-            stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
-        _write_json(stats_url, {**stats, "params": params})
+        for i, icfg in enumerate(cfg.instances):
+            stats = {}
+            for split in SPLITS:
+                c = counts.get((i, split), zero_counts(icfg.max_seq_length))
+                stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
+            _write_json(posixpath.join(folders[i].rstrip("/"), "stats.json"), {**stats, "params": {**asdict(icfg), **common_params}})
 
     (
         (train.stats, evals.stats)
@@ -529,7 +579,8 @@ def run(cfg: ExamplesConfig, options) -> dict[str, int]:
     finally:
         for name in added:
             os.environ.pop(name, None)
-    copy_vocab(cfg.vocab, cfg.output)
+    for icfg in cfg.instances:
+        copy_vocab(cfg.vocab, cfg.folder(icfg.max_seq_length))
     return metric_counters(result)
 
 
@@ -547,8 +598,9 @@ def main(argv=None) -> None:
     ap.add_argument("--documents", nargs="+", required=True, help="documents folders (any fsspec URL)")
     ap.add_argument("--vocab", required=True, help="folder with vocab.txt and tokenizer.json")
     ap.add_argument("--output", required=True, help="output folder")
-    ap.add_argument("--max-seq-length", type=int, default=128)
-    ap.add_argument("--max-predictions-per-seq", type=int, default=20)
+    ap.add_argument("--max-seq-length", type=int, nargs="+", default=[128], help="one or more lengths")
+    ap.add_argument("--max-predictions-per-seq", type=int, nargs="+", default=[20],
+                    help="one number, or one per --max-seq-length")
     ap.add_argument("--masked-lm-prob", type=float, default=0.15)
     ap.add_argument("--short-seq-prob", type=float, default=0.1)
     ap.add_argument("--do-whole-word-mask", action="store_true")
@@ -563,20 +615,28 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    predictions = args.max_predictions_per_seq
+    if len(predictions) == 1:
+        predictions = predictions * len(args.max_seq_length)
+    if len(predictions) != len(args.max_seq_length):
+        ap.error("--max-predictions-per-seq: give one number or one per --max-seq-length")
     options = local_options(args.workers)
     cfg = ExamplesConfig(
         documents=args.documents,
         vocab=args.vocab,
         output=args.output,
-        instances=InstanceConfig(
-            max_seq_length=args.max_seq_length,
-            max_predictions_per_seq=args.max_predictions_per_seq,
-            masked_lm_prob=args.masked_lm_prob,
-            short_seq_prob=args.short_seq_prob,
-            do_whole_word_mask=args.do_whole_word_mask,
-            nsp=not args.no_nsp,
-            masking=args.masking,
-        ),
+        instances=[
+            InstanceConfig(
+                max_seq_length=length,
+                max_predictions_per_seq=max_predictions,
+                masked_lm_prob=args.masked_lm_prob,
+                short_seq_prob=args.short_seq_prob,
+                do_whole_word_mask=args.do_whole_word_mask,
+                nsp=not args.no_nsp,
+                masking=args.masking,
+            )
+            for length, max_predictions in zip(args.max_seq_length, predictions)
+        ],
         dupe_factor=args.dupe_factor,
         seed=args.seed,
         eval_fraction=args.eval_fraction,

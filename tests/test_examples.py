@@ -16,7 +16,7 @@ from pipelines.local_runner import local_options
 from infra.kinds import KINDS, StepKind, register
 from infra.runner import Runner
 from infra.spec import SpecError, SpecFile
-from pipelines.examples import SCHEMA, ExamplesConfig, run, split_of
+from pipelines.examples import SCHEMA, ExamplesConfig, examples_folder, run, split_of
 from pipelines.instances import InstanceConfig
 from pipelines.shards import list_shards, read_rows
 from tests.book_documents import book_documents, vocab_folder, write_documents
@@ -41,7 +41,8 @@ def inputs(tmp_path_factory):
 
 
 def config(inputs, output, **kw) -> ExamplesConfig:
-    instances = InstanceConfig(**{k: kw.pop(k) for k in list(kw) if k in InstanceConfig.__dataclass_fields__})
+    instances = kw.pop("instances", None) or InstanceConfig(
+        **{k: kw.pop(k) for k in list(kw) if k in InstanceConfig.__dataclass_fields__})
     base = dict(dupe_factor=2, eval_fraction=0.1, num_shards=3, docs_per_bucket=24)
     return ExamplesConfig(documents=inputs["documents"], vocab=inputs["vocab"], output=str(output), instances=instances, **{**base, **kw})
 
@@ -111,6 +112,35 @@ def test_stats_agree_with_the_shards(outputs):
     assert abs(train["mask_share"] - 0.8) < 0.03 and abs(train["kept_share"] - 0.1) < 0.03
     assert abs(train["random_share"] - 0.1) < 0.03
     assert 0.05 < train["short_target_share"] < 0.3 and 90 < train["mean_length"] < 128
+
+
+def test_several_lengths_in_one_job_equal_one_job_each(inputs, outputs, tmp_path):
+    """Both of BERT's phases from one reading of the documents: each length's folder holds
+    the bytes a job making that length alone writes."""
+    both = tmp_path / "both"
+    counters = run(config(inputs, both, instances=[InstanceConfig(), InstanceConfig(max_seq_length=64, max_predictions_per_seq=10)]),
+                   options(2))
+    alone64 = tmp_path / "alone64"
+    run(config(inputs, alone64, max_seq_length=64, max_predictions_per_seq=10), options(1))
+    assert sorted(p.name for p in both.iterdir()) == ["seq128", "seq64"]
+    for folder, alone in ((both / "seq128", outputs[1][0]), (both / "seq64", alone64)):
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == sorted(p.name for p in alone.iterdir()) and "vocab.txt" in names
+        for name in names:
+            assert (folder / name).read_bytes() == (alone / name).read_bytes(), (folder, name)
+    rows64 = sum(counters[f"seq64_{split}_rows"] for split in ("train", "eval"))
+    rows128 = sum(counters[f"seq128_{split}_rows"] for split in ("train", "eval"))
+    assert counters["instances"] == rows64 + rows128 and rows64 > rows128
+    assert counters["documents_read"] == 90  # read and tokenized once for both lengths
+
+    assert examples_folder(str(both), 64) == str(both / "seq64")
+    assert examples_folder(str(alone64), 64) == str(alone64)
+    with pytest.raises(ValueError, match=r"several lengths \[64, 128\]: set max_seq_length"):
+        examples_folder(str(both))
+    with pytest.raises(ValueError, match=r"no examples of length 512; it has \[64, 128\]"):
+        examples_folder(str(both), 512)
+    with pytest.raises(ValueError, match="holds examples of length 64, not 128"):
+        examples_folder(str(alone64), 128)
 
 
 def test_eval_split_is_disjoint_by_document(inputs, tmp_path):
@@ -222,7 +252,10 @@ def test_kind_runs_through_the_runner(inputs, tmp_path):
         ({"dupe_factor": 0}, "examples.params.dupe_factor: must be >= 1"),
         ({"masked_lm_prob": 1.5}, "examples.params.masked_lm_prob: must be < 1"),
         ({"masking": "sometimes"}, "examples.params.masking"),
-        ({"max_predictions_per_seq": 300}, "max_predictions_per_seq must be <= max_seq_length"),
+        ({"max_predictions_per_seq": 300}, "max_predictions_per_seq (300) must be <= max_seq_length (128)"),
+        ({"max_seq_length": [128, 128]}, "a list of distinct lengths"),
+        ({"max_seq_length": [128, 512], "max_predictions_per_seq": [20]}, "one per max_seq_length (2), got 1"),
+        ({"max_seq_length": [128, 4]}, "examples.params.max_seq_length"),
         ({"dupefactor": 3}, "examples.params.dupefactor: unknown key"),
     ],
 )

@@ -5,8 +5,9 @@ logits, phase 2 starts from phase 1's model through the `pretrain` kind."""
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,11 +128,17 @@ def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path
     from infra.kinds import KINDS, Resources, StepContext
 
     out, _ = straight
+    # an examples step that made two lengths: the step reads the one it names
+    for length in (128, 512):
+        shutil.copytree(examples, tmp_path / "examples" / f"seq{length}")
+    for shard in (tmp_path / "examples" / "seq512").glob("train-*.parquet"):
+        shard.write_bytes(b"not parquet")  # reading the wrong length would fail
     kind = KINDS["pretrain"]
     params = kind.Params(steps=2, batch_size=4, lr=1e-9, warmup=0, nsp=False, log_every=1,
-                         checkpoint_every=2, eval_examples=16, max_failures=0)
+                         checkpoint_every=2, eval_examples=16, max_failures=0, max_seq_length=128)
     ctx = StepContext(
-        step="phase2", output=str(tmp_path / "phase2"), inputs={"examples": [examples], "init": [str(out)]},
+        step="phase2", output=str(tmp_path / "phase2"),
+        inputs={"examples": [str(tmp_path / "examples")], "init": [str(out)]},
         params=params, resources=Resources(workers=2, cpus_per_worker=1), base_dir=tmp_path,
         beam_options=lambda **kw: None, ray_init=lambda: None, log=logging.getLogger("test"),
     )

@@ -7,8 +7,11 @@
       resources: {workers: 2, cpus_per_worker: 1}
     phase2:
       kind: pretrain
-      inputs: {examples: examples512, vocab: vocab, init: pretrain}   # phase 1's model/
-      params: {steps: 100, batch_size: 16, lr: 5e-4}
+      inputs: {examples: examples, vocab: vocab, init: pretrain}   # phase 1's model/
+      params: {max_seq_length: 512, steps: 100, batch_size: 16, lr: 5e-4}
+
+``max_seq_length`` picks one length of an examples step that made several
+(``max_seq_length: [128, 512]`` there); it is not needed when it made one.
 
 The step's output folder persists until the step succeeds, so a rerun after a crash
 resumes from the last checkpoint in it.
@@ -48,6 +51,7 @@ class PretrainParams(Params):
     max_failures: int = Field(2, ge=0, description="worker-group restarts from the last checkpoint")
     compile: bool = False
     init: str | None = Field(None, description="a model folder to start from (or use inputs.init)")
+    max_seq_length: int | None = Field(None, ge=8, description="which length of an examples step that made several")
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -75,15 +79,17 @@ class Pretrain(StepKind):
         init = ctx.input("init") if ctx.inputs.get("init") else (ctx.resolve_path(p.init) if p.init else None)
         if ctx.inputs.get("init") and p.init:
             raise ValueError("give init either as an input or as a param, not both")
+        from pipelines.examples import examples_folder
+
         cfg = PretrainConfig(
-            examples=ctx.input("examples"),
+            examples=examples_folder(ctx.input("examples"), p.max_seq_length),
             output=ctx.output,
             vocab=ctx.input("vocab") if ctx.inputs.get("vocab") else None,
             init=init,
             workers=ctx.resources.workers,
             cpus_per_worker=ctx.resources.cpus_per_worker,
             gpus_per_worker=ctx.resources.gpus_per_worker,
-            **p.model_dump(exclude={"init"}),
+            **p.model_dump(exclude={"init", "max_seq_length"}),
         )
         cfg.check()  # the batch split needs the worker count: fail before Ray starts
         ctx.ray_init()
