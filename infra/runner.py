@@ -275,10 +275,10 @@ class Runner:
     # -- logs, status, records ---------------------------------------------------------
 
     def _log_url(self, p: PlannedStep, local_log: str) -> str:
-        return local_log if _is_local(p.output) else storage.join(p.output, LOG)
+        return local_log if storage.is_local(p.output) else storage.join(p.output, LOG)
 
     def _open_log(self, p: PlannedStep):
-        if _is_local(p.output):
+        if storage.is_local(p.output):
             path = os.path.join(p.output, LOG)
         else:
             path = os.path.join(tempfile.gettempdir(), "bertflow-logs", f"{p.name}-{p.hash}-{uuid.uuid4().hex[:6]}.log")
@@ -294,7 +294,7 @@ class Runner:
     def _close_log(self, p: PlannedStep, local_log: str, handler: logging.Handler) -> None:
         logging.getLogger().removeHandler(handler)
         handler.close()
-        if not _is_local(p.output):
+        if not storage.is_local(p.output):
             storage.put_file(local_log, storage.join(p.output, LOG))
 
     def _write_status(self, p: PlannedStep, state: str, **extra) -> None:
@@ -359,10 +359,6 @@ class Runner:
                 row.update(state=state, error=s.get("error"), log=s.get("log"), at=s.get("at"))
             rows.append(row)
         return rows
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
 
 
 def _pid_alive(pid) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import uuid
@@ -28,6 +29,13 @@ def fs_for(url: str):
     return fsspec.core.url_to_fs(url)
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` names this machine's file system (a plain path or file://)."""
+    fs, _ = fs_for(url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
 def exists(url: str) -> bool:
     fs, path = fs_for(url)
     return fs.exists(path)
@@ -38,14 +46,28 @@ def read_json(url: str) -> Any:
         return json.load(f)
 
 
-def write_bytes_atomic(url: str, data: bytes) -> None:
-    """Write beside the target, then rename: a reader sees the old file or the new one."""
+@contextlib.contextmanager
+def atomic_file(url: str):
+    """A binary file that appears at ``url`` only once complete: written under a temporary
+    name beside it (``_tmp.<uuid>.<name>``: no shard glob matches it, and two writers of the
+    same file, say a retried Beam bundle and its first try, never share one), then renamed.
+    A reader sees the old file or the new one; a failed write leaves the target alone."""
     fs, path = fs_for(url)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     tmp = posixpath.join(posixpath.dirname(path), f"_tmp.{uuid.uuid4().hex}.{posixpath.basename(path)}")
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with fs.open(tmp, "wb") as f:
+            yield f
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
     fs.mv(tmp, path)
+
+
+def write_bytes_atomic(url: str, data: bytes) -> None:
+    with atomic_file(url) as f:
+        f.write(data)
 
 
 def write_json(url: str, obj: Any) -> None:

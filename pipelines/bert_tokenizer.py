@@ -16,6 +16,8 @@ from collections import Counter
 
 import fsspec
 
+from infra.storage import write_bytes_atomic
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)
 MAX_INPUT_CHARS_PER_WORD = 100  # BERT's: a longer word is one [UNK]
@@ -113,15 +115,6 @@ def read_vocab(url: str) -> list[str]:
     return tokens
 
 
-def _write_atomic(url: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
 def tokenizer_files(vocab: list[str], lowercase: bool) -> dict[str, bytes]:
     """The bytes of vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
     files = {
@@ -137,7 +130,7 @@ def write_tokenizer_folder(vocab: list[str], lowercase: bool, folder: str) -> li
     """Write the four tokenizer files into ``folder`` (each atomically); their names."""
     files = tokenizer_files(vocab, lowercase)
     for name, data in files.items():
-        _write_atomic(posixpath.join(folder.rstrip("/"), name), data)
+        write_bytes_atomic(posixpath.join(folder.rstrip("/"), name), data)
     return sorted(files)
 
 

@@ -61,6 +61,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import local_options
 from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batches, tokenize_documents
 from pipelines.shards import list_shards, metric_counters, shard_name, stable_hash, write_table
@@ -453,19 +454,6 @@ def summarize(lengths: list[int], random_next: int, short_target: int | None, ma
     }
 
 
-def _write_bytes(url: str, data: bytes) -> None:
-    """Write a file atomically: a temporary name beside it, then rename."""
-    fs, path = fsspec.core.url_to_fs(url)
-    tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
-def _write_json(url: str, data: dict) -> None:
-    _write_bytes(url, json.dumps(data, indent=2, sort_keys=True).encode("utf-8"))
-
-
 def document_shards(folders: list[str]) -> list[tuple[int, str]]:
     """(input index, shard URL) for every documents shard of every input folder."""
     out = []
@@ -517,7 +505,7 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
             for split in SPLITS:
                 c = counts.get((i, split), zero_counts(icfg.max_seq_length))
                 stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
-            _write_json(posixpath.join(folders[i].rstrip("/"), "stats.json"), {**stats, "params": {**asdict(icfg), **common_params}})
+            write_json(posixpath.join(folders[i].rstrip("/"), "stats.json"), {**stats, "params": {**asdict(icfg), **common_params}})
 
     (
         (train.stats, evals.stats)
@@ -590,7 +578,7 @@ def copy_vocab(vocab_dir: str, output: str) -> None:
     for name in VOCAB_FILES:
         with fsspec.open(posixpath.join(vocab_dir, name), "rb") as f:
             data = f.read()
-        _write_bytes(posixpath.join(output.rstrip("/"), name), data)
+        write_bytes_atomic(posixpath.join(output.rstrip("/"), name), data)
 
 
 def main(argv=None) -> None:

@@ -44,6 +44,7 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -145,10 +146,22 @@ def tokenize_documents(tokenizer, docs: Sequence[tuple[str, Sequence[str]]]) -> 
     sentences: the per-call overhead of ``tokenizers`` is paid once per bucket, not once
     per document. ``None`` where a document has no tokens."""
     sentences = [s for _, doc in docs for s in doc]
-    encodings = tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
+    ids = [e.ids for e in tokenizer.encode_batch_fast(sentences, add_special_tokens=False)]
+    # every id of the bucket into one array at C speed; documents are slices of it
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    starts = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(starts[-1]))
     out, k = [], 0
     for doc_id, doc in docs:
-        out.append(document_from_ids(doc_id, [e.ids for e in encodings[k : k + len(doc)]]))
+        kept = lengths[k : k + len(doc)]
+        kept = kept[kept > 0]  # empty sentences are dropped
+        if not len(kept):
+            out.append(None)
+        else:
+            bounds = np.zeros(len(kept) + 1, dtype=np.int64)
+            np.cumsum(kept, out=bounds[1:])
+            out.append(Document(doc_id, tokens[starts[k] : starts[k + len(doc)]], bounds))
         k += len(doc)
     return out
 

@@ -15,7 +15,6 @@ writes row group after row group. ``_spill/`` is removed once every shard is wri
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import heapq
 import itertools
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
+from infra.storage import atomic_file
 from pipelines.counters import Counters
 
 
@@ -49,21 +49,9 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
 ROW_GROUP_ROWS = 8192
 
 
-@contextlib.contextmanager
-def _atomic_file(url: str):
-    """A binary file that appears at ``url`` only once complete: written under a temporary
-    name beside it, then renamed."""
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = posixpath.join(posixpath.dirname(path), "_tmp." + posixpath.basename(path))
-    with fs.open(tmp, "wb") as f:
-        yield f
-    fs.mv(tmp, path)
-
-
 def write_table(table: pa.Table, url: str) -> None:
     """Write a Parquet file atomically."""
-    with _atomic_file(url) as f:
+    with atomic_file(url) as f:
         pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
@@ -139,7 +127,7 @@ class _MergeRuns(beam.DoFn):
         merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
         name = shard_name(self.prefix, index, self.num_shards)
         written, group = 0, []
-        with _atomic_file(posixpath.join(self.output.rstrip("/"), name)) as f, \
+        with atomic_file(posixpath.join(self.output.rstrip("/"), name)) as f, \
                 pq.ParquetWriter(f, self.schema, compression="zstd") as writer:
             for _, same in itertools.groupby(merged, key=self.key):
                 same = list(same)

@@ -32,6 +32,8 @@ import fsspec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from infra.storage import write_bytes_atomic
+
 from . import bert_tokenizer, wordpiece
 from .local_runner import local_options
 from .shards import list_shards, metric_counters, read_rows, stable_hash
@@ -168,10 +170,6 @@ def _sum_dicts(dicts: Iterable[dict]) -> dict:
     return out
 
 
-def _write(url: str, data: bytes) -> None:
-    bert_tokenizer._write_atomic(url, data)
-
-
 def _learn(kept: list[tuple[str, int]], cfg: VocabConfig, char_counts: list[tuple[str, int]]) -> dict:
     reserved = bert_tokenizer.reserved_tokens(cfg.num_unused)
     if not kept:
@@ -196,14 +194,14 @@ def _learn(kept: list[tuple[str, int]], cfg: VocabConfig, char_counts: list[tupl
 
 def _write_word_counts(kept: list[tuple[str, int]], output: str) -> int:
     ranked = sorted(kept, key=lambda wc: (-wc[1], wc[0]))
-    _write(posixpath.join(output, "word_counts.tsv"), "".join(f"{w}\t{c}\n" for w, c in ranked).encode("utf-8"))
+    write_bytes_atomic(posixpath.join(output, "word_counts.tsv"), "".join(f"{w}\t{c}\n" for w, c in ranked).encode("utf-8"))
     return len(ranked)
 
 
 def _write_tokenizer(vocab: dict, output: str, lowercase: bool) -> list[str]:
     names = bert_tokenizer.write_tokenizer_folder(vocab["tokens"], lowercase, output)
     if vocab.get("file_bytes") is not None:  # a given vocab.txt is kept byte for byte
-        _write(posixpath.join(output, "vocab.txt"), vocab["file_bytes"])
+        write_bytes_atomic(posixpath.join(output, "vocab.txt"), vocab["file_bytes"])
     return names
 
 
@@ -303,7 +301,7 @@ def build(p: beam.Pipeline, inputs: list[str], output: str, cfg: VocabConfig, gi
         )
         | "WriteReport"
         >> beam.Map(
-            lambda r: _write(
+            lambda r: write_bytes_atomic(
                 posixpath.join(output, "report.json"), (json.dumps(r, indent=2, sort_keys=True) + "\n").encode()
             )
         )

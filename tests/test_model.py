@@ -110,7 +110,7 @@ def test_our_folder_loads_in_transformers_and_gives_our_logits(tmp_path):
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["architectures"] == ["BertForPreTraining"] and saved["model_type"] == "bert"
     assert (tmp_path / "model" / "vocab.txt").read_text(encoding="utf-8") == vocab
-    assert not [p for p in (tmp_path / "model").iterdir() if ".tmp-" in p.name]
+    assert not [p for p in (tmp_path / "model").iterdir() if p.name.startswith("_tmp.")]
 
     theirs, info = transformers.BertForPreTraining.from_pretrained(
         str(tmp_path / "model"), output_loading_info=True, attn_implementation="eager")

@@ -24,14 +24,10 @@ from typing import Callable
 
 import fsspec
 
+from infra.storage import is_local
+
 JSONL = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
-
-
-def is_local(url: str) -> bool:
-    fs, _ = fsspec.core.url_to_fs(url)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocols or "local" in protocols
 
 
 class MetricsLog:

@@ -34,7 +34,6 @@ import io
 import json
 import logging
 import posixpath
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from typing import Mapping
 
@@ -42,6 +41,8 @@ import fsspec
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from infra.storage import write_bytes_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -624,13 +625,6 @@ def tied_keys(model: nn.Module) -> set[str]:
 _tied_keys = tied_keys  # the name trainer/pretrain.py first imported
 
 
-def _write_atomic(fs, path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
 def save_pretrained(model: nn.Module, folder: str, config: BertConfig | None = None,
                     extra_files: Mapping[str, str | bytes] | None = None) -> None:
     """Write ``config.json`` (architectures = the model's class) and ``model.safetensors``
@@ -643,19 +637,14 @@ def save_pretrained(model: nn.Module, folder: str, config: BertConfig | None = N
     from safetensors.torch import save as save_safetensors
 
     config = config or model.config
-    fs, root = fsspec.core.url_to_fs(folder)
-    fs.makedirs(root, exist_ok=True)
     tied = tied_keys(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
              if k not in tied}
-    _write_atomic(fs, posixpath.join(root, "model.safetensors"),
-                  save_safetensors(state, metadata={"format": "pt"}))
+    root = folder.rstrip("/")
+    write_bytes_atomic(posixpath.join(root, "model.safetensors"), save_safetensors(state, metadata={"format": "pt"}))
     for name, content in (extra_files or {}).items():
-        _write_atomic(fs, posixpath.join(root, name),
-                      content.encode() if isinstance(content, str) else bytes(content))
-    hf = config.to_hf(architectures=[type(model).__name__])
-    _write_atomic(fs, posixpath.join(root, "config.json"),
-                  (json.dumps(hf, indent=2, sort_keys=True) + "\n").encode())
+        write_bytes_atomic(posixpath.join(root, name), content.encode() if isinstance(content, str) else bytes(content))
+    write_json(posixpath.join(root, "config.json"), config.to_hf(architectures=[type(model).__name__]))
 
 
 # --------------------------------------------------------------------------- cli

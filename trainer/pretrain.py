@@ -50,7 +50,8 @@ from typing import Any
 
 import fsspec
 
-from trainer.metrics_log import MetricsLog, is_local
+from infra.storage import is_local
+from trainer.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 

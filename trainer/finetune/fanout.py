@@ -26,8 +26,10 @@ import traceback
 from dataclasses import fields, replace
 from typing import Any
 
+from infra.storage import write_bytes_atomic, write_json
+
 from .config import TaskConfig, TrialConfig
-from .trial import _join, run_trial, write_atomic, write_json
+from .trial import _join, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
         detail = f"{traceback.format_exc()}\n{e}"
         error = short_error(f"{type(e).__name__}: {e}")
         try:
-            write_atomic(_join(trial.output, "error.txt"), (detail + "\n").encode())
+            write_bytes_atomic(_join(trial.output, "error.txt"), (detail + "\n").encode())
         except Exception:
             pass
         return {"status": "failed", "error": error, "task": trial.task.name, "type": trial.task.type,
@@ -207,5 +209,5 @@ def finetune(tasks: list[TaskConfig], grid: dict[str, list[Any]], init: str, out
     results = run_grid(trials, max_concurrent)
     summary = summarize(results)
     write_json(_join(output, "results.json"), summary)
-    write_atomic(_join(output, "results.md"), results_table(summary).encode())
+    write_bytes_atomic(_join(output, "results.md"), results_table(summary).encode())
     return summary

@@ -39,6 +39,8 @@ from typing import Any
 import fsspec
 import torch
 
+from infra.storage import is_local, write_bytes_atomic, write_json
+
 from .config import TaskConfig, TrialConfig
 
 log = logging.getLogger(__name__)
@@ -65,19 +67,6 @@ def _join(*parts: str) -> str:
     return posixpath.join(*[p.rstrip("/") for p in parts[:-1]], parts[-1])
 
 
-def write_atomic(url: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
-def write_json(url: str, obj: Any) -> None:
-    write_atomic(url, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def read_json(url: str) -> Any | None:
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
@@ -90,7 +79,7 @@ def local_folder(url: str) -> tuple[str, bool]:
     """A local path holding the folder ``url``: the path itself when local, else a copy in
     a temporary folder (the tokenizer reads local files). Returns (path, is_copy)."""
     fs, path = fsspec.core.url_to_fs(url)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if is_local(url):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"model folder {url} does not exist")
         return path, False
@@ -262,7 +251,7 @@ def train_loop(config: dict) -> None:
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history}, buf)
-            write_atomic(ckpt_url, buf.getvalue())
+            write_bytes_atomic(ckpt_url, buf.getvalue())
             metrics_log.sync()
             t = timer.add("checkpoint", t)
             log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.setting_id, epoch + 1,
@@ -287,7 +276,7 @@ def train_loop(config: dict) -> None:
         result[f"{split_name}_skipped"] = split.skipped
         for suffix, data in files.items():
             name = f"{split_name}.{suffix}" if "." not in suffix else f"{split_name}_{suffix}"
-            write_atomic(_join(trial.output, "predictions", name), data)
+            write_bytes_atomic(_join(trial.output, "predictions", name), data)
     t = timer.add("eval", t)
     result["train_examples"] = len(train.features)
     result["train_skipped"] = train.skipped
