@@ -19,12 +19,12 @@ The job, stage by stage:
    hash of the id (about ``docs_per_bucket`` documents each: a bucket is where random-next
    partners come from, see ``pipelines.instances``). The eval documents, a small share,
    are shuffled into eval buckets that span the corpus (a unit holds too few of them to
-   pair); per bucket, in one step: tokenize every sentence in one ``tokenizers`` batch
-   call (empty documents are counted and dropped), make every instance (``dupe_factor``
+   pair); per bucket, in one step: tokenize every sentence (each distinct word once, see
+   ``SentenceEncoder``; empty documents are counted and dropped), make every instance (``dupe_factor``
    passes per document, each with its own random stream seeded from (seed, document id,
    pass)) as flat numpy columns, mask them all at once, count the statistics, and cut
-   the instances by output shard into Arrow record batches (zstd-compressed IPC bytes:
-   about 2 bytes per token, not a Python object per instance);
+   the bucket's instances by output shard into Arrow record batches (lz4-compressed IPC
+   bytes: about 3 bytes per token, not a Python object per instance);
 3. the batches are grouped by (split, shard); each shard is sorted by a hash of the
    instance id (a deterministic order) and written; the statistics' counts are summed by
    a Beam combiner into ``stats.json``.
@@ -63,8 +63,8 @@ import pyarrow.parquet as pq
 
 from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import local_options
-from pipelines.instances import InstanceBatch, InstanceConfig, Vocab, make_batches, tokenize_documents
-from pipelines.shards import list_shards, metric_counters, shard_name, stable_hash, write_table
+from pipelines.instances import InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, make_batches, tokenize_documents
+from pipelines.shards import list_shards, metric_counters, shard_name, stable_hash, stable_hasher, write_table
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ def bucket_of(seed: int, uid: str, buckets: int) -> int:
     return stable_hash(seed, "bucket", uid) % buckets
 
 
-# What travels from a bucket to the shard writers: one Arrow record batch per (bucket,
-# shard), IPC-serialized and zstd-compressed (about 2 bytes per token, instead of a pickled
+# What travels from a bucket to the shard writers: one Arrow table per (bucket, shard),
+# IPC-serialized and lz4-compressed (about 3 bytes per token, instead of a pickled
 # Python dict per instance). `_order` and `_iid` order the rows of a shard; not written.
 SHUFFLED = pa.schema([*SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
 
@@ -267,7 +267,7 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
 def _to_ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
-    with pa.ipc.new_stream(sink, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+    with pa.ipc.new_stream(sink, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -317,7 +317,8 @@ class _Instances(beam.DoFn):
         # Parallelism comes from Beam workers; a tokenizer thread pool per worker would
         # only oversubscribe the cores.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.tokenizer = load_tokenizer(self.vocab_dir)
+        self.encoder = SentenceEncoder(load_tokenizer(self.vocab_dir))
+        self.order_of = stable_hasher(self.seed, "order")
         self.vocab = load_vocab(self.vocab_dir)
 
     def unique(self, docs) -> list[tuple[str, list[str]]]:
@@ -339,7 +340,7 @@ class _Instances(beam.DoFn):
 
     def bucket_instances(self, split: str, bucket: list[tuple[str, list[str]]], stats: list[dict]):
         docs = []
-        for doc in tokenize_documents(self.tokenizer, bucket):  # once, for every length
+        for doc in tokenize_documents(self.encoder, bucket):  # once, for every length
             if doc is None:
                 self.empty.inc()
             else:
@@ -347,17 +348,21 @@ class _Instances(beam.DoFn):
                 docs.append(doc)
         counts: Counter = Counter()
         for i, cfg in enumerate(self.cfgs):
+            tables, orders = [], []
             for batch in make_batches(docs, cfg, self.vocab, self.seed, self.dupe_factor, counts):
                 self.instances.inc(len(batch))
                 stats[i] = add_counts(stats[i], batch_counts(batch, cfg.max_seq_length, self.vocab.mask_id))
-                if not len(batch):
-                    continue
                 # The order of rows in the shards: a hash of the instance id; the shard: its residue.
-                order = np.fromiter((stable_hash(self.seed, "order", iid) for iid in batch.ids), dtype=np.uint64, count=len(batch))
-                table = batch_table(batch, order)
-                shard_of = order % np.uint64(self.shards[split])
-                for shard in np.unique(shard_of).tolist():
-                    yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
+                orders.append(np.fromiter(map(self.order_of, batch.ids), dtype=np.uint64, count=len(batch)))
+                tables.append(batch_table(batch, orders[-1]))
+            if not tables:
+                continue
+            # One message per (bucket, shard): few large IPC messages compress and move
+            # cheaper than one per batch.
+            table = pa.concat_tables(tables)
+            shard_of = np.concatenate(orders) % np.uint64(self.shards[split])
+            for shard in np.unique(shard_of).tolist():
+                yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
         self.no_partner.inc(counts["nsp_no_partner"])
 
     def emit_stats(self, split: str, stats: list[dict]):

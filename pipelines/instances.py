@@ -44,6 +44,7 @@ Where we differ, on purpose:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import random
 from collections import Counter
@@ -135,23 +136,81 @@ def document_from_ids(doc_id: str, sentences: Sequence[Sequence[int]]) -> Docume
     return Document(doc_id, tokens, bounds)
 
 
-def tokenize_document(tokenizer, doc_id: str, sentences: Sequence[str]) -> Document | None:
-    """Tokenize a document's sentences in one batch call (``tokenizers.Tokenizer`` with no
-    special tokens, no truncation, no padding)."""
-    return tokenize_documents(tokenizer, [(doc_id, sentences)])[0]
+class SentenceEncoder:
+    """Token ids of many sentences, each distinct word encoded once.
+
+    BERT's normalizer works character by character and its pre-tokenizer splits at every
+    space, so a sentence's ids are its space-separated words' ids back to back. Words
+    repeat (Zipf), so the ids of the words seen lately are kept, and only new words go
+    through ``tokenizers``; the rest is dict lookups and numpy gathers. The cache is
+    cleared before it would pass ``max_words`` words (one call's words are always kept),
+    so memory does not grow with the corpus.
+
+    A tokenizer whose pre-tokenizer or normalizer is not BERT's (or which has an added
+    token with a space in it) may tokenize across spaces: then every sentence goes through
+    ``tokenizers`` whole.
+    """
+
+    def __init__(self, tokenizer, max_words: int = 1 << 20):
+        self.tokenizer = tokenizer
+        self.max_words = max_words
+        self.by_word = type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer" and (
+            tokenizer.normalizer is None or type(tokenizer.normalizer).__name__ == "BertNormalizer"
+        ) and not any(" " in t.content for t in tokenizer.get_added_tokens_decoder().values())
+        self._clear()
+
+    def _clear(self):
+        self.index: dict[str, int] = {}  # word -> its row in starts / lengths
+        self.starts = np.zeros(0, np.int64)  # where each word's ids start in `ids`
+        self.lengths = np.zeros(0, np.int64)
+        self.ids = np.zeros(0, np.int32)
+
+    def _encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids back to back, ids per text), from ``tokenizers`` directly."""
+        ids = [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths
+
+    def encode(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(every sentence's ids back to back as int32, ids per sentence)."""
+        if not self.by_word:
+            return self._encode(sentences)
+        split = [s.split(" ") for s in sentences]
+        words = list(itertools.chain.from_iterable(split))
+        distinct = set(words)
+        new = list(distinct - self.index.keys())
+        if len(self.index) + len(new) > self.max_words:
+            self._clear()
+            new = list(distinct)
+        if new:
+            ids, lengths = self._encode(new)
+            starts = np.zeros(len(new), np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            self.index.update(zip(new, range(len(self.index), len(self.index) + len(new))))
+            self.starts = np.concatenate([self.starts, starts + len(self.ids)])
+            self.lengths = np.concatenate([self.lengths, lengths])
+            self.ids = np.concatenate([self.ids, ids])
+        rows = np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))
+        word_lengths = self.lengths[rows]
+        tokens = self.ids[_ranges(self.starts[rows], word_lengths)]
+        # every sentence has at least one word ("".split(" ") == [""])
+        first_word = np.zeros(len(split), np.int64)
+        np.cumsum(np.fromiter(map(len, split), dtype=np.int64, count=len(split))[:-1], out=first_word[1:])
+        return tokens, np.add.reduceat(word_lengths, first_word) if len(split) else np.zeros(0, np.int64)
 
 
-def tokenize_documents(tokenizer, docs: Sequence[tuple[str, Sequence[str]]]) -> list[Document | None]:
-    """Tokenize many documents (``(id, sentences)``) in ONE batch call over all their
-    sentences: the per-call overhead of ``tokenizers`` is paid once per bucket, not once
-    per document. ``None`` where a document has no tokens."""
-    sentences = [s for _, doc in docs for s in doc]
-    ids = [e.ids for e in tokenizer.encode_batch_fast(sentences, add_special_tokens=False)]
-    # every id of the bucket into one array at C speed; documents are slices of it
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    starts = np.zeros(len(ids) + 1, dtype=np.int64)
+def tokenize_document(encoder: SentenceEncoder, doc_id: str, sentences: Sequence[str]) -> Document | None:
+    """Tokenize a document's sentences (no special tokens, no truncation, no padding)."""
+    return tokenize_documents(encoder, [(doc_id, sentences)])[0]
+
+
+def tokenize_documents(encoder: SentenceEncoder, docs: Sequence[tuple[str, Sequence[str]]]) -> list[Document | None]:
+    """Tokenize many documents (``(id, sentences)``) in one call over all their sentences:
+    the per-call overhead is paid once per bucket, not once per document. ``None`` where a
+    document has no tokens."""
+    tokens, lengths = encoder.encode([s for _, doc in docs for s in doc])
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
-    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(starts[-1]))
     out, k = [], 0
     for doc_id, doc in docs:
         kept = lengths[k : k + len(doc)]
@@ -337,9 +396,21 @@ def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: rando
 # those spans for a whole batch at once (``assemble``).
 
 
+def _randint(rng: random.Random, a: int, b: int) -> int:
+    """``rng.randint(a, b)``: the same draws as CPython 3.11's (``getrandbits`` of
+    the width's bit length until one is below it), written here so that the output does
+    not depend on the interpreter's private ``_randbelow``, and without its call layers."""
+    n = b - a + 1
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return a + r
+
+
 def _target_length(cfg: InstanceConfig, max_num_tokens: int, rng: random.Random) -> tuple[int, bool]:
     if rng.random() < cfg.short_seq_prob:
-        return rng.randint(2, max_num_tokens), True
+        return _randint(rng, 2, max_num_tokens), True
     return max_num_tokens, False
 
 
@@ -354,37 +425,34 @@ def nsp_spans(d: int, bounds: Sequence[list[int]], cfg: InstanceConfig, rng: ran
     # One target per pass over the document, as in the original.
     target, short = _target_length(cfg, max_num_tokens, rng)
     chunk_start = 0
-    i = 0
-    while i < num_sentences:
-        if i == num_sentences - 1 or own[i + 1] - own[chunk_start] >= target:
-            n = i + 1 - chunk_start  # sentences in the chunk
-            a_end = chunk_start + (rng.randint(1, n - 1) if n >= 2 else 1)
-            a_lo, a_hi = own[chunk_start], own[a_end]
-            random_next = n == 1 or rng.random() < 0.5
-            if random_next and not partners:
-                if counts is not None:
-                    counts["nsp_no_partner"] += 1
-                random_next = False
-                if n == 1:  # no continuation and no partner: nothing to pair with
-                    chunk_start = i + 1
-                    i += 1
-                    continue
-            if random_next:
-                target_b = target - (a_hi - a_lo)
-                k = rng.randint(0, partners - 1)
-                other = bounds[k if k < d else k + 1]
-                start = rng.randint(0, len(other) - 2)
-                end = start + 1  # whole sentences until B reaches its target, or the end
-                while end < len(other) - 1 and other[end] - other[start] < target_b:
-                    end += 1
-                b_lo, b_hi = other[start], other[end]
-                i = a_end - 1  # the chunk's unused sentences go back for the next instance
-            else:
-                b_lo, b_hi = a_hi, own[i + 1]
-            fa, ba, fb, bb = _trims(a_hi - a_lo, b_hi - b_lo, max_num_tokens, rng)
-            yield a_lo + fa, a_hi - ba, b_lo + fb, b_hi - bb, random_next, short
-            chunk_start = i + 1
-        i += 1
+    while chunk_start < num_sentences:
+        # the chunk ends at the first sentence that brings it to the target, or the last
+        i = min(bisect.bisect_left(own, own[chunk_start] + target, chunk_start + 1), num_sentences) - 1
+        n = i + 1 - chunk_start  # sentences in the chunk
+        a_end = chunk_start + (_randint(rng, 1, n - 1) if n >= 2 else 1)
+        a_lo, a_hi = own[chunk_start], own[a_end]
+        random_next = n == 1 or rng.random() < 0.5
+        if random_next and not partners:
+            if counts is not None:
+                counts["nsp_no_partner"] += 1
+            random_next = False
+            if n == 1:  # no continuation and no partner: nothing to pair with
+                chunk_start = i + 1
+                continue
+        if random_next:
+            target_b = target - (a_hi - a_lo)
+            k = _randint(rng, 0, partners - 1)
+            other = bounds[k if k < d else k + 1]
+            start = _randint(rng, 0, len(other) - 2)
+            # whole sentences until B reaches its target, or the end
+            end = min(bisect.bisect_left(other, other[start] + target_b, start + 1), len(other) - 1)
+            b_lo, b_hi = other[start], other[end]
+            i = a_end - 1  # the chunk's unused sentences go back for the next instance
+        else:
+            b_lo, b_hi = a_hi, own[i + 1]
+        fa, ba, fb, bb = _trims(a_hi - a_lo, b_hi - b_lo, max_num_tokens, rng)
+        yield a_lo + fa, a_hi - ba, b_lo + fb, b_hi - bb, random_next, short
+        chunk_start = i + 1
 
 
 def packed_spans(own: list[int], cfg: InstanceConfig, rng: random.Random):

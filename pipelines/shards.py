@@ -42,6 +42,20 @@ def stable_hash(*parts: Any) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def stable_hasher(*prefix: Any) -> Callable[[str], int]:
+    """``key -> stable_hash(*prefix, key)``, the prefix hashed once (for a hash per row)."""
+    start = hashlib.blake2b(digest_size=8)
+    for part in prefix:
+        start.update(str(part).encode("utf-8") + b"\x1f")
+
+    def hash_key(key: str) -> int:
+        h = start.copy()
+        h.update(key.encode("utf-8") + b"\x1f")
+        return int.from_bytes(h.digest(), "little")
+
+    return hash_key
+
+
 def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
 

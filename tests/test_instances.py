@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from pipelines.instances import (
     InstanceConfig,
+    SentenceEncoder,
     Vocab,
     bucket_instances,
     document_from_ids,
@@ -35,7 +37,8 @@ def docs():
     tokenizer.no_truncation()
     tokenizer.no_padding()
     rows = book_documents(paragraphs_per_book=60)
-    out = [tokenize_document(tokenizer, r["id"], r["sentences"]) for r in rows]
+    encoder = SentenceEncoder(tokenizer)
+    out = [tokenize_document(encoder, r["id"], r["sentences"]) for r in rows]
     return sorted((d for d in out if d is not None), key=lambda d: d.id)
 
 
@@ -249,3 +252,48 @@ def test_batches_of_a_bucket_are_the_whole_bucket(docs, vocab):
     assert len(parts) == 4
     assert [i for p in parts for i in p.ids] == whole.ids
     assert [i for p in parts for i in p.instances()] == list(whole.instances())
+
+
+TRICKY = [
+    "",
+    "   ",
+    "two  spaces and a trailing one ",
+    "Café naïve RÉSUMÉ e\u0301 a \u0301b",  # precomposed and combining accents, a mark after a space
+    "tab\there, new\nline, nbsp\u00a0here, ideographic\u3000space",
+    "control\x1ccharacters\x00and\ufffdreplacement",
+    "東京は日本の首都です and 中文 mixed",
+    "punctuation!?--(brackets)[MASK] [CLS]glued[SEP]",
+    "x" * 150 + " a-word-longer-than-max_input_chars_per_word",
+]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_sentence_encoder_gives_the_ids_of_whole_sentences(lowercase):
+    from pipelines.bert_tokenizer import build_tokenizer, read_vocab
+
+    tokenizer = build_tokenizer(read_vocab(str(vocab_folder() / "vocab.txt")), lowercase=lowercase)
+    sentences = [s for r in book_documents(paragraphs_per_book=40) for s in r["sentences"]] + TRICKY
+    want = [e.ids for e in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    # a small cache: cleared many times on the way
+    encoder = SentenceEncoder(tokenizer, max_words=500)
+    assert encoder.by_word
+    got = []
+    for first in range(0, len(sentences), 97):
+        tokens, lengths = encoder.encode(sentences[first : first + 97])
+        assert tokens.dtype == np.int32 and lengths.sum() == len(tokens)
+        got += [t.tolist() for t in np.split(tokens, np.cumsum(lengths)[:-1])]
+    assert got == want
+    last = {w for s in sentences[first:] for w in s.split(" ")}
+    assert len(encoder.index) <= max(500, len(last)) < len({w for s in sentences for w in s.split(" ")})
+
+
+def test_sentence_encoder_encodes_whole_sentences_for_other_tokenizers():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    # A pre-tokenizer that keeps the space in the word: words are not independent.
+    tokenizer = Tokenizer(models.WordPiece({"[UNK]": 0, "▁a": 1, "▁b": 2, "a": 3}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    encoder = SentenceEncoder(tokenizer)
+    assert not encoder.by_word
+    tokens, lengths = encoder.encode(["a b", "a"])
+    assert tokens.tolist() == [1, 2, 1] and lengths.tolist() == [2, 1]
