@@ -327,7 +327,6 @@ class _Instances(beam.DoFn):
         unique: dict[str, list[str]] = {}
         for uid, sentences in sorted(docs):
             self.read.inc()
-            self.words.inc(sum(len(s.split()) for s in sentences))
             if uid in unique:
                 self.duplicates.inc()
                 log.warning("documents: id %s appears more than once; keeping one", uid)
@@ -339,13 +338,14 @@ class _Instances(beam.DoFn):
         return [zero_counts(cfg.max_seq_length) for cfg in self.cfgs]
 
     def bucket_instances(self, split: str, bucket: list[tuple[str, list[str]]], stats: list[dict]):
-        docs = []
+        docs, words_before = [], self.encoder.words
         for doc in tokenize_documents(self.encoder, bucket):  # once, for every length
             if doc is None:
                 self.empty.inc()
             else:
                 self.tokens.inc(len(doc.tokens))
                 docs.append(doc)
+        self.words.inc(self.encoder.words - words_before)
         counts: Counter = Counter()
         for i, cfg in enumerate(self.cfgs):
             tables, orders = [], []

@@ -159,6 +159,8 @@ class SentenceEncoder:
         ) and not any(" " in t.content for t in tokenizer.get_added_tokens_decoder().values())
         self._clear()
 
+        self.words = 0  # non-empty space-separated words encoded so far (a counter)
+
     def _clear(self):
         self.index: dict[str, int] = {}  # word -> its row in starts / lengths
         self.starts = np.zeros(0, np.int64)  # where each word's ids start in `ids`
@@ -174,9 +176,11 @@ class SentenceEncoder:
     def encode(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(every sentence's ids back to back as int32, ids per sentence)."""
         if not self.by_word:
+            self.words += sum(map(len, map(str.split, sentences)))
             return self._encode(sentences)
         split = [s.split(" ") for s in sentences]
         words = list(itertools.chain.from_iterable(split))
+        self.words += len(words) - words.count("")
         distinct = set(words)
         new = list(distinct - self.index.keys())
         if len(self.index) + len(new) > self.max_words:
@@ -288,7 +292,8 @@ class MaskDraws:
     @classmethod
     def draw(cls, seed: int, n: int, vocab_size: int) -> "MaskDraws":
         g = np.random.Generator(np.random.PCG64(seed))
-        return cls(g.random(n), g.random(n), g.integers(0, vocab_size, n, dtype=np.int32))
+        uniform = g.random(2 * n)  # the same numbers as two calls of n, in one
+        return cls(uniform[:n], uniform[n:], g.integers(0, vocab_size, n, dtype=np.int32))
 
     @classmethod
     def concat(cls, parts: Sequence["MaskDraws"]) -> "MaskDraws":
