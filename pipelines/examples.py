@@ -23,11 +23,12 @@ The job, stage by stage:
    ``SentenceEncoder``; empty documents are counted and dropped), make every instance (``dupe_factor``
    passes per document, each with its own random stream seeded from (seed, document id,
    pass)) as flat numpy columns, mask them all at once, count the statistics, and cut
-   the bucket's instances by output shard into Arrow record batches (lz4-compressed IPC
-   bytes: about 3 bytes per token, not a Python object per instance);
-3. the batches are grouped by (split, shard); each shard is sorted by a hash of the
+   the bucket's instances by output shard into run files under ``_spill/`` (Arrow IPC,
+   lz4: about 3 bytes per token, never a Python object per instance); only the runs'
+   URLs go through the runner's shuffle, so its memory does not grow with the corpus;
+3. the runs are grouped by (split, shard); each shard is read, sorted by a hash of the
    instance id (a deterministic order) and written; the statistics' counts are summed by
-   a Beam combiner into ``stats.json``.
+   a Beam combiner into ``stats.json``; ``_spill/`` is removed once every shard is written.
 
 Units and buckets depend on the documents and their layout, never on the worker count,
 so the output bytes do not either.
@@ -52,6 +53,7 @@ import logging
 import math
 import os
 import posixpath
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -64,7 +66,7 @@ import pyarrow.parquet as pq
 from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import local_options
 from pipelines.instances import InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, make_batches, tokenize_documents
-from pipelines.shards import list_shards, metric_counters, shard_name, stable_hash, stable_hasher, write_table
+from pipelines.shards import SPILL, list_shards, metric_counters, remove_tree, shard_name, stable_hash, stable_hasher, write_table
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +245,7 @@ def bucket_of(seed: int, uid: str, buckets: int) -> int:
 
 
 # What travels from a bucket to the shard writers: one Arrow table per (bucket, shard),
-# IPC-serialized and lz4-compressed (about 3 bytes per token, instead of a pickled
+# in an lz4-compressed IPC run file (about 3 bytes per token, instead of a pickled
 # Python dict per instance). `_order` and `_iid` order the rows of a shard; not written.
 SHUFFLED = pa.schema([*SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
 
@@ -264,12 +266,21 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SHUFFLED)
 
 
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
-    with pa.ipc.new_stream(sink, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+def write_run(spill: str, table: pa.Table) -> str:
+    """``table`` as a new lz4-compressed Arrow IPC file under ``spill``; returns its URL."""
+    fs, path = fsspec.core.url_to_fs(spill)
+    fs.makedirs(path, exist_ok=True)
+    run = posixpath.join(path, f"{uuid.uuid4().hex}.arrow")
+    with fs.open(run, "wb") as f:
+        # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
+        with pa.ipc.new_file(f, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+            writer.write_table(table)
+    return fs.unstrip_protocol(run)
+
+
+def read_run(url: str) -> pa.Table:
+    with fsspec.open(url, "rb") as f:
+        return pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
 
 
 def batch_counts(batch: InstanceBatch, max_seq_length: int, mask_id: int) -> dict:
@@ -300,11 +311,13 @@ def zero_counts(max_seq_length: int) -> dict:
 
 class _Instances(beam.DoFn):
     """Buckets of raw documents -> their instances at each sequence length (``cfgs``, one
-    per length; index ``i``), cut per output shard (tagged "rows": ((i, split, shard), Arrow
-    IPC bytes)), and statistics' counts (tagged "stats": ((i, split), counts))."""
+    per length; index ``i``), cut per output shard into run files under ``spill`` (tagged
+    "rows": ((i, split, shard), run URL)), and statistics' counts (tagged "stats": ((i,
+    split), counts))."""
 
-    def __init__(self, vocab_dir: str, cfgs: list[InstanceConfig], seed: int, dupe_factor: int, shards: dict[str, int]):
+    def __init__(self, vocab_dir: str, cfgs: list[InstanceConfig], seed: int, dupe_factor: int, shards: dict[str, int], spill: str):
         self.vocab_dir, self.cfgs, self.seed, self.dupe_factor, self.shards = vocab_dir, cfgs, seed, dupe_factor, shards
+        self.spill = spill
         self.read = beam.metrics.Metrics.counter("examples", "documents_read")
         self.empty = beam.metrics.Metrics.counter("examples", "documents_empty")
         self.tokens = beam.metrics.Metrics.counter("examples", "input_tokens")
@@ -357,12 +370,13 @@ class _Instances(beam.DoFn):
                 tables.append(batch_table(batch, orders[-1]))
             if not tables:
                 continue
-            # One message per (bucket, shard): few large IPC messages compress and move
-            # cheaper than one per batch.
+            # One run file per (bucket, shard): the shuffle moves only its URL, so memory
+            # does not grow with the corpus (the local runner holds what it shuffles).
             table = pa.concat_tables(tables)
             shard_of = np.concatenate(orders) % np.uint64(self.shards[split])
             for shard in np.unique(shard_of).tolist():
-                yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), _to_ipc(table.filter(pa.array(shard_of == shard)))))
+                run = write_run(self.spill, table.filter(pa.array(shard_of == shard)))
+                yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), run))
         self.no_partner.inc(counts["nsp_no_partner"])
 
     def emit_stats(self, split: str, stats: list[dict]):
@@ -408,7 +422,7 @@ class _EvalInstances(_Instances):
 
 
 class _WriteShard(beam.DoFn):
-    """((length index, split, shard), [IPC bytes or None]) -> one Parquet shard, rows in
+    """((length index, split, shard), [run URLs or None]) -> one Parquet shard, rows in
     hash order, in the length's folder."""
 
     def __init__(self, folders: list[str], shards: dict[str, int]):
@@ -416,7 +430,7 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         (i, split, shard), parts = element
-        tables = [pa.ipc.open_stream(p).read_all() for p in parts if p is not None]
+        tables = [read_run(url) for url in sorted(p for p in parts if p is not None)]
         table = pa.concat_tables(tables) if tables else SHUFFLED.empty_table()
         table = table.sort_by([("_order", "ascending"), ("_iid", "ascending")]).select(SCHEMA.names)
         name = shard_name(split, shard, self.shards[split])
@@ -477,7 +491,8 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
     units, total_docs = plan_units(cfg.documents, cfg.docs_per_bucket)
     num_shards = {"train": cfg.num_shards, "eval": cfg.eval_shards}
     folders = [cfg.folder(icfg.max_seq_length) for icfg in cfg.instances]
-    common = (cfg.vocab, cfg.instances, cfg.seed, cfg.dupe_factor, num_shards)
+    spill = posixpath.join(cfg.output.rstrip("/"), SPILL)
+    common = (cfg.vocab, cfg.instances, cfg.seed, cfg.dupe_factor, num_shards, spill)
     train = (
         p
         | "Units" >> beam.Create(units)
@@ -495,12 +510,14 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
     # One None per shard so that empty shards are written too.
     every = p | "EveryShard" >> beam.Create([((i, split, s), None) for i in range(len(folders))
                                               for split in SPLITS for s in range(num_shards[split])])
-    (
+    written = (
         (train.rows, evals.rows, every)
         | "AllParts" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards))
     )
+    # Once every shard is written (the count waits for all of them), the runs go.
+    _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)
     common_params = {"dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
                      "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}
 

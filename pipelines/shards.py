@@ -201,11 +201,13 @@ class WriteParquetShards(beam.PTransform):
                                                    self.count_row))
         )
         # Once every shard is written (the count waits for all of them), the runs go.
-        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(_remove, spill)
+        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)
         return written
 
 
-def _remove(_, url: str) -> None:
+def remove_tree(_, url: str) -> None:
+    """Remove the folder ``url`` and all in it (a ``beam.Map`` step: the element is
+    ignored)."""
     fs, path = fsspec.core.url_to_fs(url)
     if fs.exists(path):
         fs.rm(path, recursive=True)

@@ -79,6 +79,18 @@ def test_same_bytes_with_one_and_two_workers(outputs):
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
 
 
+def test_object_storage_output_equals_local_and_leaves_no_runs(inputs, outputs, s3_bucket):
+    """Instances travel to the shard writers as run files under the output's ``_spill/``
+    (on S3 here); they go when every shard is written."""
+    out = f"{s3_bucket}/examples"
+    run(config(inputs, out), options(1))
+    fs, path = fsspec.core.url_to_fs(out)
+    local = outputs[1][0]
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) == sorted(p.name for p in local.iterdir())
+    for p in local.iterdir():
+        assert fs.cat_file(f"{path}/{p.name}") == p.read_bytes(), p.name
+
+
 def test_rows_are_valid_instances(outputs):
     folder, _ = outputs[1]
     rows = list(read_rows(list_shards(str(folder), "train")))
