@@ -68,13 +68,16 @@ _BR = re.compile(r"<br\s*/?\s*>", re.I)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:\s[^<>]*)?/?>")
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 
-_SPACES = re.compile(r"\s+")
+# The tidying patterns run over all of a page's paragraphs at once, one per line, so
+# their "space" is any whitespace but the newline between paragraphs. They start with a
+# fixed character or class where they can: the regex engine scans for it, rather than
+# trying the whole pattern at every position.
 # Punctuation left alone after its neighbours were removed: "( ; born 1920)", "()", " ,".
-_EMPTY_PARENS = re.compile(r"\(\s*[,;:.–—-]*\s*\)")
-_PAREN_LEAD = re.compile(r"\(\s*[,;:]\s*")
-_PAREN_TRAIL = re.compile(r"\s*[,;:]\s*\)")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?)])")
-_DOUBLE_PUNCT = re.compile(r"([,;])(?:\s*[,;])+")
+_EMPTY_PARENS = re.compile(r"\([^\S\n]*[,;:.–—-]*[^\S\n]*\)")
+_PAREN_LEAD = re.compile(r"\([^\S\n]*[,;:][^\S\n]*")
+_PAREN_TRAIL = re.compile(r"[,;:][^\S\n]*\)")  # a space before it goes with _SPACE_BEFORE_PUNCT
+_SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?)])")  # once every run of spaces is one " "
+_DOUBLE_PUNCT = re.compile(r"([,;])(?:[^\S\n]*[,;])+")
 
 # Level-2 sections at the end of an English article that hold lists of links and
 # citations, not prose. Everything under them is dropped up to the next level-2 heading.
@@ -150,13 +153,18 @@ def _link_text(m: re.Match) -> str:
     return target.lstrip("#") + trail
 
 
+def _groups_1_2(m: re.Match) -> str:
+    # (cheaper than the template r"\1\2", which Python 3.11 expands in Python per match)
+    return m[1] + m[2]
+
+
 def replace_links(text: str) -> str:
     """External links keep their label; internal links their text, innermost first."""
     if "[" not in text:
         return text
     text = _EXTERNAL_LINK.sub(lambda m: m.group(1) or "", text)
-    text = _PLAIN_LABELLED_LINK.sub(r"\1\2", text)
-    text = _PLAIN_LINK.sub(r"\1\2", text)
+    text = _PLAIN_LABELLED_LINK.sub(_groups_1_2, text)
+    text = _PLAIN_LINK.sub(_groups_1_2, text)
     for _ in range(6):  # captions nest links a level or two deep
         if "[[" not in text:
             break
@@ -166,17 +174,29 @@ def replace_links(text: str) -> str:
     return _STRAY_BRACKETS.sub("", text)
 
 
-def _tidy(paragraph: str) -> str:
-    if "&" in paragraph:
-        paragraph = html.unescape(paragraph)
-    if "(" in paragraph:
-        paragraph = _EMPTY_PARENS.sub("", paragraph)
-        paragraph = _PAREN_LEAD.sub("(", paragraph)
-        paragraph = _PAREN_TRAIL.sub(")", paragraph)
-    paragraph = _SPACES.sub(" ", paragraph)
-    paragraph = _SPACE_BEFORE_PUNCT.sub(r"\1", paragraph)
-    paragraph = _DOUBLE_PUNCT.sub(r"\1", paragraph)
-    return paragraph.strip()
+def _unescape(paragraph: str) -> str:
+    """HTML entities decoded; one that decodes to a newline (``&#10;``) is a space, so that
+    newlines stay the boundaries between paragraphs."""
+    if "&" not in paragraph:
+        return paragraph
+    return html.unescape(paragraph).replace("\n", " ")
+
+
+def _tidy(paragraphs: str) -> str:
+    """Leftovers of removed markup tidied (empty parentheses, doubled punctuation, runs of
+    spaces) in paragraphs given one per line; each pattern runs once over all of them."""
+    if "(" in paragraphs:
+        paragraphs = _EMPTY_PARENS.sub("", paragraphs)
+        paragraphs = _PAREN_LEAD.sub("(", paragraphs)
+        paragraphs = _PAREN_TRAIL.sub(")", paragraphs)
+    # every run of whitespace one space, none at the ends (str.split: C speed)
+    paragraphs = "\n".join(" ".join(p.split()) for p in paragraphs.split("\n"))
+    paragraphs = _SPACE_BEFORE_PUNCT.sub(_group_1, paragraphs)
+    return _DOUBLE_PUNCT.sub(_group_1, paragraphs)
+
+
+def _group_1(m: re.Match) -> str:
+    return m[1]
 
 
 def to_paragraphs(wikitext: str, drop_sections=DEFAULT_DROP_SECTIONS) -> list[str]:
@@ -196,15 +216,13 @@ def to_paragraphs(wikitext: str, drop_sections=DEFAULT_DROP_SECTIONS) -> list[st
     if "__" in text:
         text = _MAGIC_WORD.sub("", text)
 
-    paragraphs: list[str] = []
+    paragraphs: list[str] = []  # untidied
     lines: list[str] = []
     dropping = False  # inside a section of drop_sections
 
     def end_paragraph():
         if lines:
-            paragraph = _tidy(" ".join(lines))
-            if any(c.isalpha() for c in paragraph):
-                paragraphs.append(paragraph)
+            paragraphs.append(_unescape(" ".join(lines)))
             lines.clear()
 
     for line in text.split("\n"):
@@ -217,7 +235,7 @@ def to_paragraphs(wikitext: str, drop_sections=DEFAULT_DROP_SECTIONS) -> list[st
             end_paragraph()
             level = len(line) - len(line.lstrip("="))
             if level <= 2:
-                title = _tidy(line.strip("=")).lower()
+                title = _tidy(_unescape(line.strip("="))).strip().lower()
                 dropping = title in drop_sections
             continue
         if dropping or first in "*#:;|!{}" or line.startswith("----"):
@@ -226,7 +244,8 @@ def to_paragraphs(wikitext: str, drop_sections=DEFAULT_DROP_SECTIONS) -> list[st
             continue
         lines.append(line)
     end_paragraph()
-    return paragraphs
+    tidied = _tidy("\n".join(paragraphs)).split("\n") if paragraphs else []
+    return [p for p in map(str.strip, tidied) if any(c.isalpha() for c in p)]
 
 
 def main(argv: list[str] | None = None) -> None:

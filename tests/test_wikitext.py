@@ -104,6 +104,26 @@ def test_sentences_split_inside_paragraphs_only():
     assert split_sentences("") == []
 
 
+def test_paragraphs_stay_apart_when_tidied_together():
+    # The tidying runs over a page's paragraphs at once: nothing may join two of them.
+    text = "First one (\n\n) second, ;\n\nthird &#10; line\u00a0 with\tspaces ( ; born 1920) ok ,"
+    assert to_paragraphs(text) == ["First one (", ") second,", "third line with spaces (born 1920) ok,"]
+
+
+def test_sentence_splitter_equals_blingfires_own_wrapper():
+    import blingfire
+
+    from pipelines.sentences import _text_to_sentences
+
+    root = ET.fromstring(bz2.open(SAMPLE).read())
+    ns = "{http://www.mediawiki.org/xml/export-0.10/}"
+    texts = [p for page in root.iter(ns + "page") for p in to_paragraphs(page.findtext(f"{ns}revision/{ns}text") or "")]
+    # and: nothing, one letter, more than the first buffer holds, short after long
+    texts += ["", "x", "Dr. Who left. " * 20_000, "é" * 70_000, "Ok. Done."]
+    assert len(texts) > 4000
+    assert [_text_to_sentences(t) for t in texts] == [blingfire.text_to_sentences(t) for t in texts]
+
+
 def test_whole_sample_is_clean_prose():
     # Every article of the sample dump: almost no markup left, most of the text kept.
     root = ET.fromstring(bz2.open(SAMPLE).read())
