@@ -125,7 +125,7 @@ def run_one(name: str, repeat: int, workers: int, we_python: Path) -> dict:
     residue = sum(1 for s in sentences if RESIDUE.search(s))
     shutil.rmtree(out, ignore_errors=True)
     return {"tool": name, "workers": workers, "input": f"sample x{repeat}", "words": words,
-            "sentences": len(sentences), "residue": residue / max(1, len(sentences)), **stats}
+            "sentences": len(sentences), "residue": residue / max(1, len(sentences)), "residue_count": residue, **stats}
 
 
 def main(argv=None) -> None:
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"| {r['tool']} | {r['workers']} | {r['input']} | {r['words'] / 1e6:.2f} M | {r['wall_s']:.1f} | "
               f"{r['cpu_s']:.1f} | {r['words'] / r['wall_s'] / r['workers'] / 1e3:.0f} k | {r['words'] / r['cpu_s'] / 1e3:.0f} k | "
-              f"{r['peak_mb']:.0f} MiB | {100 * r['residue']:.2f}% of {r['sentences']:,} |")
+              f"{r['peak_mb']:.0f} MiB | {r['residue_count']} of {r['sentences']:,} ({100 * r['residue']:.3f}%) |")
 
 
 if __name__ == "__main__":

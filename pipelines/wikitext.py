@@ -77,6 +77,9 @@ _EMPTY_PARENS = re.compile(r"\([^\S\n]*[,;:.–—-]*[^\S\n]*\)")
 _PAREN_LEAD = re.compile(r"\([^\S\n]*[,;:][^\S\n]*")
 _PAREN_TRAIL = re.compile(r"[,;:][^\S\n]*\)")  # a space before it goes with _SPACE_BEFORE_PUNCT
 _SPACE_BEFORE_PUNCT = re.compile(r" ([,.;:!?)])")  # once every run of spaces is one " "
+# A pipe that begins a word ("([[Pashto]] |افغانستان)") is left of a template or table
+# argument, never prose; one between letters ("sm|rg}sar") or spaces ("a | b") may be.
+_STRAY_PIPE = re.compile(r"(?<!\S)\|(?=[^\s|])")
 _DOUBLE_PUNCT = re.compile(r"([,;])(?:[^\S\n]*[,;])+")
 
 # Level-2 sections at the end of an English article that hold lists of links and
@@ -189,6 +192,8 @@ def _tidy(paragraphs: str) -> str:
         paragraphs = _EMPTY_PARENS.sub("", paragraphs)
         paragraphs = _PAREN_LEAD.sub("(", paragraphs)
         paragraphs = _PAREN_TRAIL.sub(")", paragraphs)
+    if "|" in paragraphs:
+        paragraphs = _STRAY_PIPE.sub("", paragraphs)
     # every run of whitespace one space, none at the ends (str.split: C speed)
     paragraphs = "\n".join(" ".join(p.split()) for p in paragraphs.split("\n"))
     paragraphs = _SPACE_BEFORE_PUNCT.sub(_group_1, paragraphs)

@@ -110,6 +110,12 @@ def test_paragraphs_stay_apart_when_tidied_together():
     assert to_paragraphs(text) == ["First one (", ") second,", "third line with spaces (born 1920) ok,"]
 
 
+def test_a_pipe_that_begins_a_word_is_markup():
+    # From the sample's Afghanistan article: a template argument's pipe left in the source.
+    text = "The name ''Afghānistān'' ([[Pashto]] |افغانستان) is old. Keep a | b, sm|rg}sar and \\| too."
+    assert to_paragraphs(text) == ["The name Afghānistān (Pashto افغانستان) is old. Keep a | b, sm|rg}sar and \\| too."]
+
+
 def test_sentence_splitter_equals_blingfires_own_wrapper():
     import blingfire
 

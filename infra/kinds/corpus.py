@@ -31,7 +31,7 @@ class BooksParams(Params):
 @register
 class Wikipedia(StepKind):
     name = "wikipedia"
-    version = 2  # 2: shards written from spilled runs, row group by row group
+    version = 3  # 2: shards written from spilled runs, row group by row group; 3: a pipe that begins a word is dropped
     Params = WikipediaParams
     inputs = {}
 
