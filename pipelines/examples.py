@@ -65,7 +65,8 @@ import pyarrow.parquet as pq
 
 from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import local_options
-from pipelines.instances import InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, make_batches, tokenize_documents
+from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
+                                 tokenize_documents)
 from pipelines.shards import SPILL, list_shards, metric_counters, remove_tree, shard_name, stable_hash, stable_hasher, write_table
 
 log = logging.getLogger(__name__)
@@ -635,18 +636,14 @@ def main(argv=None) -> None:
         documents=args.documents,
         vocab=args.vocab,
         output=args.output,
-        instances=[
-            InstanceConfig(
-                max_seq_length=length,
-                max_predictions_per_seq=max_predictions,
-                masked_lm_prob=args.masked_lm_prob,
-                short_seq_prob=args.short_seq_prob,
-                do_whole_word_mask=args.do_whole_word_mask,
-                nsp=not args.no_nsp,
-                masking=args.masking,
-            )
-            for length, max_predictions in zip(args.max_seq_length, predictions)
-        ],
+        instances=instance_configs(
+            zip(args.max_seq_length, predictions),
+            masked_lm_prob=args.masked_lm_prob,
+            short_seq_prob=args.short_seq_prob,
+            do_whole_word_mask=args.do_whole_word_mask,
+            nsp=not args.no_nsp,
+            masking=args.masking,
+        ),
         dupe_factor=args.dupe_factor,
         seed=args.seed,
         eval_fraction=args.eval_fraction,

@@ -49,7 +49,7 @@ import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +75,13 @@ class InstanceConfig:
             raise ValueError(f"max_seq_length must be >= 8, got {self.max_seq_length}")
         if self.masking not in ("static", "dynamic"):
             raise ValueError(f"masking must be 'static' or 'dynamic', got {self.masking!r}")
+
+
+def instance_configs(lengths: Iterable[tuple[int, int]], **shared) -> list[InstanceConfig]:
+    """One ``InstanceConfig`` per (max_seq_length, max_predictions_per_seq) pair, the other
+    settings ``shared``: the lengths one examples job makes."""
+    return [InstanceConfig(max_seq_length=length, max_predictions_per_seq=predictions, **shared)
+            for length, predictions in lengths]
 
 
 @dataclass(frozen=True)
@@ -157,9 +164,8 @@ class SentenceEncoder:
         self.by_word = type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer" and (
             tokenizer.normalizer is None or type(tokenizer.normalizer).__name__ == "BertNormalizer"
         ) and not any(" " in t.content for t in tokenizer.get_added_tokens_decoder().values())
-        self._clear()
-
         self.words = 0  # non-empty space-separated words encoded so far (a counter)
+        self._clear()
 
     def _clear(self):
         self.index: dict[str, int] = {}  # word -> its row in starts / lengths

@@ -37,20 +37,23 @@ def stable_hash(*parts: Any) -> int:
     (Python's ``hash`` is salted per process)."""
     h = hashlib.blake2b(digest_size=8)
     for part in parts:
-        h.update(str(part).encode("utf-8"))
-        h.update(b"\x1f")
+        h.update(_hash_part(part))
     return int.from_bytes(h.digest(), "little")
+
+
+def _hash_part(part: Any) -> bytes:
+    return str(part).encode("utf-8") + b"\x1f"  # the separator: ("ab", "c") != ("a", "bc")
 
 
 def stable_hasher(*prefix: Any) -> Callable[[str], int]:
     """``key -> stable_hash(*prefix, key)``, the prefix hashed once (for a hash per row)."""
     start = hashlib.blake2b(digest_size=8)
     for part in prefix:
-        start.update(str(part).encode("utf-8") + b"\x1f")
+        start.update(_hash_part(part))
 
     def hash_key(key: str) -> int:
         h = start.copy()
-        h.update(key.encode("utf-8") + b"\x1f")
+        h.update(_hash_part(key))
         return int.from_bytes(h.digest(), "little")
 
     return hash_key

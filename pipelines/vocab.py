@@ -32,7 +32,7 @@ import fsspec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from infra.storage import write_bytes_atomic
+from infra.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
 from .local_runner import local_options
@@ -299,12 +299,7 @@ def build(p: beam.Pipeline, inputs: list[str], output: str, cfg: VocabConfig, gi
             vocab=beam.pvalue.AsSingleton(vocab),
             cfg=cfg,
         )
-        | "WriteReport"
-        >> beam.Map(
-            lambda r: write_bytes_atomic(
-                posixpath.join(output, "report.json"), (json.dumps(r, indent=2, sort_keys=True) + "\n").encode()
-            )
-        )
+        | "WriteReport" >> beam.Map(lambda r: write_json(posixpath.join(output, "report.json"), r))
     )
 
 

@@ -33,9 +33,12 @@ class PretrainingDataParams(Params):
     num_shards: int = Field(default=16, ge=1)
     docs_per_bucket: int = Field(default=256, ge=2)  # documents a worker groups for random-next partners
 
+    def seq_lengths(self) -> list[int]:
+        return self.max_seq_length if isinstance(self.max_seq_length, list) else [self.max_seq_length]
+
     def lengths(self) -> list[tuple[int, int]]:
         """(max_seq_length, max_predictions_per_seq) of each length the step makes."""
-        lengths = self.max_seq_length if isinstance(self.max_seq_length, list) else [self.max_seq_length]
+        lengths = self.seq_lengths()
         predictions = self.max_predictions_per_seq
         if not isinstance(predictions, list):
             predictions = [predictions] * len(lengths)
@@ -43,7 +46,7 @@ class PretrainingDataParams(Params):
 
     @model_validator(mode="after")
     def _predictions_fit(self):
-        lengths = self.max_seq_length if isinstance(self.max_seq_length, list) else [self.max_seq_length]
+        lengths = self.seq_lengths()
         if not lengths or len(set(lengths)) != len(lengths):
             raise ValueError(f"max_seq_length: give one length or a list of distinct lengths, got {lengths}")
         if isinstance(self.max_predictions_per_seq, list) and len(self.max_predictions_per_seq) != len(lengths):
@@ -64,25 +67,21 @@ class PretrainingData(StepKind):
 
     def run(self, ctx):
         from pipelines.examples import ExamplesConfig, run
-        from pipelines.instances import InstanceConfig
+        from pipelines.instances import instance_configs
 
         p = ctx.params
         cfg = ExamplesConfig(
             documents=ctx.inputs["documents"],
             vocab=ctx.input("vocab"),
             output=ctx.output,
-            instances=[
-                InstanceConfig(
-                    max_seq_length=length,
-                    max_predictions_per_seq=predictions,
-                    masked_lm_prob=p.masked_lm_prob,
-                    short_seq_prob=p.short_seq_prob,
-                    do_whole_word_mask=p.do_whole_word_mask,
-                    nsp=p.nsp,
-                    masking=p.masking,
-                )
-                for length, predictions in p.lengths()
-            ],
+            instances=instance_configs(
+                p.lengths(),
+                masked_lm_prob=p.masked_lm_prob,
+                short_seq_prob=p.short_seq_prob,
+                do_whole_word_mask=p.do_whole_word_mask,
+                nsp=p.nsp,
+                masking=p.masking,
+            ),
             dupe_factor=p.dupe_factor,
             seed=p.seed,
             eval_fraction=p.eval_fraction,
