@@ -23,12 +23,14 @@ The job, stage by stage:
    ``SentenceEncoder``; empty documents are counted and dropped), make every instance (``dupe_factor``
    passes per document, each with its own random stream seeded from (seed, document id,
    pass)) as flat numpy columns, mask them all at once, count the statistics, and cut
-   the bucket's instances by output shard into run files under ``_spill/`` (Arrow IPC,
-   lz4: about 3 bytes per token, never a Python object per instance); only the runs'
-   URLs go through the runner's shuffle, so its memory does not grow with the corpus;
-3. the runs are grouped by (split, shard); each shard is read, sorted by a hash of the
-   instance id (a deterministic order) and written; the statistics' counts are summed by
-   a Beam combiner into ``stats.json``; ``_spill/`` is removed once every shard is written.
+   the instances by output shard; a bundle's instances, up to 32 MB, go sorted by a hash
+   of the instance id (a deterministic order) into run files under ``_spill/`` (Arrow
+   IPC, lz4: about 3 bytes per token, never a Python object per instance); only the
+   runs' URLs go through the runner's shuffle, so its memory does not grow with the corpus;
+3. the runs are grouped by (split, shard); each shard's runs are merged a record batch of
+   each at a time and written row group by row group, so a writer's memory does not grow
+   with the shard either; the statistics' counts are summed by a Beam combiner into
+   ``stats.json``; ``_spill/`` is removed once every shard is written.
 
 Units and buckets depend on the documents and their layout, never on the worker count,
 so the output bytes do not either.
@@ -62,12 +64,13 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.transforms.window import GlobalWindows
 
 from infra.storage import write_bytes_atomic, write_json
-from pipelines.local_runner import local_options
+from pipelines.local_runner import local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
-from pipelines.shards import SPILL, list_shards, metric_counters, remove_tree, shard_name, stable_hash, stable_hasher, write_table
+from pipelines.shards import SPILL, list_shards, metric_counters, remove_tree, shard_name, stable_hash, stable_hasher, write_tables
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +270,14 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SHUFFLED)
 
 
+# A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then cut per (length,
+# split, shard), sorted in shard order and written as run files of RUN_BATCH_ROWS-row
+# record batches; a shard's writer merges its runs holding about one batch of each.
+RUN_BYTES = 32 << 20
+RUN_BATCH_ROWS = 1024
+ORDER = [("_order", "ascending"), ("_iid", "ascending")]  # the rows' order in a shard
+
+
 def write_run(spill: str, table: pa.Table) -> str:
     """``table`` as a new lz4-compressed Arrow IPC file under ``spill``; returns its URL."""
     fs, path = fsspec.core.url_to_fs(spill)
@@ -275,13 +286,53 @@ def write_run(spill: str, table: pa.Table) -> str:
     with fs.open(run, "wb") as f:
         # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
         with pa.ipc.new_file(f, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-            writer.write_table(table)
+            writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
     return fs.unstrip_protocol(run)
 
 
-def read_run(url: str) -> pa.Table:
-    with fsspec.open(url, "rb") as f:
-        return pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
+class _Run:
+    """A run file sorted in ``ORDER``, read one record batch at a time: ``rows`` are its
+    loaded rows not yet merged, ``orders`` their ``_order`` column."""
+
+    def __init__(self, url: str):
+        self.file = fsspec.open(url, "rb").open()
+        self.reader = pa.ipc.open_file(self.file)
+        self.unread = iter(range(self.reader.num_record_batches))
+        self.rows, self.orders = SHUFFLED.empty_table(), np.empty(0, np.uint64)
+        self.more = self.load()
+
+    def load(self) -> bool:
+        """Append the next record batch to ``rows``; False (and the file closed) at the end."""
+        i = next(self.unread, None)
+        if i is None:
+            self.file.close()
+            return False
+        batch = self.reader.get_batch(i)
+        self.rows = pa.concat_tables([self.rows, pa.Table.from_batches([batch])])
+        self.orders = np.concatenate([self.orders, batch.column("_order").to_numpy()])
+        return True
+
+    def take_through(self, bound: int) -> pa.Table:
+        """The loaded rows with ``_order <= bound``, removed from ``rows``."""
+        n = int(np.searchsorted(self.orders, bound, side="right"))
+        taken, self.rows, self.orders = self.rows.slice(0, n), self.rows.slice(n), self.orders[n:]
+        if not len(self.orders) and self.more:
+            self.more = self.load()
+        return taken
+
+
+def merge_runs(urls: list[str]):
+    """The rows of run files, each sorted in ``ORDER``, as tables in ``ORDER``."""
+    runs = [run for run in map(_Run, urls) if len(run.orders)]
+    while runs:
+        # Every row at or below the least of the runs' last loaded orders is loaded (rows
+        # with that very order may go on in a run's next batch: those are loaded first).
+        bound = min(run.orders[-1] for run in runs)
+        for run in runs:
+            while run.orders[-1] == bound and run.more:
+                run.more = run.load()
+        yield pa.concat_tables([run.take_through(bound) for run in runs]).sort_by(ORDER)
+        runs = [run for run in runs if len(run.orders)]
 
 
 def batch_counts(batch: InstanceBatch, max_seq_length: int, mask_id: int) -> dict:
@@ -371,14 +422,31 @@ class _Instances(beam.DoFn):
                 tables.append(batch_table(batch, orders[-1]))
             if not tables:
                 continue
-            # One run file per (bucket, shard): the shuffle moves only its URL, so memory
-            # does not grow with the corpus (the local runner holds what it shuffles).
             table = pa.concat_tables(tables)
             shard_of = np.concatenate(orders) % np.uint64(self.shards[split])
             for shard in np.unique(shard_of).tolist():
-                run = write_run(self.spill, table.filter(pa.array(shard_of == shard)))
-                yield beam.pvalue.TaggedOutput("rows", ((i, split, shard), run))
+                self.pending.setdefault((i, split, shard), []).append(table.filter(pa.array(shard_of == shard)))
+            self.pending_bytes += table.nbytes
         self.no_partner.inc(counts["nsp_no_partner"])
+        if self.pending_bytes >= RUN_BYTES:
+            yield from self.write_runs()
+
+    def start_bundle(self):
+        self.pending: dict[tuple[int, str, int], list[pa.Table]] = {}
+        self.pending_bytes = 0
+
+    def finish_bundle(self):
+        for out in self.write_runs():
+            yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+
+    def write_runs(self):
+        """The bundle's pending instances as run files, one per (length, split, shard): the
+        shuffle moves only their URLs, so memory does not grow with the corpus (the local
+        runner holds what it shuffles)."""
+        for key, tables in sorted(self.pending.items()):
+            run = write_run(self.spill, pa.concat_tables(tables).sort_by(ORDER))
+            yield beam.pvalue.TaggedOutput("rows", (key, run))
+        self.pending, self.pending_bytes = {}, 0
 
     def emit_stats(self, split: str, stats: list[dict]):
         for i, counts in enumerate(stats):
@@ -431,14 +499,12 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element):
         (i, split, shard), parts = element
-        tables = [read_run(url) for url in sorted(p for p in parts if p is not None)]
-        table = pa.concat_tables(tables) if tables else SHUFFLED.empty_table()
-        table = table.sort_by([("_order", "ascending"), ("_iid", "ascending")]).select(SCHEMA.names)
+        runs = merge_runs(sorted(p for p in parts if p is not None))
         name = shard_name(split, shard, self.shards[split])
-        write_table(table, posixpath.join(self.folders[i].rstrip("/"), name))
+        rows = write_tables((t.select(SCHEMA.names) for t in runs), posixpath.join(self.folders[i].rstrip("/"), name), SCHEMA)
         counter = f"{split}_rows" if len(self.folders) == 1 else f"{posixpath.basename(self.folders[i])}_{split}_rows"
-        beam.metrics.Metrics.counter("examples", counter).inc(table.num_rows)
-        yield name, table.num_rows
+        beam.metrics.Metrics.counter("examples", counter).inc(rows)
+        yield name, rows
 
 
 
@@ -558,38 +624,15 @@ class _SumCounts(beam.CombineFn):
 
 
 
-# Allocator settings for the worker processes a local runner starts (they inherit this
-# process's environment). Without them a worker's RSS kept growing with the corpus though
-# it holds one bucket at a time: Arrow's mimalloc pool and glibc's per-thread arenas (the
-# SDK harness runs bundles on a thread pool) keep what was freed. Measured on the books
-# text at 10 MB: worker peak 640-720 MB without, 466 MB with (467 MB at 2.5 MB without).
-# The mmap threshold is 4 MiB: at 128 KiB every numpy column of a batch was a fresh mmap
-# whose pages the kernel zeroes, +2.7 CPU s on 14.5 at 10 MB with 2 workers for the same
-# worker peak (361 vs 358 MB); at 32 MiB the peak grew to 419 MB.
-WORKER_ENV = {
-    "ARROW_DEFAULT_MEMORY_POOL": "system",
-    "MALLOC_ARENA_MAX": "2",
-    "MALLOC_MMAP_THRESHOLD_": str(4 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(8 << 20),
-}
-
-
 def run(cfg: ExamplesConfig, options) -> dict[str, int]:
     """Run the job with Beam ``options``; returns its counters."""
     fs, path = fsspec.core.url_to_fs(cfg.output)
     fs.makedirs(path, exist_ok=True)
     p = beam.Pipeline(options=options)
     build(p, cfg)
-    # Only while the job runs (its workers start then), so that other processes this one
-    # starts later (Ray workers of a next step, say) keep their defaults.
-    added = [name for name in WORKER_ENV if name not in os.environ]  # a user's own setting wins
-    os.environ.update({name: WORKER_ENV[name] for name in added})
-    try:
+    with worker_allocators():
         result = p.run()
         result.wait_until_finish()
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
     for icfg in cfg.instances:
         copy_vocab(cfg.vocab, cfg.folder(icfg.max_seq_length))
     return metric_counters(result)

@@ -72,6 +72,26 @@ def write_table(table: pa.Table, url: str) -> None:
         pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
+def write_tables(tables: Iterable[pa.Table], url: str, schema: pa.Schema) -> int:
+    """Write the rows of ``tables`` (any sizes, in order) as one Parquet file atomically,
+    holding one row group at a time: the same bytes as ``write_table`` of them all
+    concatenated (a row group is written from contiguous columns: Parquet's pages follow
+    the chunks it is given). Returns the rows written."""
+    pending: list[pa.Table] = []
+    buffered = written = 0
+    with atomic_file(url) as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
+        for table in tables:
+            pending.append(table)
+            buffered += table.num_rows
+            while buffered >= ROW_GROUP_ROWS:
+                rows = pa.concat_tables(pending)
+                writer.write_table(rows.slice(0, ROW_GROUP_ROWS).combine_chunks())
+                pending, buffered, written = [rows.slice(ROW_GROUP_ROWS)], buffered - ROW_GROUP_ROWS, written + ROW_GROUP_ROWS
+        if buffered or not written:  # an empty file still has its schema and one row group
+            writer.write_table(pa.concat_tables(pending).combine_chunks() if pending else schema.empty_table())
+    return written + buffered
+
+
 SPILL = "_spill"
 SPILL_BYTES = 64 << 20  # rows buffered per bundle before a run is written
 _MERGE_BATCH = 64  # rows read at a time from each run (a merge holds this many per run)
@@ -143,25 +163,19 @@ class _MergeRuns(beam.DoFn):
         runs = sorted(r for r in runs if r is not None)  # a fixed order for equal keys
         merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
         name = shard_name(self.prefix, index, self.num_shards)
-        written, group = 0, []
-        with atomic_file(posixpath.join(self.output.rstrip("/"), name)) as f, \
-                pq.ParquetWriter(f, self.schema, compression="zstd") as writer:
-            for _, same in itertools.groupby(merged, key=self.key):
-                same = list(same)
-                if len(same) > 1:
-                    self.count(f"{self.prefix}_duplicate", len(same) - 1)
-                row = self.pick(same) if len(same) > 1 else same[0]
-                for counter, n in (self.count_row(row) if self.count_row else {}).items():
-                    self.count(counter, n)
-                group.append({c: row[c] for c in self.schema.names})
-                if len(group) == ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
-                    written, group = written + len(group), []
-            if group or not written:  # an empty shard still has its schema and one row group
-                writer.write_table(pa.Table.from_pylist(group, schema=self.schema))
-                written += len(group)
+        rows = (self._one_row(list(same)) for _, same in itertools.groupby(merged, key=self.key))
+        groups = (pa.Table.from_pylist(g, schema=self.schema) for g in iter(lambda: list(itertools.islice(rows, ROW_GROUP_ROWS)), []))
+        written = write_tables(groups, posixpath.join(self.output.rstrip("/"), name), self.schema)
         self.count(f"{self.prefix}_rows", written)
         yield name, written
+
+    def _one_row(self, same: list[dict]) -> dict:
+        if len(same) > 1:
+            self.count(f"{self.prefix}_duplicate", len(same) - 1)
+        row = self.pick(same) if len(same) > 1 else same[0]
+        for counter, n in (self.count_row(row) if self.count_row else {}).items():
+            self.count(counter, n)
+        return {c: row[c] for c in self.schema.names}
 
 
 def first_by_content(rows: list[dict]) -> dict:
