@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import measure  # noqa: E402
+from benchmarks.measure import measure, print_scaling  # noqa: E402
 from pipelines.multistream import write_multistream  # noqa: E402
 from pipelines.sentences import split_sentences  # noqa: E402
 from pipelines.shards import list_shards, read_rows  # noqa: E402
@@ -132,6 +132,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=8)
     parser.add_argument("--skip-memory", action="store_true", help="leave out the 4x runs")
+    parser.add_argument("--scaling", type=int, default=32, help="also 1 and 2 workers on the sample repeated this many times (0: not)")
     args = parser.parse_args(argv)
     we_python = ensure_wikiextractor()
     plan = [("WikiExtractor", args.repeat, 1), ("bertflow", args.repeat, 1), ("bertflow", args.repeat, 2),
@@ -139,6 +140,8 @@ def main(argv=None) -> None:
     if not args.skip_memory:
         half = max(1, args.repeat // 2)
         plan += [("WikiExtractor", half, 1), ("bertflow", half, 2)]
+    if args.scaling:
+        plan += [("bertflow", args.scaling, 1), ("bertflow", args.scaling, 2)]
     rows = []
     for name, repeat, workers in plan:
         print(f"running {name} on sample x{repeat} with {workers} worker(s)...", file=sys.stderr, flush=True)
@@ -152,6 +155,9 @@ def main(argv=None) -> None:
         print(f"| {r['tool']} | {r['workers']} | {r['input']} | {r['words'] / 1e6:.2f} M | {r['wall_s']:.1f} | "
               f"{r['cpu_s']:.1f} | {r['words'] / r['wall_s'] / r['workers'] / 1e3:.0f} k | {r['words'] / r['cpu_s'] / 1e3:.0f} k | "
               f"{r['peak_mb']:.0f} MiB | {r['residue_count']} of {r['sentences']:,} ({100 * r['residue']:.3f}%) |")
+    if args.scaling:
+        print_scaling({(r["input"], r["workers"]): r["wall_s"] for r in rows if r["tool"] == "bertflow"},
+                      [f"sample x{args.repeat}", f"sample x{args.scaling}"])
 
 
 if __name__ == "__main__":

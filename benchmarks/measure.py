@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -86,3 +87,35 @@ def measure(cmd: list[str], env: dict | None = None, log: Path | None = None) ->
     # wait4 counts the process and the children it reaped; the samples count the others.
     cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
     return {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak[0] / 2**20, "largest_mb": peak[1] / 2**20, "child_mb": peak[2] / 2**20}
+
+
+_SPIN = "import sys\ns = 0\nfor i in range(int(sys.argv[1])):\n    s += i * i % 7\n"
+
+
+def two_process_ceiling(loops: int = 40_000_000, repeat: int = 3) -> float:
+    """What 2 processes can gain here over 1 at best: the wall time of a pure-Python loop in
+    one process over that of the same loop halved in two processes at once, the best of
+    ``repeat`` tries. Below 2 where the cores are shared with the host's other guests or
+    are hyperthreads."""
+
+    def wall(counts: list[int]) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN, str(n)]) for n in counts]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - start
+
+    return max(wall([loops]) / wall([loops // 2, loops // 2]) for _ in range(repeat))
+
+
+def print_scaling(wall: dict[tuple[str, int], float], inputs: list[str]) -> None:
+    """A markdown table of 2 workers against 1 (``wall[(input, workers)]``, seconds) on two
+    inputs, small then large: the speed-up of each, the marginal one (the extra input's
+    wall time: start-up paid once, as a large corpus sees it), and the machine's ceiling."""
+    small, large = inputs
+    print("\n| 2 workers over 1 (wall) | speed-up |\n|---|---:|")
+    for name in inputs:
+        print(f"| {name} | {wall[(name, 1)] / wall[(name, 2)]:.2f}x |")
+    extra = (wall[(large, 1)] - wall[(small, 1)]) / (wall[(large, 2)] - wall[(small, 2)])
+    print(f"| marginal, {small} to {large} | {extra:.2f}x |")
+    print(f"| this machine's ceiling (a pure-Python loop in 2 processes) | {two_process_ceiling():.2f}x |")

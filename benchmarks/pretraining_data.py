@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import measure  # noqa: E402
+from benchmarks.measure import measure, print_scaling  # noqa: E402
 
 TF_ENV = ROOT / "bench-envs" / "bert-tf"
 PARAMS = dict(max_seq_length=128, max_predictions_per_seq=20, masked_lm_prob=0.15, dupe_factor=5, short_seq_prob=0.1, seed=12345)
@@ -257,15 +257,9 @@ def main() -> None:
             (m1, w1), (m2, w2) = one
             print(f"| {tool} | {(w2 - w1) / max(1e-9, m2['cpu_s'] - m1['cpu_s']):,.0f} |")
 
-    # Scaling: wall time of 1 worker over wall time of N (N on a machine with N free cores).
-    ours = {(tag, workers): m for tool, tag, workers, m, _ in rows if tool.startswith("ours")}
-    if len(args.workers) > 1:
-        print("\n| input | " + " | ".join(f"speed-up with {w} workers (wall)" for w in args.workers[1:]) + " |")
-        print("|---|" + "---:|" * (len(args.workers) - 1))
-        for size in (small, large):
-            tag = f"{size:g}mb"
-            base = ours[(tag, args.workers[0])]["wall_s"]
-            print(f"| {tag} | " + " | ".join(f"{base / ours[(tag, w)]['wall_s']:.2f}x" for w in args.workers[1:]) + " |")
+    if sorted(args.workers)[:2] == [1, 2]:
+        print_scaling({(tag, w): m["wall_s"] for tool, tag, w, m, _ in rows if tool.startswith("ours")},
+                      [f"{small:g}mb", f"{large:g}mb"])
 
     keys = ["instances", "mean_length", "full_share", "short_share", "nsp_random_rate", "masked_per_token",
             "mask_share", "random_share", "kept_share"]  # fmt: skip

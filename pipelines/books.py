@@ -30,7 +30,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
-from pipelines.local_runner import local_options
+from pipelines.local_runner import local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters
@@ -222,7 +222,7 @@ def build(pipeline, files: str, output: str, num_shards: int, format: str = "boo
 def run(files: str, output: str, num_shards: int, options, format: str = "books") -> dict[str, int]:
     """Run the job with Beam ``options``; returns its counters. Raises when no document
     came out."""
-    with beam.Pipeline(options=options) as p:
+    with worker_allocators(), beam.Pipeline(options=options) as p:
         build(p, files, output, num_shards, format)
     counters = {k: v for k, v in metric_counters(p.result).items() if not k.endswith("_rows")}
     if not counters.get("documents"):

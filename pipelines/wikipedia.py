@@ -32,10 +32,10 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
-from pipelines.local_runner import local_options
+from pipelines.local_runner import local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
-from pipelines.shards import WriteParquetShards, metric_counters
+from pipelines.shards import WriteParquetShards, metric_counters, stable_hash
 from pipelines.wikitext import to_paragraphs
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,11 @@ class _PlanSplits(beam.DoFn):
         if not splits:
             self.count("files_empty")
             log.warning("empty dump file skipped: %s", url)
-        yield from splits
+        # In a scattered order: the local runner deals the splits out to its workers in turn,
+        # in the order they come (its Reshuffle keeps that order), so on the benchmark's
+        # dump of a repeated sample, 2 splits a copy, one worker got every first half:
+        # twice the work of the other.
+        yield from sorted(splits, key=lambda s: stable_hash(s.url, s.start))
 
 
 class _ExtractDocuments(beam.DoFn):
@@ -408,7 +412,7 @@ def run(dump: str, output: str, num_shards: int, options, split_bytes: int | Non
         max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> dict[str, int]:
     """Run the extraction with Beam ``options``; returns its counters. Raises when no
     document came out (nothing to build a corpus from)."""
-    with beam.Pipeline(options=options) as p:
+    with worker_allocators(), beam.Pipeline(options=options) as p:
         build(p, dump, output, num_shards, split_bytes, max_page_bytes)
     counters = metric_counters(p.result)
     counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}
