@@ -70,7 +70,7 @@ from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
-from pipelines.shards import SPILL, list_shards, metric_counters, remove_tree, shard_name, stable_hash, stable_hasher, write_tables
+from pipelines.shards import SPILL, list_shards, metric_counters, regroup, remove_tree, shard_name, stable_hash, stable_hasher, write_row_groups
 
 log = logging.getLogger(__name__)
 
@@ -501,7 +501,8 @@ class _WriteShard(beam.DoFn):
         (i, split, shard), parts = element
         runs = merge_runs(sorted(p for p in parts if p is not None))
         name = shard_name(split, shard, self.shards[split])
-        rows = write_tables((t.select(SCHEMA.names) for t in runs), posixpath.join(self.folders[i].rstrip("/"), name), SCHEMA)
+        groups = regroup(t.select(SCHEMA.names) for t in runs)
+        rows = write_row_groups(groups, posixpath.join(self.folders[i].rstrip("/"), name), SCHEMA)
         counter = f"{split}_rows" if len(self.folders) == 1 else f"{posixpath.basename(self.folders[i])}_{split}_rows"
         beam.metrics.Metrics.counter("examples", counter).inc(rows)
         yield name, rows

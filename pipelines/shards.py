@@ -10,7 +10,8 @@ runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each
 sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
 (a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled;
 each shard's writer merges its runs, reading 64 rows of each at a time, and
-writes row group after row group. ``_spill/`` is removed once every shard is written.
+writes row group after row group (8192 rows, or fewer once they hold 16 MB of text: a
+row group of whole books). ``_spill/`` is removed once every shard is written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import heapq
 import itertools
 import posixpath
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 import fsspec
@@ -64,6 +65,7 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
 
 
 ROW_GROUP_ROWS = 8192
+ROW_GROUP_BYTES = 16 << 20  # of text, for rows written from Python (row_groups)
 
 
 def write_table(table: pa.Table, url: str) -> None:
@@ -72,28 +74,54 @@ def write_table(table: pa.Table, url: str) -> None:
         pq.write_table(table, f, compression="zstd", row_group_size=ROW_GROUP_ROWS)
 
 
-def write_tables(tables: Iterable[pa.Table], url: str, schema: pa.Schema) -> int:
-    """Write the rows of ``tables`` (any sizes, in order) as one Parquet file atomically,
-    holding one row group at a time: the same bytes as ``write_table`` of them all
-    concatenated (a row group is written from contiguous columns: Parquet's pages follow
-    the chunks it is given). Returns the rows written."""
-    pending: list[pa.Table] = []
-    buffered = written = 0
+def write_row_groups(groups: Iterable[pa.Table], url: str, schema: pa.Schema) -> int:
+    """Write each table of ``groups`` as one row group of one Parquet file, atomically,
+    holding one group at a time (written from contiguous columns: Parquet's pages follow
+    the chunks it is given, and ``write_table`` writes contiguous ones). A file with no
+    rows still gets its schema and one empty row group. Returns the rows written."""
+    written = 0
     with atomic_file(url) as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
-        for table in tables:
-            pending.append(table)
-            buffered += table.num_rows
-            while buffered >= ROW_GROUP_ROWS:
-                rows = pa.concat_tables(pending)
-                writer.write_table(rows.slice(0, ROW_GROUP_ROWS).combine_chunks())
-                pending, buffered, written = [rows.slice(ROW_GROUP_ROWS)], buffered - ROW_GROUP_ROWS, written + ROW_GROUP_ROWS
-        if buffered or not written:  # an empty file still has its schema and one row group
-            writer.write_table(pa.concat_tables(pending).combine_chunks() if pending else schema.empty_table())
-    return written + buffered
+        for group in groups:
+            writer.write_table(group.combine_chunks())
+            written += group.num_rows
+        if not written:
+            writer.write_table(schema.empty_table())
+    return written
+
+
+def regroup(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
+    """The rows of ``tables`` (any sizes, in order) as tables of ``rows`` rows, the last
+    one shorter: with ``write_row_groups``, the bytes ``write_table`` writes for them all."""
+    pending: list[pa.Table] = []
+    buffered = 0
+    for table in tables:
+        pending.append(table)
+        buffered += table.num_rows
+        while buffered >= rows:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, rows)
+            pending, buffered = [joined.slice(rows)], buffered - rows
+    if buffered:
+        yield pa.concat_tables(pending)
+
+
+def row_groups(rows: Iterable[dict], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Rows as tables of ``ROW_GROUP_ROWS`` rows, or fewer once they hold
+    ``ROW_GROUP_BYTES`` (by ``_row_bytes``): a row group of whole books stays small
+    enough to hold as Python rows."""
+    group, size = [], 0
+    for row in rows:
+        group.append(row)
+        size += _row_bytes(row)
+        if len(group) == ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+            yield pa.Table.from_pylist(group, schema=schema)
+            group, size = [], 0
+    if group:
+        yield pa.Table.from_pylist(group, schema=schema)
 
 
 SPILL = "_spill"
-SPILL_BYTES = 64 << 20  # rows buffered per bundle before a run is written
+SPILL_BYTES = 16 << 20  # text buffered per bundle before a run is written (64 MB: 337 MiB at x32 of the wiki sample, 324 at 16)
 _MERGE_BATCH = 64  # rows read at a time from each run (a merge holds this many per run)
 
 
@@ -164,8 +192,7 @@ class _MergeRuns(beam.DoFn):
         merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
         name = shard_name(self.prefix, index, self.num_shards)
         rows = (self._one_row(list(same)) for _, same in itertools.groupby(merged, key=self.key))
-        groups = (pa.Table.from_pylist(g, schema=self.schema) for g in iter(lambda: list(itertools.islice(rows, ROW_GROUP_ROWS)), []))
-        written = write_tables(groups, posixpath.join(self.output.rstrip("/"), name), self.schema)
+        written = write_row_groups(row_groups(rows, self.schema), posixpath.join(self.output.rstrip("/"), name), self.schema)
         self.count(f"{self.prefix}_rows", written)
         yield name, written
 

@@ -91,3 +91,18 @@ def test_ray_started_from_a_step_thread_outlives_the_thread():
         assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
     finally:
         ray.shutdown()
+
+
+def test_row_groups_are_cut_by_rows_or_by_text():
+    """A row group holds ROW_GROUP_ROWS rows, or fewer once it holds ROW_GROUP_BYTES of
+    text (whole books), the cut depending only on the rows."""
+    from pipelines import shards
+
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    small = [{"id": f"s{i}", "text": "x"} for i in range(shards.ROW_GROUP_ROWS + 5)]
+    assert [t.num_rows for t in shards.row_groups(small, schema)] == [shards.ROW_GROUP_ROWS, 5]
+    book = "word " * (shards.ROW_GROUP_BYTES // 10)  # half of a group's text
+    books = [{"id": f"b{i}", "text": book} for i in range(5)]
+    groups = list(shards.row_groups(books, schema))
+    assert [t.num_rows for t in groups] == [2, 2, 1]
+    assert pa.concat_tables(groups).to_pylist() == books

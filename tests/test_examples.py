@@ -286,7 +286,7 @@ def test_run_merge_is_a_sort_and_writes_the_same_bytes(tmp_path, monkeypatch):
     import pyarrow as pa
 
     from pipelines import examples
-    from pipelines.shards import write_table, write_tables
+    from pipelines.shards import regroup, write_row_groups, write_table
 
     monkeypatch.setattr(examples, "RUN_BATCH_ROWS", 7)
     rng = np.random.default_rng(0)
@@ -307,8 +307,8 @@ def test_run_merge_is_a_sort_and_writes_the_same_bytes(tmp_path, monkeypatch):
 
     monkeypatch.setattr("pipelines.shards.ROW_GROUP_ROWS", 16)
     write_table(expected.select(SCHEMA.names), str(tmp_path / "at-once.parquet"))
-    written = write_tables((t.select(SCHEMA.names) for t in merged), str(tmp_path / "merged.parquet"), SCHEMA)
+    written = write_row_groups(regroup((t.select(SCHEMA.names) for t in merged), 16), str(tmp_path / "merged.parquet"), SCHEMA)
     assert written == expected.num_rows
     assert (tmp_path / "merged.parquet").read_bytes() == (tmp_path / "at-once.parquet").read_bytes()
-    write_tables(iter(()), str(tmp_path / "empty.parquet"), SCHEMA)
+    write_row_groups(iter(()), str(tmp_path / "empty.parquet"), SCHEMA)
     assert pq.read_table(tmp_path / "empty.parquet").schema.equals(SCHEMA) and pq.ParquetFile(tmp_path / "empty.parquet").metadata.num_row_groups == 1

@@ -31,7 +31,7 @@ class BooksParams(Params):
 @register
 class Wikipedia(StepKind):
     name = "wikipedia"
-    version = 3  # 2: shards written from spilled runs, row group by row group; 3: a pipe that begins a word is dropped
+    version = 4  # 2: shards written from spilled runs, row group by row group; 3: a pipe that begins a word is dropped; 4: row groups of at most 16 MB of text
     Params = WikipediaParams
     inputs = {}
 
@@ -48,7 +48,7 @@ class Wikipedia(StepKind):
 @register
 class Books(StepKind):
     name = "books"
-    version = 2  # 2: shards written from spilled runs, row group by row group
+    version = 3  # 2: shards written from spilled runs, row group by row group; 3: row groups of at most 16 MB of text
     Params = BooksParams
     inputs = {}
 
