@@ -248,9 +248,9 @@ def bucket_of(seed: int, uid: str, buckets: int) -> int:
     return stable_hash(seed, "bucket", uid) % buckets
 
 
-# What travels from a bucket to the shard writers: one Arrow table per (bucket, shard),
-# in an lz4-compressed IPC run file (about 3 bytes per token, instead of a pickled
-# Python dict per instance). `_order` and `_iid` order the rows of a shard; not written.
+# What travels to the shard writers: a bundle's instances, per (length, split, shard), in
+# an lz4-compressed IPC run file (about 3 bytes per token, instead of a pickled Python
+# dict per instance). `_order` and `_iid` order the rows of a shard; not written.
 SHUFFLED = pa.schema([*SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
 
 
