@@ -30,7 +30,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
-from pipelines.local_runner import local_options, worker_allocators
+from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters
@@ -184,6 +184,9 @@ class _ReadDocuments(beam.DoFn):
         self.format = format
         self.count = Counters(NAMESPACE)
 
+    def setup(self):
+        freeze_heap()
+
     def process(self, element):
         url, name = element
         count = self.count
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    freeze_heap()
     options = local_options(args.workers)
     for name, value in run(args.files, args.output, args.num_shards, options, args.format).items():
         print(f"{name}\t{value}")

@@ -67,7 +67,7 @@ import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from infra.storage import write_bytes_atomic, write_json
-from pipelines.local_runner import local_options, worker_allocators
+from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
 from pipelines.shards import SPILL, list_shards, metric_counters, regroup, remove_tree, shard_name, stable_hash, stable_hasher, write_row_groups
@@ -379,6 +379,7 @@ class _Instances(beam.DoFn):
         self.instances = beam.metrics.Metrics.counter("examples", "instances")
 
     def setup(self):
+        freeze_heap()
         # Parallelism comes from Beam workers; a tokenizer thread pool per worker would
         # only oversubscribe the cores.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -496,6 +497,9 @@ class _WriteShard(beam.DoFn):
 
     def __init__(self, folders: list[str], shards: dict[str, int]):
         self.folders, self.shards = folders, shards
+
+    def setup(self):
+        freeze_heap()
 
     def process(self, element):
         (i, split, shard), parts = element
@@ -669,6 +673,7 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="local FnApiRunner worker processes")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    freeze_heap()
 
     predictions = args.max_predictions_per_seq
     if len(predictions) == 1:
@@ -699,4 +704,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The importable twin, so Beam pickles pipelines.examples.X rather than __main__.X.
+    from pipelines import examples
+
+    examples.main()

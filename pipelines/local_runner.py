@@ -10,6 +10,7 @@ worker process, and 350 MB against 570 MB.
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager
 
@@ -60,3 +61,24 @@ def worker_allocators():
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+_heap_frozen = False
+
+
+def freeze_heap() -> None:
+    """Once per process: collect, then move every object the process holds by now (Beam,
+    gRPC and the Google clients Beam imports, the job's modules) to the collector's
+    permanent generation. Our DoFns call it in ``setup``, which runs in each worker once
+    its imports are done, and the jobs' command lines once their arguments are read.
+
+    Otherwise the interpreter's collections at exit traverse all of them: 0.5 s per
+    process at the end of every job, and the local runner stops its workers one after
+    another (examples job, 10 MB, 2 workers: 6.8-8.2 s wall against 8.1-9.7 without).
+    Full collections during the run traverse less too. Frozen objects are still freed
+    when their last reference goes; only cycles among them are kept."""
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        gc.collect()
+        gc.freeze()

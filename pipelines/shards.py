@@ -31,6 +31,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from infra.storage import atomic_file
 from pipelines.counters import Counters
+from pipelines.local_runner import freeze_heap
 
 
 def stable_hash(*parts: Any) -> int:
@@ -144,6 +145,9 @@ class _SpillRuns(beam.DoFn):
         self.spill, self.schema, self.num_shards, self.key = spill, schema, num_shards, key
         self.spill_bytes = spill_bytes
 
+    def setup(self):
+        freeze_heap()
+
     def start_bundle(self):
         self.rows: dict[int, list[dict]] = {}
         self.buffered = 0
@@ -185,6 +189,9 @@ class _MergeRuns(beam.DoFn):
         self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
         self.key, self.pick, self.count_row = key, pick, count_row
         self.count = Counters("shards")
+
+    def setup(self):
+        freeze_heap()
 
     def process(self, element):
         index, runs = element

@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from infra.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
-from .local_runner import local_options
+from .local_runner import freeze_heap, local_options
 from .shards import list_shards, metric_counters, read_rows, stable_hash
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,9 @@ class ReadDocuments(beam.DoFn):
         self.read = beam.metrics.Metrics.counter(NAMESPACE, "documents_read")
         self.malformed = beam.metrics.Metrics.counter(NAMESPACE, "documents_malformed")
 
+    def setup(self):
+        freeze_heap()
+
     def process(self, url: str):
         for i, row in enumerate(read_rows([url], columns=["id", "sentences"])):
             doc_id, sentences = row.get("id"), row.get("sentences")
@@ -89,6 +92,7 @@ class CountWords(beam.DoFn):
         self.words = beam.metrics.Metrics.counter(NAMESPACE, "words_counted")
 
     def setup(self):
+        freeze_heap()
         self._split = bert_tokenizer.WordSplitter(self.lowercase)
 
     def start_bundle(self):
@@ -351,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="local FnApiRunner worker processes")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    freeze_heap()
     cfg = VocabConfig(
         vocab_size=args.vocab_size,
         lowercase=not args.cased,
@@ -368,4 +373,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The importable twin, so Beam pickles pipelines.vocab.X rather than __main__.X.
+    from pipelines import vocab
+
+    vocab.main()

@@ -32,7 +32,7 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
-from pipelines.local_runner import local_options, worker_allocators
+from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters, stable_hash
@@ -362,6 +362,9 @@ class _ExtractDocuments(beam.DoFn):
         self.max_page_bytes = max_page_bytes
         self.count = Counters(NAMESPACE)
 
+    def setup(self):
+        freeze_heap()
+
     def process(self, split: Split):
         count = self.count
         for xml, where in read_pages(split, self.max_page_bytes, count):
@@ -434,6 +437,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-page-bytes", type=int, default=DEFAULT_MAX_PAGE_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    freeze_heap()
     options = local_options(args.workers)
     counters = run(args.dump, args.output, args.num_shards, options, args.split_bytes, args.max_page_bytes)
     for name, value in counters.items():
