@@ -57,6 +57,7 @@ import os
 import posixpath
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
@@ -272,21 +273,25 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
 
 # A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then cut per (length,
 # split, shard), sorted in shard order and written as run files of RUN_BATCH_ROWS-row
-# record batches; a shard's writer merges its runs holding about one batch of each.
+# record batches; a shard's writer merges its runs holding about one batch of each, at
+# most MERGE_FAN_IN runs at a time (a shard has a run per flush of every worker: their
+# number grows with the corpus, about 100 at 320 MB of text).
 RUN_BYTES = 32 << 20
 RUN_BATCH_ROWS = 1024
+MERGE_FAN_IN = 64
 ORDER = [("_order", "ascending"), ("_iid", "ascending")]  # the rows' order in a shard
 
 
-def write_run(spill: str, table: pa.Table) -> str:
-    """``table`` as a new lz4-compressed Arrow IPC file under ``spill``; returns its URL."""
+def write_run(spill: str, tables: Iterable[pa.Table]) -> str:
+    """``tables``, one after another, as a new lz4-compressed Arrow IPC file under
+    ``spill``; returns its URL."""
     fs, path = fsspec.core.url_to_fs(spill)
     fs.makedirs(path, exist_ok=True)
     run = posixpath.join(path, f"{uuid.uuid4().hex}.arrow")
     with fs.open(run, "wb") as f:
-        # (Options made here: they do not pickle, and __main__'s globals travel pickled.)
         with pa.ipc.new_file(f, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-            writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
+            for table in tables:
+                writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
     return fs.unstrip_protocol(run)
 
 
@@ -319,6 +324,18 @@ class _Run:
         if not len(self.orders) and self.more:
             self.more = self.load()
         return taken
+
+
+def merge_all(urls: list[str], spill: str):
+    """The rows of run files, each sorted in ``ORDER``, as tables in ``ORDER``, merging at
+    most ``MERGE_FAN_IN`` runs at once: past that, groups of runs are first merged into
+    longer runs under ``spill`` (one more pass over the rows per level), so that a
+    writer's memory does not grow with the number of runs. (The runs read are left to
+    the job's end, when the spill folder goes: a retried bundle finds them.)"""
+    while len(urls) > MERGE_FAN_IN:
+        groups = [urls[i : i + MERGE_FAN_IN] for i in range(0, len(urls), MERGE_FAN_IN)]
+        urls = [group[0] if len(group) == 1 else write_run(spill, merge_runs(group)) for group in groups]
+    return merge_runs(urls)
 
 
 def merge_runs(urls: list[str]):
@@ -445,7 +462,7 @@ class _Instances(beam.DoFn):
         shuffle moves only their URLs, so memory does not grow with the corpus (the local
         runner holds what it shuffles)."""
         for key, tables in sorted(self.pending.items()):
-            run = write_run(self.spill, pa.concat_tables(tables).sort_by(ORDER))
+            run = write_run(self.spill, [pa.concat_tables(tables).sort_by(ORDER)])
             yield beam.pvalue.TaggedOutput("rows", (key, run))
         self.pending, self.pending_bytes = {}, 0
 
@@ -495,15 +512,15 @@ class _WriteShard(beam.DoFn):
     """((length index, split, shard), [run URLs or None]) -> one Parquet shard, rows in
     hash order, in the length's folder."""
 
-    def __init__(self, folders: list[str], shards: dict[str, int]):
-        self.folders, self.shards = folders, shards
+    def __init__(self, folders: list[str], shards: dict[str, int], spill: str):
+        self.folders, self.shards, self.spill = folders, shards, spill
 
     def setup(self):
         freeze_heap()
 
     def process(self, element):
         (i, split, shard), parts = element
-        runs = merge_runs(sorted(p for p in parts if p is not None))
+        runs = merge_all(sorted(p for p in parts if p is not None), self.spill)
         name = shard_name(split, shard, self.shards[split])
         groups = regroup(t.select(SCHEMA.names) for t in runs)
         rows = write_row_groups(groups, posixpath.join(self.folders[i].rstrip("/"), name), SCHEMA)
@@ -586,7 +603,7 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
         (train.rows, evals.rows, every)
         | "AllParts" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards))
+        | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards, spill))
     )
     # Once every shard is written (the count waits for all of them), the runs go.
     _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)

@@ -299,11 +299,16 @@ def test_run_merge_is_a_sort_and_writes_the_same_bytes(tmp_path, monkeypatch):
         return pa.Table.from_pylist(rows, schema=examples.SHUFFLED).sort_by(examples.ORDER)
 
     tables = [run_table(n, 1000 * i) for i, n in enumerate([50, 1, 23, 0, 97])]
-    urls = [examples.write_run(str(tmp_path / "spill"), t) for t in tables]
+    spill = str(tmp_path / "spill")
+    urls = [examples.write_run(spill, [t]) for t in tables]
     merged = list(examples.merge_runs(urls))
     expected = pa.concat_tables(tables).sort_by(examples.ORDER)
     assert pa.concat_tables(merged).equals(expected)
     assert max(t.num_rows for t in merged) < expected.num_rows  # merged piece by piece
+    # More runs than a writer merges at once: merged in groups first, then together.
+    monkeypatch.setattr(examples, "MERGE_FAN_IN", 2)
+    assert pa.concat_tables(list(examples.merge_all(urls, spill))).equals(expected)
+    assert len(list((tmp_path / "spill").iterdir())) == len(urls) + 3  # 5 -> 3 -> 2 runs: 3 written
 
     monkeypatch.setattr("pipelines.shards.ROW_GROUP_ROWS", 16)
     write_table(expected.select(SCHEMA.names), str(tmp_path / "at-once.parquet"))
