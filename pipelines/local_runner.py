@@ -31,18 +31,15 @@ def local_options(workers: int, **flags):
     )
 
 
-# Allocator settings for a job's worker processes (they inherit the environment when the
-# job starts them). Without them a worker's RSS kept growing with the corpus though it
-# holds one bucket at a time: Arrow's mimalloc pool and glibc's per-thread arenas (the SDK
-# harness runs bundles on a thread pool) keep what was freed. Measured on the examples job
-# (books text): a worker's peak at 10 MB 640-720 MB without, 466 MB with (467 MB at 2.5 MB
-# without). The mmap threshold is 4 MiB: at 128 KiB every numpy column of a batch was a
+# glibc's settings for a job's worker processes (they inherit the environment when the
+# job starts them; Arrow's own pool is jemalloc, see ``pipelines/__init__.py``). Without
+# them a worker's RSS kept growing with the corpus though it holds one bucket at a time:
+# glibc's per-thread arenas (the SDK harness runs bundles on a thread pool) keep what was
+# freed. The mmap threshold is 4 MiB: at 128 KiB every numpy column of a batch was a
 # fresh mmap whose pages the kernel zeroes, +2.7 CPU s on 14.5 at 10 MB with 2 workers for
 # the same peak (361 vs 358 MB); at 32 MiB the peak grew to 419 MB. (One worker runs in
-# this process, whose allocators were chosen when it started: Arrow reads its variable
-# once, and pyarrow.set_memory_pool does not reach Arrow's C++ readers and kernels.)
+# this process, whose allocators were chosen when it started.)
 WORKER_ENV = {
-    "ARROW_DEFAULT_MEMORY_POOL": "system",
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": str(4 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(8 << 20),
