@@ -71,7 +71,8 @@ from infra.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
-from pipelines.shards import SPILL, list_shards, metric_counters, regroup, remove_tree, shard_name, stable_hash, stable_hasher, write_row_groups
+from pipelines.shards import (SPILL, list_shards, merge_bounded, metric_counters, regroup, remove_tree, shard_name, stable_hash,
+                              stable_hasher, write_row_groups)
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +275,10 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
 # A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then cut per (length,
 # split, shard), sorted in shard order and written as run files of RUN_BATCH_ROWS-row
 # record batches; a shard's writer merges its runs holding about one batch of each, at
-# most MERGE_FAN_IN runs at a time (a shard has a run per flush of every worker: their
-# number grows with the corpus, about 100 at 320 MB of text).
+# most shards.MERGE_FAN_IN runs at a time (a shard has a run per flush of every worker:
+# their number grows with the corpus, about 100 at 320 MB of text).
 RUN_BYTES = 32 << 20
 RUN_BATCH_ROWS = 1024
-MERGE_FAN_IN = 64
 ORDER = [("_order", "ascending"), ("_iid", "ascending")]  # the rows' order in a shard
 
 
@@ -328,14 +328,9 @@ class _Run:
 
 def merge_all(urls: list[str], spill: str):
     """The rows of run files, each sorted in ``ORDER``, as tables in ``ORDER``, merging at
-    most ``MERGE_FAN_IN`` runs at once: past that, groups of runs are first merged into
-    longer runs under ``spill`` (one more pass over the rows per level), so that a
-    writer's memory does not grow with the number of runs. (The runs read are left to
-    the job's end, when the spill folder goes: a retried bundle finds them.)"""
-    while len(urls) > MERGE_FAN_IN:
-        groups = [urls[i : i + MERGE_FAN_IN] for i in range(0, len(urls), MERGE_FAN_IN)]
-        urls = [group[0] if len(group) == 1 else write_run(spill, merge_runs(group)) for group in groups]
-    return merge_runs(urls)
+    most ``MERGE_FAN_IN`` runs at once (``shards.merge_bounded``; longer runs go under
+    ``spill``)."""
+    return merge_bounded(urls, merge_runs, lambda tables: write_run(spill, tables))
 
 
 def merge_runs(urls: list[str]):

@@ -8,10 +8,12 @@ boundaries or runner. Every shard file exists even when empty, so a reader can t
 Memory is bounded whatever the corpus size: the rows themselves never go through the
 runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each bundle
 sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
-(a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled;
-each shard's writer merges its runs, reading 64 rows of each at a time, and
-writes row group after row group (8192 rows, or fewer once they hold 16 MB of text: a
-row group of whole books). ``_spill/`` is removed once every shard is written.
+(a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled.
+Each shard's writer merges its runs, holding one row group of each (64 rows, or fewer
+once they hold 1 MB of text) and at most ``MERGE_FAN_IN`` runs at once (more are first
+merged in groups into longer runs), and writes row group after row group (8192 rows, or
+fewer once they hold 16 MB of text: a row group of whole books). ``_spill/`` is removed
+once every shard is written.
 """
 
 from __future__ import annotations
@@ -106,15 +108,16 @@ def regroup(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS) -> Iterator[
         yield pa.concat_tables(pending)
 
 
-def row_groups(rows: Iterable[dict], schema: pa.Schema) -> Iterator[pa.Table]:
-    """Rows as tables of ``ROW_GROUP_ROWS`` rows, or fewer once they hold
-    ``ROW_GROUP_BYTES`` (by ``_row_bytes``): a row group of whole books stays small
-    enough to hold as Python rows."""
+def row_groups(rows: Iterable[dict], schema: pa.Schema, max_rows: int = ROW_GROUP_ROWS,
+               max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pa.Table]:
+    """Rows as tables of ``max_rows`` rows, or fewer once they hold ``max_bytes`` (by
+    ``_row_bytes``): a row group of whole books stays small enough to hold as Python
+    rows."""
     group, size = [], 0
     for row in rows:
         group.append(row)
         size += _row_bytes(row)
-        if len(group) == ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+        if len(group) == max_rows or size >= max_bytes:
             yield pa.Table.from_pylist(group, schema=schema)
             group, size = [], 0
     if group:
@@ -123,7 +126,38 @@ def row_groups(rows: Iterable[dict], schema: pa.Schema) -> Iterator[pa.Table]:
 
 SPILL = "_spill"
 SPILL_BYTES = 16 << 20  # text buffered per bundle before a run is written (64 MB: 337 MiB at x32 of the wiki sample, 324 at 16)
-_MERGE_BATCH = 64  # rows read at a time from each run (a merge holds this many per run)
+# A run's row groups, which a merge reads one at a time from each run it merges.
+RUN_GROUP_ROWS = 64
+RUN_GROUP_BYTES = 1 << 20
+# Runs merged at once. A shard gets a run from every flush of every worker, so their
+# number grows with the corpus (a full Wikipedia dump: about a thousand 16 MB flushes).
+MERGE_FAN_IN = 64
+
+
+def merge_bounded(runs: list[str], merge: Callable[[list[str]], Iterable], write_run: Callable[[Iterable], str]) -> Iterable:
+    """``merge(runs)``, merging at most ``MERGE_FAN_IN`` runs at once: past that, runs are
+    first merged into new runs (``write_run(merged) -> URL``), oldest first, each new run
+    going to the back, just enough of them that ``MERGE_FAN_IN`` are left, so that a
+    writer's memory does not grow with the number of runs and few rows are written twice
+    (100 runs: 37 merged first, then 64). Runs merged this way are left to the job's end,
+    when the spill folder goes: a retried bundle finds them."""
+    runs = list(runs)
+    while len(runs) > MERGE_FAN_IN:
+        take = min(MERGE_FAN_IN, len(runs) - MERGE_FAN_IN + 1)
+        runs = [*runs[take:], write_run(merge(runs[:take]))]
+    return merge(runs)
+
+
+def _write_run(folder: str, rows: Iterable[dict], schema: pa.Schema) -> str:
+    """Rows, in key order, as a new Parquet run file under ``folder`` (not compressed:
+    read once, then deleted); returns its URL."""
+    fs, path = fsspec.core.url_to_fs(folder)
+    fs.makedirs(path, exist_ok=True)
+    run = posixpath.join(path, f"{uuid.uuid4().hex}.parquet")
+    with fs.open(run, "wb") as f, pq.ParquetWriter(f, schema, compression="none") as writer:
+        for group in row_groups(rows, schema, RUN_GROUP_ROWS, RUN_GROUP_BYTES):
+            writer.write_table(group)
+    return fs.unstrip_protocol(run)
 
 
 def _row_bytes(row: dict) -> int:
@@ -139,7 +173,7 @@ def _row_bytes(row: dict) -> int:
 
 class _SpillRuns(beam.DoFn):
     """Rows -> (shard, run file URL): per bundle, each shard's rows sorted by key, written
-    as Parquet runs of ``schema`` (not compressed: read once, then deleted)."""
+    as Parquet runs of ``schema``."""
 
     def __init__(self, spill: str, schema: pa.Schema, num_shards: int, key, spill_bytes: int):
         self.spill, self.schema, self.num_shards, self.key = spill, schema, num_shards, key
@@ -163,31 +197,23 @@ class _SpillRuns(beam.DoFn):
             yield GlobalWindows.windowed_value(shard_run)
 
     def _flush(self):
-        fs, path = fsspec.core.url_to_fs(self.spill)
         for shard, rows in sorted(self.rows.items()):
             rows.sort(key=self.key)
-            run = posixpath.join(path, f"{shard:05d}", f"{uuid.uuid4().hex}.parquet")
-            fs.makedirs(posixpath.dirname(run), exist_ok=True)
-            with fs.open(run, "wb") as f:
-                pq.write_table(pa.Table.from_pylist(rows, schema=self.schema), f, compression="none",
-                               row_group_size=_MERGE_BATCH)
-            yield shard, fs.unstrip_protocol(run)
+            yield shard, _write_run(posixpath.join(self.spill, f"{shard:05d}"), rows, self.schema)
         self.rows, self.buffered = {}, 0
-
-
-def _read_run(url: str):
-    with fsspec.open(url, "rb") as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=_MERGE_BATCH):
-            yield from batch.to_pylist()
 
 
 class _MergeRuns(beam.DoFn):
     """(shard, [run URLs or None]) -> the shard file: the runs merged in key order, one
-    row per key (``pick`` chooses among rows with the same key), ``schema``'s columns."""
+    row per key (``pick`` chooses among rows with the same key), ``schema``'s columns.
+    Runs merged in groups first go under ``spill`` (``spill_schema``: all the rows'
+    fields)."""
 
-    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key, pick, count_row):
+    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key, pick, count_row,
+                 spill: str, spill_schema: pa.Schema):
         self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
         self.key, self.pick, self.count_row = key, pick, count_row
+        self.spill, self.spill_schema = spill, spill_schema
         self.count = Counters("shards")
 
     def setup(self):
@@ -196,12 +222,16 @@ class _MergeRuns(beam.DoFn):
     def process(self, element):
         index, runs = element
         runs = sorted(r for r in runs if r is not None)  # a fixed order for equal keys
-        merged = heapq.merge(*(_read_run(r) for r in runs), key=self.key)
+        folder = posixpath.join(self.spill, f"{index:05d}")
+        merged = merge_bounded(runs, self._merge, lambda rows: _write_run(folder, rows, self.spill_schema))
         name = shard_name(self.prefix, index, self.num_shards)
         rows = (self._one_row(list(same)) for _, same in itertools.groupby(merged, key=self.key))
         written = write_row_groups(row_groups(rows, self.schema), posixpath.join(self.output.rstrip("/"), name), self.schema)
         self.count(f"{self.prefix}_rows", written)
         yield name, written
+
+    def _merge(self, runs: list[str]) -> Iterator[dict]:
+        return heapq.merge(*(read_rows([run]) for run in runs), key=self.key)
 
     def _one_row(self, same: list[dict]) -> dict:
         if len(same) > 1:
@@ -249,7 +279,7 @@ class WriteParquetShards(beam.PTransform):
             | "Flatten" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
             | "MergeRuns" >> beam.ParDo(_MergeRuns(self.output, self.prefix, self.schema, n, self.key, self.pick,
-                                                   self.count_row))
+                                                   self.count_row, spill, self.spill_schema))
         )
         # Once every shard is written (the count waits for all of them), the runs go.
         _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)

@@ -60,6 +60,23 @@ def test_rows_spill_to_runs_that_merge_into_the_same_bytes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "many-runs").iterdir()) == [u.rsplit("/", 1)[1] for u in many]
 
 
+def test_a_writer_merges_a_bounded_number_of_runs_at_once(tmp_path, monkeypatch):
+    # About 20 runs a shard, of one-row row groups, merged 2 at a time: groups of runs are
+    # first merged into longer runs, level after level. The same files as one run a shard.
+    from pipelines import shards
+
+    merged: list[int] = []
+    merge = shards._MergeRuns._merge
+    monkeypatch.setattr(shards._MergeRuns, "_merge", lambda self, runs: merged.append(len(runs)) or merge(self, runs))
+    monkeypatch.setattr(shards, "MERGE_FAN_IN", 2)
+    monkeypatch.setattr(shards, "RUN_GROUP_ROWS", 1)
+    _write(str(tmp_path / "one-run"), 1)
+    _write(str(tmp_path / "fan-in-2"), 1, spill_bytes=500)
+    one, fan_in_2 = list_shards(str(tmp_path / "one-run"), "rows"), list_shards(str(tmp_path / "fan-in-2"), "rows")
+    assert [open(u, "rb").read() for u in one] == [open(u, "rb").read() for u in fan_in_2]
+    assert max(merged) == 2 and len(merged) > 3 * 10  # 3 shards: 19 merges for 20 runs
+
+
 def test_rows_with_one_key_are_one_row(tmp_path):
     p = beam.Pipeline(options=beam_options(direct_num_workers=1))
     rows = p | beam.Create([{"id": "a", "n": 2}, {"id": "b", "n": 1}, {"id": "a", "n": 1}, {"id": "a", "n": 3}])

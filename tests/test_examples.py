@@ -306,9 +306,9 @@ def test_run_merge_is_a_sort_and_writes_the_same_bytes(tmp_path, monkeypatch):
     assert pa.concat_tables(merged).equals(expected)
     assert max(t.num_rows for t in merged) < expected.num_rows  # merged piece by piece
     # More runs than a writer merges at once: merged in groups first, then together.
-    monkeypatch.setattr(examples, "MERGE_FAN_IN", 2)
+    monkeypatch.setattr("pipelines.shards.MERGE_FAN_IN", 2)
     assert pa.concat_tables(list(examples.merge_all(urls, spill))).equals(expected)
-    assert len(list((tmp_path / "spill").iterdir())) == len(urls) + 3  # 5 -> 3 -> 2 runs: 3 written
+    assert len(list((tmp_path / "spill").iterdir())) == len(urls) + 3  # 5 -> 4 -> 3 -> 2 runs: 3 written
 
     monkeypatch.setattr("pipelines.shards.ROW_GROUP_ROWS", 16)
     write_table(expected.select(SCHEMA.names), str(tmp_path / "at-once.parquet"))
