@@ -10,10 +10,10 @@ runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each
 sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
 (a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled.
 Each shard's writer merges its runs, holding one row group of each (64 rows, or fewer
-once they hold 1 MB of text) and at most ``MERGE_FAN_IN`` runs at once (more are first
-merged in groups into longer runs), and writes row group after row group (8192 rows, or
-fewer once they hold 16 MB of text: a row group of whole books). ``_spill/`` is removed
-once every shard is written.
+once they hold 1 MB of text) and at most ``MERGE_FAN_IN`` runs at once (past that, just
+enough runs are first merged into a longer one), and writes row group after row group
+(8192 rows, or fewer once they hold 16 MB of text: a row group of whole books).
+``_spill/`` is removed once every shard is written.
 """
 
 from __future__ import annotations

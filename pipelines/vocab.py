@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from infra.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
-from .local_runner import freeze_heap, local_options
+from .local_runner import freeze_heap, local_options, worker_allocators
 from .shards import list_shards, metric_counters, read_rows, stable_hash
 
 log = logging.getLogger(__name__)
@@ -320,8 +320,9 @@ def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, 
     fs.makedirs(path, exist_ok=True)
     p = beam.Pipeline(options=options)
     build(p, inputs, output, cfg, given_vocab)
-    result = p.run()
-    result.wait_until_finish()
+    with worker_allocators():
+        result = p.run()
+        result.wait_until_finish()
     counters = {k: float(v) for k, v in metric_counters(result).items()}
     with fsspec.open(posixpath.join(output.rstrip("/"), "report.json"), "r") as f:
         report = json.load(f)
