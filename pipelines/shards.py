@@ -141,7 +141,6 @@ def merge_bounded(runs: list[str], merge: Callable[[list[str]], Iterable], write
     writer's memory does not grow with the number of runs and few rows are written twice
     (100 runs: 37 merged first, then 64). Runs merged this way are left to the job's end,
     when the spill folder goes: a retried bundle finds them."""
-    runs = list(runs)
     while len(runs) > MERGE_FAN_IN:
         take = min(MERGE_FAN_IN, len(runs) - MERGE_FAN_IN + 1)
         runs = [*runs[take:], write_run(merge(runs[:take]))]

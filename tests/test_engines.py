@@ -61,8 +61,8 @@ def test_rows_spill_to_runs_that_merge_into_the_same_bytes(tmp_path):
 
 
 def test_a_writer_merges_a_bounded_number_of_runs_at_once(tmp_path, monkeypatch):
-    # About 20 runs a shard, of one-row row groups, merged 2 at a time: groups of runs are
-    # first merged into longer runs, level after level. The same files as one run a shard.
+    # About 20 runs a shard, of one-row row groups, merged 2 at a time: runs are first
+    # merged two by two into longer runs until 2 are left. The same files as one run a shard.
     from pipelines import shards
 
     merged: list[int] = []
