@@ -44,7 +44,7 @@ import posixpath
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -236,6 +236,20 @@ def save_checkpoint(folder: str, model, optimizer, schedule, state: dict) -> Non
         json.dump({"step": state["step"], "files": files}, f, indent=2)
 
 
+@contextmanager
+def checkpoint_folder(checkpoint, rank: int):
+    """A local folder with ``checkpoint``'s files: its own folder when it is on a local
+    disk, else a copy of this worker's own. (``Checkpoint.as_directory`` shares one
+    download folder between the workers of a node, and raced: a 2-worker resume from S3
+    failed with "Checkpoint directory ... does not exist, even though it should have been
+    created by another process".)"""
+    if checkpoint.filesystem.type_name == "local":
+        yield checkpoint.path
+        return
+    with tempfile.TemporaryDirectory(prefix=f"bertflow-resume-rank{rank}-") as folder:
+        yield checkpoint.to_directory(folder)
+
+
 def load_checkpoint(folder: str, model, optimizer, schedule) -> dict:
     """Restore a checkpoint written by ``save_checkpoint``; returns its state.json."""
     import torch
@@ -328,7 +342,7 @@ def train_loop(config: dict) -> None:
     start_step, resumes = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as folder:
+        with checkpoint_folder(checkpoint, rank) as folder:
             state = load_checkpoint(folder, model, optimizer, schedule)
         start_step = state["step"]
         resumes = state.get("resumed_at", []) + [start_step]
