@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
-from . import engines, storage
+from contracts import storage
+
+from . import engines
 from .kinds import KINDS, Resources, StepContext
 from .spec import Workflow
 

@@ -16,7 +16,7 @@ from collections import Counter
 
 import fsspec
 
-from infra.storage import write_bytes_atomic
+from contracts.storage import write_bytes_atomic
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)

@@ -67,7 +67,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
-from infra.storage import write_bytes_atomic, write_json
+from contracts.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)

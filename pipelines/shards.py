@@ -18,7 +18,6 @@ enough runs are first merged into a longer one), and writes row group after row 
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import posixpath
@@ -31,36 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
-from infra.storage import atomic_file
+from contracts.hashing import stable_hash, stable_hasher  # noqa: F401 - re-exported for the jobs
+from contracts.storage import atomic_file
 from pipelines.counters import Counters
 from pipelines.local_runner import freeze_heap
-
-
-def stable_hash(*parts: Any) -> int:
-    """A 64-bit hash of ``parts`` that is the same in every process and on every machine
-    (Python's ``hash`` is salted per process)."""
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(_hash_part(part))
-    return int.from_bytes(h.digest(), "little")
-
-
-def _hash_part(part: Any) -> bytes:
-    return str(part).encode("utf-8") + b"\x1f"  # the separator: ("ab", "c") != ("a", "bc")
-
-
-def stable_hasher(*prefix: Any) -> Callable[[str], int]:
-    """``key -> stable_hash(*prefix, key)``, the prefix hashed once (for a hash per row)."""
-    start = hashlib.blake2b(digest_size=8)
-    for part in prefix:
-        start.update(_hash_part(part))
-
-    def hash_key(key: str) -> int:
-        h = start.copy()
-        h.update(_hash_part(key))
-        return int.from_bytes(h.digest(), "little")
-
-    return hash_key
 
 
 def shard_name(prefix: str, index: int, num_shards: int) -> str:

@@ -32,7 +32,7 @@ import fsspec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from infra.storage import write_bytes_atomic, write_json
+from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
 from .local_runner import freeze_heap, local_options, worker_allocators

@@ -14,7 +14,7 @@ import fsspec
 import pytest
 import yaml
 
-from infra import storage
+from contracts import storage
 from infra.cli import main
 from infra.runner import SUCCESS, Runner, StepFailed
 from infra.spec import SpecFile

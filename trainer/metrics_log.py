@@ -24,7 +24,7 @@ from typing import Callable
 
 import fsspec
 
-from infra.storage import is_local
+from contracts.storage import is_local
 
 JSONL = "metrics.jsonl"
 TENSORBOARD = "tensorboard"

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infra.storage import write_bytes_atomic, write_json
+from contracts.storage import write_bytes_atomic, write_json
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import fsspec
 
-from infra.storage import is_local
+from contracts.storage import is_local
 from trainer.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import traceback
 from dataclasses import fields, replace
 from typing import Any
 
-from infra.storage import write_bytes_atomic, write_json
+from contracts.storage import write_bytes_atomic, write_json
 
 from .config import TaskConfig, TrialConfig
 from .trial import _join, run_trial

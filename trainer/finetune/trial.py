@@ -39,7 +39,7 @@ from typing import Any
 import fsspec
 import torch
 
-from infra.storage import is_local, write_bytes_atomic, write_json
+from contracts.storage import is_local, write_bytes_atomic, write_json
 
 from .config import TaskConfig, TrialConfig
 

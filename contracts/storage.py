@@ -31,9 +31,36 @@ def fs_for(url: str):
 
 def is_local(url: str) -> bool:
     """Whether ``url`` names this machine's file system (a plain path or file://)."""
-    fs, _ = fs_for(url)
+    return is_local_fs(fs_for(url)[0])
+
+
+def url_of(fs, path: str) -> str:
+    """The URL of ``path`` on ``fs``: a plain path on the local disk, else with the
+    store's protocol put back (fsspec's paths drop it)."""
+    return path if is_local_fs(fs) else fs.unstrip_protocol(path)
+
+
+def is_local_fs(fs) -> bool:
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
+
+
+def glob(url: str) -> list[str]:
+    """The URLs matching the pattern ``url``, sorted."""
+    fs, path = fs_for(url)
+    return [url_of(fs, p) for p in sorted(fs.glob(path))]
+
+
+def remove_tree(url: str) -> None:
+    """Remove the folder ``url`` and all in it, if it is there."""
+    fs, path = fs_for(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def read_text(url: str) -> str:
+    with fsspec.open(url, "rt", encoding="utf-8") as f:
+        return f.read()
 
 
 def exists(url: str) -> bool:
