@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from contracts import storage
+from contracts.config import hashed
 
 from . import engines
 from .kinds import KINDS, Resources, StepContext
@@ -102,7 +103,9 @@ class Runner:
         for name in workflow.order:
             step = workflow.steps[name]
             kind = KINDS[step.kind]
-            params = workflow.params[name].model_dump(mode="json")
+            # Operational parameters (logging, checkpoint cadence, retries) leave the hash
+            # alone: changing one reuses a done step and resumes a failed one in its folder.
+            params = hashed(workflow.params[name])
             inputs = {k: [self.hashes[s] for s in v] for k, v in sorted(workflow.inputs(name).items())}
             self.hashes[name] = step_hash(step.kind, kind.version, params, inputs)
 
@@ -218,6 +221,9 @@ class Runner:
                 params=self.wf.params[p.name],
                 resources=Resources(**step.resources.model_dump()),
                 base_dir=self.wf.base_dir,
+                beam={"runner": self.wf.beam.runner, "options": dict(self.wf.beam.options),
+                      "job_name": f"bertflow-{p.name}-{p.hash}".lower().replace("_", "-")},
+                ray=self.wf.ray.model_dump(),
                 beam_options=functools.partial(self._beam_options, p),
                 ray_init=functools.partial(
                     engines.ray_init, self.wf.ray.address, self.wf.ray.num_cpus, self.wf.ray.num_gpus
@@ -250,9 +256,12 @@ class Runner:
             logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, _short(counters))
             self._close_log(p, local_log, handler)
             handler = None
-            self._write_status(p, "done", log=outcome.log)
-            # Last: from here on the step is done.
+            # From here on the step is done; the status follows the manifest, never leads it.
             storage.write_json(storage.join(p.output, SUCCESS), manifest)
+            try:
+                self._write_status(p, "done", log=outcome.log)
+            except Exception:  # noqa: BLE001 - the manifest says done; a stale status must not undo it
+                logger.exception("step %s: done, but its %s could not be updated", p.name, STATUS)
         except BaseException as e:  # noqa: BLE001 - a failed step must be recorded, whatever it raised
             outcome.action = "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed"
             outcome.seconds = time.time() - t0

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .kinds import KINDS, PLANNED
+from .kinds import KINDS
 
 
 class Strict(BaseModel):
@@ -183,7 +183,6 @@ class SpecFile:
             self.spec = Spec.model_validate(raw)
         except ValidationError as e:
             raise SpecError(self._with_lines(pydantic_errors(e))) from None
-        self.missing_kinds: dict[str, list[str]] = {}  # planned kind -> steps needing it
         errors: list[str] = []
         for wname, wf in self.spec.workflows.items():
             errors += self._check_workflow(wname, wf)
@@ -196,11 +195,7 @@ class SpecFile:
             at = f"workflows.{wname}.steps.{sname}"
             kind = KINDS.get(step.kind)
             if kind is None:
-                if step.kind in PLANNED:
-                    self.missing_kinds.setdefault(step.kind, []).append(f"{wname}.{sname}")
-                else:
-                    known = ", ".join(sorted(set(KINDS) | set(PLANNED)))
-                    errors.append(f"{at}.kind: unknown step kind '{step.kind}' (known kinds: {known})")
+                errors.append(f"{at}.kind: unknown step kind '{step.kind}' (known kinds: {', '.join(sorted(KINDS))})")
                 continue
             try:
                 kind.Params.model_validate(step.params)
@@ -247,13 +242,7 @@ class SpecFile:
     def workflow(self, name: str) -> Workflow:
         if name not in self.spec.workflows:
             raise SpecError([f"workflows.{name}: no such workflow (this file has: {', '.join(self.workflows)})"])
-        self.require_kinds(name)
         return Workflow(name, self.spec, self.spec.workflows[name], self.base_dir)
-
-    def require_kinds(self, name: str) -> None:
-        lacking = sorted(k for k, steps in self.missing_kinds.items() if any(s.startswith(f"{name}.") for s in steps))
-        if lacking:
-            raise SpecError([f"workflows.{name}: needs step kinds this version of bertflow lacks: {', '.join(lacking)}"])
 
 
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:

@@ -10,6 +10,7 @@ import time
 import fsspec
 from pydantic import Field
 
+from contracts.config import operational
 from infra.kinds import KINDS, Input, Params, StepKind, register
 
 CALLS: list[str] = []  # step names, in the order this process ran them
@@ -18,7 +19,7 @@ CALLS: list[str] = []  # step names, in the order this process ran them
 class TextParams(Params):
     text: str
     copies: int = Field(default=1, ge=1)
-    sleep: float = Field(default=0, ge=0)
+    sleep: float = operational(0, ge=0)  # how long the step takes, not what it writes
 
 
 class JoinParams(Params):

@@ -116,6 +116,34 @@ def test_resources_do_not_change_the_hash(tmp_path):
     assert a.hashes == b.hashes
 
 
+def test_operational_parameters_do_not_change_the_hash(tmp_path, calls):
+    # How long a step takes is not what it writes: a done step is reused, and a failed one
+    # would resume in its own folder, whatever the operational settings say.
+    url = str(tmp_path / "runs")
+    before = make_runner(url, tmp_path)
+    before.run()
+    calls.clear()
+    after = make_runner(url, tmp_path, hello={"sleep": 0.01})
+    assert after.hashes == before.hashes
+    assert {o.action for o in after.run()} == {"reused"} and calls == []
+    assert storage.read_json(f"{before.output('hello')}/{SUCCESS}")["params"]["sleep"] == 0
+
+
+def test_manifest_is_written_before_the_status_says_done(tmp_path, monkeypatch):
+    written: list[str] = []
+    write_json = storage.write_json
+
+    def recording(url, obj):
+        written.append(f"{url.rsplit('/', 1)[1]}:{obj.get('state', '')}")
+        write_json(url, obj)
+
+    monkeypatch.setattr(storage, "write_json", recording)
+    r = make_runner(str(tmp_path / "runs"), tmp_path)
+    r.run(only="hello")
+    hello = [w for w in written if not w.startswith("2")]  # not the run record
+    assert hello == ["_status.json:running", "_SUCCESS.json:", "_status.json:done"]
+
+
 def test_failed_step_leaves_no_manifest_and_is_redone(tmp_path, calls):
     url = str(tmp_path / "runs")
     r = make_runner(url, tmp_path, joined={"fail": True})

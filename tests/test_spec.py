@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from infra.cli import main
-from infra.kinds import PLANNED
 from infra.spec import SpecError, load
 from tests import runner_kinds  # noqa: F401 - registers the test kinds
 
@@ -94,16 +93,12 @@ def test_set_overrides_a_parameter(tmp_path):
         load(path, ["copies=3"])
 
 
-def test_validate_names_kinds_this_version_lacks(tmp_path, capsys, monkeypatch):
-    # A kind that DESIGN.md plans but this build does not register.
-    monkeypatch.setattr("infra.spec.PLANNED", (*PLANNED, "distill"))
+def test_unknown_kind_names_the_known_ones(tmp_path, capsys):
     path = tmp_path / "workflows.yaml"
     path.write_text(GOOD.replace("kind: test_text", "kind: distill").replace("params: {text: hi}", "params: {}"))
-    assert main(["validate", "-f", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "not in this version: step kind 'distill' (needed by w.a)" in out
-    assert main(["run", "w", "-f", str(path)]) == 2
-    assert "needs step kinds this version of bertflow lacks: distill" in capsys.readouterr().err
+    assert main(["validate", "-f", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "workflows.w.steps.a.kind: unknown step kind 'distill' (known kinds: " in err and "pretrain" in err
 
 
 def test_bad_yaml_and_missing_file(tmp_path, capsys):

@@ -50,8 +50,13 @@ class StepContext:
     params: Any  # the kind's validated Params
     resources: Resources
     base_dir: Path  # folder of the workflow file: relative data paths resolve against it
-    beam_options: Callable[..., Any]  # (**overrides) -> apache_beam PipelineOptions
-    ray_init: Callable[[], None]  # connects this process to Ray (local or an address)
+    # The engines' settings from the spec: a Beam kind passes `beam` to
+    # pipelines.local_runner.pipeline_options, a Ray kind `ray` to trainer.launch.connect_ray.
+    beam: dict[str, Any] = field(default_factory=dict)  # runner, options, job_name
+    ray: dict[str, Any] = field(default_factory=dict)  # address, num_cpus, num_gpus
+    # TRANSITIONAL (removed once every kind uses `beam` / `ray`)
+    beam_options: Callable[..., Any] | None = None
+    ray_init: Callable[[], None] | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("bertflow.step"))
 
     def input(self, name: str) -> str:

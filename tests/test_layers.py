@@ -1,0 +1,83 @@
+"""Layers run one way: contracts <- pipelines, trainer <- infra (only where a kind runs).
+
+    contracts   imports nothing of ours
+    pipelines   imports contracts (never trainer, never infra)
+    trainer     imports contracts (never pipelines, never infra)
+    infra       imports pipelines and trainer only inside a kind's functions (infra/kinds/),
+                so that loading the spec and the CLI pays for no engine
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = ("contracts", "pipelines", "trainer", "infra")
+ALLOWED = {
+    "contracts": {"contracts"},
+    "pipelines": {"contracts", "pipelines"},
+    "trainer": {"contracts", "trainer"},
+    "infra": {"contracts", "infra"},
+}
+
+
+def imports(path: Path):
+    """(imported top-level package of ours, line, inside a function?) for each import."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name == "__init__.py":
+        package += ".__init__"
+    tree = ast.parse(path.read_text(), str(path))
+
+    def walk(node, in_function):
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    yield alias.name.split(".")[0], child.lineno, inside
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")[: -child.level]
+                    yield base[0], child.lineno, inside
+                elif child.module:
+                    yield child.module.split(".")[0], child.lineno, inside
+            yield from walk(child, inside)
+
+    return [(top, line, inside) for top, line, inside in walk(tree, False) if top in OURS]
+
+
+def test_imports_run_one_way():
+    wrong = []
+    for layer in OURS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for top, line, inside in imports(path):
+                if top in ALLOWED[layer]:
+                    continue
+                where = path.relative_to(ROOT)
+                # infra reaches the jobs only from a kind's functions, where the kind runs one.
+                if layer == "infra" and top in ("pipelines", "trainer") and inside and where.parts[1] == "kinds":
+                    continue
+                wrong.append(f"{where}:{line} imports {top}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_walk_sees_a_wrong_import(tmp_path, monkeypatch):
+    # The checker itself: a module-level import of a job in infra is caught.
+    fake = tmp_path / "infra" / "engine.py"
+    fake.parent.mkdir()
+    fake.write_text("from pipelines.local_runner import x\n\ndef f():\n    from trainer import y\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert [(top, inside) for top, _, inside in imports(fake)] == [("pipelines", False), ("trainer", True)]
+
+
+def test_the_spec_and_the_cli_load_no_engine():
+    code = (
+        "import sys, infra.cli, infra.kinds\n"
+        "from infra.kinds import KINDS\n"
+        "assert set(KINDS) >= {'wikipedia', 'books', 'vocab', 'pretraining_data', 'pretrain', 'finetune'}, KINDS\n"
+        "print(sorted(m for m in ('apache_beam', 'torch', 'ray', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
