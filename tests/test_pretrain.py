@@ -163,3 +163,32 @@ def test_kind_params_fail_clearly():
             P(**bad)
     with pytest.raises(ValueError, match="multiple of 6"):
         PretrainConfig(examples="x", output="y", batch_size=8, workers=2, grad_accum=3).check()
+
+
+def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):
+    from trainer import checkpoint
+    from trainer.model import BertConfig, BertForPreTraining
+    from trainer.optim import build_optimizer, build_schedule
+
+    def make(seed):
+        torch.manual_seed(seed)
+        model = BertForPreTraining(BertConfig.from_name("tiny", 100))
+        optimizer = build_optimizer(model, "adamw", 1e-3, 0.01)
+        return model, optimizer, build_schedule(optimizer, 1, 10, "linear")
+
+    root = "memory://ckpt-test/checkpoints"
+    model, optimizer, schedule = make(0)
+    assert checkpoint.load_latest(root, model) is None
+    for step in (1, 2, 3):
+        schedule.step()
+        checkpoint.save_to(root, model, optimizer, schedule, {"step": step, "epoch": step}, keep=2)
+    assert [s for s, _ in checkpoint.list_checkpoints(root)] == [2, 3]
+    fresh, fresh_opt, fresh_schedule = make(1)
+    assert checkpoint.load_latest(root, fresh, fresh_opt, fresh_schedule) == {"step": 3, "epoch": 3}
+    assert fresh_schedule.state_dict() == schedule.state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    # a folder without its manifest (a write that died) is not a checkpoint
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/ckpt-test/checkpoints/step-0000003/checkpoint.json")
+    assert checkpoint.latest(root).endswith("step-0000002")

@@ -44,19 +44,18 @@ import posixpath
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import fsspec
 
-from contracts.storage import is_local
+from trainer.checkpoint import CHECKPOINTS
 from trainer.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 
 VOCAB_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-CHECKPOINTS = "checkpoints"  # Ray Train run name: checkpoints land in {output}/checkpoints/step-N
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
@@ -116,18 +115,6 @@ class PretrainConfig:
 
 def _fs(url: str):
     return fsspec.core.url_to_fs(url)
-
-
-def ray_storage(url: str):
-    """(storage_path, storage_filesystem) for Ray Train's ``RunConfig``: a local absolute
-    path as is; anything else through a pyarrow filesystem wrapping the fsspec one, so every
-    fsspec backend (s3 with a custom endpoint, gcs, ...) works the same."""
-    fs, path = _fs(url)
-    if is_local(url):
-        return os.path.abspath(path), None
-    import pyarrow.fs as pafs
-
-    return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
 def join(url: str, *parts: str) -> str:
@@ -217,61 +204,6 @@ def metric_tag(name: str) -> str:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(folder: str, model, optimizer, schedule, state: dict) -> None:
-    """A checkpoint into the local ``folder`` (Ray Train uploads it): weights, optimizer and
-    schedule, and ``state.json``; ``checkpoint.json`` (files and sizes) is written last."""
-    import torch
-    from safetensors.torch import save_file
-
-    from trainer.model import _tied_keys
-
-    tied = _tied_keys(model)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
-    save_file(weights, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, os.path.join(folder, "optimizer.pt"))
-    with open(os.path.join(folder, "state.json"), "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True)
-    files = {n: os.path.getsize(os.path.join(folder, n)) for n in sorted(os.listdir(folder))}
-    with open(os.path.join(folder, "checkpoint.json"), "w") as f:
-        json.dump({"step": state["step"], "files": files}, f, indent=2)
-
-
-@contextmanager
-def checkpoint_folder(checkpoint, rank: int):
-    """A local folder with ``checkpoint``'s files: its own folder when it is on a local
-    disk, else a copy of this worker's own. (``Checkpoint.as_directory`` shares one
-    download folder between the workers of a node, and raced: a 2-worker resume from S3
-    failed with "Checkpoint directory ... does not exist, even though it should have been
-    created by another process".)"""
-    if checkpoint.filesystem.type_name == "local":
-        yield checkpoint.path
-        return
-    with tempfile.TemporaryDirectory(prefix=f"bertflow-resume-rank{rank}-") as folder:
-        yield checkpoint.to_directory(folder)
-
-
-def load_checkpoint(folder: str, model, optimizer, schedule) -> dict:
-    """Restore a checkpoint written by ``save_checkpoint``; returns its state.json."""
-    import torch
-    from safetensors.torch import load_file
-
-    with open(os.path.join(folder, "checkpoint.json")) as f:
-        manifest = json.load(f)
-    for name, size in manifest["files"].items():
-        path = os.path.join(folder, name)
-        if not os.path.exists(path) or os.path.getsize(path) != size:
-            raise RuntimeError(f"checkpoint {folder} is incomplete: {name} missing or truncated")
-    result = model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")), strict=False)
-    if result.unexpected_keys or [k for k in result.missing_keys if not k.startswith("cls.predictions.decoder")]:
-        raise RuntimeError(f"checkpoint {folder} does not fit the model: {result}")
-    model.tie_weights()
-    opt = torch.load(os.path.join(folder, "optimizer.pt"), map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(opt["optimizer"])
-    schedule.load_state_dict(opt["schedule"])
-    with open(os.path.join(folder, "state.json")) as f:
-        return json.load(f)
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -321,6 +253,9 @@ def train_loop(config: dict) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    from trainer.checkpoint import load as load_checkpoint
+    from trainer.checkpoint import ray_checkpoint_folder, step_name
+    from trainer.checkpoint import save as save_checkpoint
     from trainer.data import IGNORE, Collator, ExampleStream, Masking, Prefetch, Vocab, list_split, read_eval, stable_seed, train_batches
     from trainer.model import BertForPreTraining, save_pretrained
     from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
@@ -342,7 +277,7 @@ def train_loop(config: dict) -> None:
     start_step, resumes = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint_folder(checkpoint, rank) as folder:
+        with ray_checkpoint_folder(checkpoint, rank) as folder:
             state = load_checkpoint(folder, model, optimizer, schedule)
         start_step = state["step"]
         resumes = state.get("resumed_at", []) + [start_step]
@@ -467,7 +402,7 @@ def train_loop(config: dict) -> None:
                     save_checkpoint(tmp, model, optimizer, schedule, state)
                     metrics_log.sync()
                     ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"step-{done:07d}")
+                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=step_name(done))
         else:
             ray.train.report(metrics)
         if done in cfg.crash_at:
@@ -538,10 +473,8 @@ def _progress_callback(total_steps: int):
 
 def pretrain(cfg: PretrainConfig) -> dict[str, float]:
     """Run (or resume) pretraining on the connected Ray cluster; returns the final metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from trainer.data import list_split
+    from trainer.launch import torch_trainer
 
     cfg.check()
     vocab_folder(cfg)  # fail here, not in every worker
@@ -549,26 +482,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, float]:
         raise FileNotFoundError(f"no train-*.parquet in {cfg.examples}: is it a pretraining_data output?")
     if cfg.init:
         init_folder(cfg.init)
-    if cfg.output.startswith("memory://"):
-        raise ValueError("pretrain output must be storage every Ray worker sees (a local path, s3://, gs://), not memory://")
-    storage_path, storage_fs = ray_storage(cfg.output)
-    use_gpu = cfg.gpus_per_worker > 0
-    resources = {"CPU": cfg.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.gpus_per_worker
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=asdict(cfg),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=CHECKPOINTS,
-            storage_path=storage_path,
-            storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-            callbacks=[_progress_callback(cfg.steps)],
-        ),
+    trainer = torch_trainer(
+        train_loop, asdict(cfg), output=cfg.output, name=CHECKPOINTS, workers=cfg.workers,
+        cpus_per_worker=cfg.cpus_per_worker, gpus_per_worker=cfg.gpus_per_worker,
+        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints,
+        callbacks=[_progress_callback(cfg.steps)],
     )
     started = time.time()
     result = trainer.fit()
@@ -606,14 +524,10 @@ def main(argv=None) -> None:
         args["model"] = json.loads(args["model"])
     cfg = PretrainConfig(**args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import ray
+    from trainer.launch import connect_ray
 
-    if address:
-        ray.init(address=address)
-    else:
-        # address="local": a new Ray of our own, even when another one runs on this machine
-        ray.init(address="local", num_cpus=num_cpus or math.ceil(cfg.workers * cfg.cpus_per_worker),
-                 num_gpus=math.ceil(cfg.workers * cfg.gpus_per_worker), include_dashboard=False)
+    connect_ray(address, num_cpus or math.ceil(cfg.workers * cfg.cpus_per_worker),
+                math.ceil(cfg.workers * cfg.gpus_per_worker))
     final = pretrain(cfg)
     print(json.dumps(final, indent=2, sort_keys=True))
 
