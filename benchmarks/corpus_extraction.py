@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.measure import measure, print_scaling  # noqa: E402
 from pipelines.multistream import write_multistream  # noqa: E402
 from pipelines.sentences import split_sentences  # noqa: E402
-from pipelines.shards import list_shards, read_rows  # noqa: E402
+from contracts.layout import list_shards  # noqa: E402
+from pipelines.shards import read_rows  # noqa: E402
 
 SAMPLE = ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
 WORK = ROOT / "bench-runs" / "corpus_extraction"

@@ -96,7 +96,8 @@ def make_inputs(work: Path, size_mb: float, docs: list[list[str]]) -> tuple[Path
     the same documents as documents shards. Returns (text file, shards folder, words)."""
     import pyarrow as pa
 
-    from pipelines.shards import shard_name, write_table
+    from contracts.layout import shard_name
+    from pipelines.shards import write_table
 
     name = f"{size_mb:g}mb"
     text, shards = work / f"{name}.txt", work / f"{name}-documents"

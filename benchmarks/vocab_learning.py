@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from infra.engines import beam_options  # noqa: E402
 from pipelines import books, bert_tokenizer, vocab, wikipedia, wordpiece  # noqa: E402
-from pipelines.shards import list_shards, read_rows  # noqa: E402
+from contracts.layout import list_shards, read_vocab  # noqa: E402
+from pipelines.shards import read_rows  # noqa: E402
 
 HELDOUT_FRACTION = 0.1
 SEED = 12345
@@ -81,7 +82,7 @@ def run_ours(inputs: list[str], size: int, out: Path, workers: int) -> tuple[lis
     start = time.perf_counter()
     wordpiece.learn(counts, size, bert_tokenizer.reserved_tokens(0))
     learn_s = time.perf_counter() - start
-    return bert_tokenizer.read_vocab(str(out / "vocab.txt")), step_s, learn_s
+    return read_vocab(str(out / "vocab.txt")), step_s, learn_s
 
 
 def run_tokenizers(sentences: list[str], size: int) -> tuple[list[str], float]:

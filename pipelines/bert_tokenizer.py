@@ -14,12 +14,8 @@ import json
 import posixpath
 from collections import Counter
 
-import fsspec
-
+from contracts.layout import CLS, MASK, PAD, SEP, SPECIALS, TOKENIZER, UNK, VOCAB, read_vocab
 from contracts.storage import write_bytes_atomic
-
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIALS = (PAD, UNK, CLS, SEP, MASK)
 MAX_INPUT_CHARS_PER_WORD = 100  # BERT's: a longer word is one [UNK]
 MODEL_MAX_LENGTH = 512
 
@@ -104,22 +100,11 @@ def transformers_configs(lowercase: bool) -> dict[str, dict]:
     return {"tokenizer_config.json": config, "special_tokens_map.json": specials}
 
 
-def read_vocab(url: str) -> list[str]:
-    """A vocab.txt: one token per line, the line number is the id."""
-    with fsspec.open(url, "r", encoding="utf-8") as f:
-        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
-    while tokens and not tokens[-1]:
-        tokens.pop()
-    if not tokens:
-        raise ValueError(f"{url}: empty vocabulary file")
-    return tokens
-
-
 def tokenizer_files(vocab: list[str], lowercase: bool) -> dict[str, bytes]:
     """The bytes of vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json."""
     files = {
-        "vocab.txt": "".join(t + "\n" for t in vocab).encode("utf-8"),
-        "tokenizer.json": build_tokenizer(vocab, lowercase).to_str(pretty=True).encode("utf-8"),
+        VOCAB: "".join(t + "\n" for t in vocab).encode("utf-8"),
+        TOKENIZER: build_tokenizer(vocab, lowercase).to_str(pretty=True).encode("utf-8"),
     }
     for name, obj in transformers_configs(lowercase).items():
         files[name] = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -28,8 +28,9 @@ from typing import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import fsspec
-import pyarrow as pa
 
+from contracts import storage
+from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
@@ -37,7 +38,6 @@ from pipelines.shards import WriteParquetShards, metric_counters
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("sentences", pa.list_(pa.string()))])
 NAMESPACE = "books"
 FORMATS = ("books", "sentences")
 
@@ -57,22 +57,19 @@ Count = Callable[..., None]
 
 def list_files(files: str) -> list[str]:
     """The files named by ``files``: one file, a glob, or a folder (its files)."""
-    fs, path = fsspec.core.url_to_fs(files)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    fs, path = storage.fs_for(files)
     if any(c in path for c in "*?["):
-        found = fs.glob(path)
+        found = storage.glob(files)
     elif fs.isdir(path):
-        found = fs.find(path)
+        found = [storage.url_of(fs, p) for p in sorted(fs.find(path))]
     elif fs.exists(path):
-        found = [path]
+        found = [storage.url_of(fs, path)]
     else:
         raise FileNotFoundError(f"books not found: {files} (give a file, a glob or a folder of .txt files)")
-    found = sorted(p for p in found if not fs.isdir(p) and not posixpath.basename(p).startswith("."))
+    found = [u for u in found if not fs.isdir(u) and not posixpath.basename(u).startswith(".")]
     if not found:
         raise FileNotFoundError(f"no files in {files}")
-    if protocol in ("file", "local"):
-        return found
-    return [f"{protocol}://{p}" for p in found]
+    return found
 
 
 def document_names(urls: list[str]) -> dict[str, str]:
@@ -218,7 +215,7 @@ def build(pipeline, files: str, output: str, num_shards: int, format: str = "boo
         | "Files" >> beam.Create([(u, names[u]) for u in urls])
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(_ReadDocuments(format))
-        | "Write" >> WriteParquetShards(output, "documents", SCHEMA, num_shards, key=lambda r: r["id"])
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, num_shards, key=lambda r: r["id"])
     )
 
 

@@ -67,26 +67,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
+from contracts import storage
+from contracts.hashing import stable_hash, stable_hasher
+from contracts.layout import (CLS, DOCUMENTS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, STATS, TOKENIZER, VOCAB,
+                              length_folder_name, list_shards, shard_name)
 from contracts.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
-from pipelines.shards import (SPILL, list_shards, merge_bounded, metric_counters, regroup, remove_tree, shard_name, stable_hash,
-                              stable_hasher, write_row_groups)
+from pipelines.shards import SPILL, drop_spill, merge_bounded, metric_counters, regroup, write_row_groups
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema(
-    [
-        ("input_ids", pa.list_(pa.int32())),
-        ("token_type_ids", pa.list_(pa.int8())),
-        ("masked_lm_positions", pa.list_(pa.int32())),
-        ("masked_lm_ids", pa.list_(pa.int32())),
-        ("next_sentence_label", pa.int8()),
-    ]
-)
-SPLITS = ("train", "eval")
-VOCAB_FILES = ("vocab.txt", "tokenizer.json")
+SCHEMA = EXAMPLES_SCHEMA  # the name tests/pretrain_examples.py imports
+VOCAB_FILES = (VOCAB, TOKENIZER)  # what the examples folder carries of the vocabulary
 
 
 @dataclass
@@ -127,36 +121,7 @@ class ExamplesConfig:
         return max(1, math.ceil(self.num_shards * self.eval_fraction))
 
 
-def length_folder_name(length: int) -> str:
-    return f"seq{length}"
-
-
-def examples_folder(url: str, max_seq_length: int | None = None) -> str:
-    """The examples of one sequence length in the output ``url`` of a job: ``url`` itself
-    when the job made one length, else its ``seq{L}/`` folder. Errors say what to set."""
-    fs, path = fsspec.core.url_to_fs(url)
-    made = sorted(int(p.rsplit("seq", 1)[1]) for p in fs.glob(posixpath.join(path, "seq*"))
-                  if p.rsplit("seq", 1)[1].isdigit() and fs.isdir(p))
-    if not made:
-        if max_seq_length is not None and fs.exists(posixpath.join(path, "stats.json")):
-            with fs.open(posixpath.join(path, "stats.json"), "rb") as f:
-                flat = json.load(f).get("params", {}).get("max_seq_length")
-            if flat is not None and flat != max_seq_length:
-                raise ValueError(f"{url} holds examples of length {flat}, not {max_seq_length}")
-        return url
-    if max_seq_length is None:
-        raise ValueError(f"{url} holds examples of several lengths {made}: set max_seq_length to one of them")
-    if max_seq_length not in made:
-        raise ValueError(f"{url} holds no examples of length {max_seq_length}; it has {made}")
-    return posixpath.join(url.rstrip("/"), length_folder_name(max_seq_length))
-
-
 # --- the vocabulary folder -------------------------------------------------------------
-
-
-def _read_text(url: str) -> str:
-    with fsspec.open(url, "rt", encoding="utf-8") as f:
-        return f.read()
 
 
 def load_tokenizer(vocab_dir: str):
@@ -164,25 +129,24 @@ def load_tokenizer(vocab_dir: str):
     a shipped tokenizer.json may carry both)."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_str(_read_text(posixpath.join(vocab_dir, "tokenizer.json")))
+    tokenizer = Tokenizer.from_str(storage.read_text(storage.join(vocab_dir, TOKENIZER)))
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
 
 
 def load_vocab(vocab_dir: str) -> Vocab:
-    return Vocab.from_text(_read_text(posixpath.join(vocab_dir, "vocab.txt")))
+    return Vocab.read(storage.join(vocab_dir, VOCAB))
 
 
 def check_vocab_folder(vocab_dir: str) -> Vocab:
     """Fail early, with what to fix, when the vocab folder is unusable."""
-    fs, path = fsspec.core.url_to_fs(vocab_dir)
-    for name in ("vocab.txt", "tokenizer.json"):
-        if not fs.exists(posixpath.join(path, name)):
+    for name in VOCAB_FILES:
+        if not storage.exists(storage.join(vocab_dir, name)):
             raise FileNotFoundError(f"{vocab_dir} has no {name}: give the output folder of a vocab step")
     vocab = load_vocab(vocab_dir)
     tokenizer = load_tokenizer(vocab_dir)
-    for token, want in (("[CLS]", vocab.cls_id), ("[SEP]", vocab.sep_id), ("[MASK]", vocab.mask_id)):
+    for token, want in ((CLS, vocab.cls_id), (SEP, vocab.sep_id), (MASK, vocab.mask_id)):
         if tokenizer.token_to_id(token) != want:
             raise ValueError(f"{vocab_dir}: tokenizer.json and vocab.txt disagree on the id of {token}")
     if tokenizer.get_vocab_size() > vocab.size:
@@ -561,7 +525,7 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
     """(input index, shard URL) for every documents shard of every input folder."""
     out = []
     for index, folder in enumerate(folders):
-        shards = list_shards(folder, "documents")
+        shards = list_shards(folder, DOCUMENTS)
         if not shards:
             raise FileNotFoundError(f"{folder} holds no documents-*.parquet: give the output folder of a wikipedia or books step")
         out.extend((index, url) for url in shards)
@@ -601,7 +565,7 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
         | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards, spill))
     )
     # Once every shard is written (the count waits for all of them), the runs go.
-    _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)
+    _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, spill)
     common_params = {"dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
                      "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}
 
@@ -611,7 +575,7 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
             for split in SPLITS:
                 c = counts.get((i, split), zero_counts(icfg.max_seq_length))
                 stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
-            write_json(posixpath.join(folders[i].rstrip("/"), "stats.json"), {**stats, "params": {**asdict(icfg), **common_params}})
+            write_json(storage.join(folders[i], STATS), {**stats, "params": {**asdict(icfg), **common_params}})
 
     (
         (train.stats, evals.stats)
@@ -643,8 +607,7 @@ class _SumCounts(beam.CombineFn):
 
 def run(cfg: ExamplesConfig, options) -> dict[str, int]:
     """Run the job with Beam ``options``; returns its counters."""
-    fs, path = fsspec.core.url_to_fs(cfg.output)
-    fs.makedirs(path, exist_ok=True)
+    storage.makedirs(cfg.output)
     p = beam.Pipeline(options=options)
     build(p, cfg)
     with worker_allocators():
@@ -659,9 +622,9 @@ def copy_vocab(vocab_dir: str, output: str) -> None:
     """The examples folder carries the vocabulary its ids mean (the trainer needs it for
     dynamic masking and for the model folder it exports)."""
     for name in VOCAB_FILES:
-        with fsspec.open(posixpath.join(vocab_dir, name), "rb") as f:
+        with fsspec.open(storage.join(vocab_dir, name), "rb") as f:
             data = f.read()
-        write_bytes_atomic(posixpath.join(output.rstrip("/"), name), data)
+        write_bytes_atomic(storage.join(output, name), data)
 
 
 def main(argv=None) -> None:

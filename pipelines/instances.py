@@ -53,9 +53,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from pipelines.shards import stable_hash
-
-CLS, SEP, MASK = "[CLS]", "[SEP]", "[MASK]"
+from contracts.hashing import stable_hash
+from contracts.layout import SpecialIds, read_vocab
 
 
 @dataclass(frozen=True)
@@ -96,18 +95,15 @@ class Vocab:
     continuation: np.ndarray = field(repr=False)  # bool per id
 
     @classmethod
-    def from_tokens(cls, tokens: Sequence[str]) -> "Vocab":
-        index = {t: i for i, t in enumerate(tokens)}
-        missing = [t for t in (CLS, SEP, MASK) if t not in index]
-        if missing:
-            raise ValueError(f"vocab.txt lacks the special tokens {missing}")
+    def from_tokens(cls, tokens: Sequence[str], where: str = "vocab.txt") -> "Vocab":
+        ids = SpecialIds.of(list(tokens), where)
         continuation = np.fromiter((t.startswith("##") for t in tokens), dtype=bool, count=len(tokens))
-        return cls(len(tokens), index[CLS], index[SEP], index[MASK], continuation)
+        return cls(ids.size, ids.cls, ids.sep, ids.mask, continuation)
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
-        # BERT's vocab.txt: one token per line, the line number is the id.
-        return cls.from_tokens(text.rstrip("\n").split("\n"))
+    def read(cls, url: str) -> "Vocab":
+        """The vocabulary of the vocab.txt at ``url``."""
+        return cls.from_tokens(read_vocab(url), url)
 
 
 @dataclass

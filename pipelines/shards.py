@@ -30,15 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
-from contracts.hashing import stable_hash, stable_hasher  # noqa: F401 - re-exported for the jobs
+from contracts import storage
+from contracts.hashing import stable_hash
+from contracts.layout import shard_name
 from contracts.storage import atomic_file
 from pipelines.counters import Counters
 from pipelines.local_runner import freeze_heap
-
-
-def shard_name(prefix: str, index: int, num_shards: int) -> str:
-    return f"{prefix}-{index:05d}-of-{num_shards:05d}.parquet"
-
 
 ROW_GROUP_ROWS = 8192
 ROW_GROUP_BYTES = 16 << 20  # of text, for rows written from Python (row_groups)
@@ -123,13 +120,13 @@ def merge_bounded(runs: list[str], merge: Callable[[list[str]], Iterable], write
 def _write_run(folder: str, rows: Iterable[dict], schema: pa.Schema) -> str:
     """Rows, in key order, as a new Parquet run file under ``folder`` (not compressed:
     read once, then deleted); returns its URL."""
-    fs, path = fsspec.core.url_to_fs(folder)
+    fs, path = storage.fs_for(folder)
     fs.makedirs(path, exist_ok=True)
     run = posixpath.join(path, f"{uuid.uuid4().hex}.parquet")
     with fs.open(run, "wb") as f, pq.ParquetWriter(f, schema, compression="none") as writer:
         for group in row_groups(rows, schema, RUN_GROUP_ROWS, RUN_GROUP_BYTES):
             writer.write_table(group)
-    return fs.unstrip_protocol(run)
+    return storage.url_of(fs, run)
 
 
 def _row_bytes(row: dict) -> int:
@@ -254,26 +251,13 @@ class WriteParquetShards(beam.PTransform):
                                                    self.count_row, spill, self.spill_schema))
         )
         # Once every shard is written (the count waits for all of them), the runs go.
-        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(remove_tree, spill)
+        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, spill)
         return written
 
 
-def remove_tree(_, url: str) -> None:
-    """Remove the folder ``url`` and all in it (a ``beam.Map`` step: the element is
-    ignored)."""
-    fs, path = fsspec.core.url_to_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-
-
-def list_shards(url: str, prefix: str) -> list[str]:
-    """The URLs of ``prefix-*.parquet`` under ``url``, in shard order."""
-    fs, path = fsspec.core.url_to_fs(url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    found = sorted(fs.glob(posixpath.join(path.rstrip("/"), f"{prefix}-*.parquet")))
-    if protocol in ("file", "local"):
-        return found
-    return [f"{protocol}://{p}" for p in found]
+def drop_spill(_, url: str) -> None:
+    """``storage.remove_tree(url)`` as a ``beam.Map`` step (the element is ignored)."""
+    storage.remove_tree(url)
 
 
 def read_rows(urls: Iterable[str], columns: list[str] | None = None):

@@ -32,11 +32,13 @@ import fsspec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from contracts.hashing import stable_hash
+from contracts.layout import DOCUMENTS, UNK, list_shards, read_vocab
 from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
 from .local_runner import freeze_heap, local_options, worker_allocators
-from .shards import list_shards, metric_counters, read_rows, stable_hash
+from .shards import metric_counters, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ class TokenizeStats(beam.DoFn):
     def process(self, doc, vocab):
         if self._tokenizer is None:  # the side input is the same for every element
             self._tokenizer = bert_tokenizer.build_tokenizer(vocab["tokens"], self.lowercase)
-            self._unk = self._tokenizer.token_to_id(bert_tokenizer.UNK)
+            self._unk = self._tokenizer.token_to_id(UNK)
         _, sentences = doc
         stats = {"documents": 1, "sentences": len(sentences), "words": 0, "pieces": 0, "unknown": 0, "split_words": 0}
         for enc in self._tokenizer.encode_batch(sentences, add_special_tokens=False):
@@ -238,7 +240,7 @@ def document_shards(inputs: list[str]) -> list[str]:
     """Every documents shard of every input folder; an input without any is an error."""
     urls = []
     for folder in inputs:
-        found = list_shards(folder, "documents")
+        found = list_shards(folder, DOCUMENTS)
         if not found:
             raise FileNotFoundError(f"{folder}: no documents-*.parquet shards (is it a documents step's output?)")
         urls += found
@@ -313,7 +315,7 @@ def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, 
     if cfg.vocab_file:
         with fsspec.open(cfg.vocab_file, "rb") as f:
             file_bytes = f.read()
-        tokens = bert_tokenizer.read_vocab(cfg.vocab_file)
+        tokens = read_vocab(cfg.vocab_file)
         bert_tokenizer.build_tokenizer(tokens, cfg.lowercase)  # a bad file fails here, not in a worker
         given_vocab = {"tokens": tokens, "file_bytes": file_bytes}
     fs, path = fsspec.core.url_to_fs(output)

@@ -32,15 +32,17 @@ import apache_beam as beam
 import fsspec
 import pyarrow as pa
 
+from contracts import storage
+from contracts.hashing import stable_hash
+from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.local_runner import freeze_heap, local_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
-from pipelines.shards import WriteParquetShards, metric_counters, stable_hash
+from pipelines.shards import WriteParquetShards, metric_counters
 from pipelines.wikitext import to_paragraphs
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("sentences", pa.list_(pa.string()))])
 NAMESPACE = "wikipedia"  # of the Beam counters
 
 STREAM_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")  # stream header + first block's magic
@@ -81,25 +83,20 @@ class Page:
 def list_dumps(dump: str) -> list[str]:
     """The dump files named by ``dump``: a file, a glob, or a folder (its
     ``*pages-articles*.xml[.bz2]`` files; ``-index`` files are not dumps)."""
-    fs, path = fsspec.core.url_to_fs(dump)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    fs, path = storage.fs_for(dump)
     if any(c in path for c in "*?["):
-        found = fs.glob(path)
+        found = storage.glob(dump)
     elif fs.isdir(path):
-        found = [p for p in fs.ls(path, detail=False) if "pages-articles" in posixpath.basename(p)]
+        found = storage.glob(storage.join(dump, "*pages-articles*"))
     elif fs.exists(path):
-        found = [path]
+        found = [storage.url_of(fs, path)]
     else:
         raise FileNotFoundError(f"wikipedia dump not found: {dump} (give a file, a glob or a folder of pages-articles*.xml.bz2)")
-    found = sorted(
-        p for p in found
-        if p.endswith((".xml.bz2", ".xml")) and "-index" not in posixpath.basename(p) and not fs.isdir(p)
-    )
+    found = [u for u in found
+             if u.endswith((".xml.bz2", ".xml")) and "-index" not in posixpath.basename(u) and not fs.isdir(u)]
     if not found:
         raise FileNotFoundError(f"no *.xml.bz2 or *.xml dump files in {dump}")
-    if protocol in ("file", "local"):
-        return found
-    return [f"{protocol}://{p}" for p in found]
+    return found
 
 
 def _dbname(url: str, head: bytes) -> str:
@@ -393,7 +390,7 @@ def _document_counts(doc: dict) -> dict[str, int]:
     return {"documents": 1, "sentences": len(doc["sentences"]), "words": sum(s.count(" ") + 1 for s in doc["sentences"])}
 
 
-SPILL_SCHEMA = pa.schema([*SCHEMA, ("revision", pa.int64())])
+SPILL_SCHEMA = pa.schema([*DOCUMENTS_SCHEMA, ("revision", pa.int64())])
 
 
 def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | None = None,
@@ -406,7 +403,7 @@ def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | 
         | "PlanSplits" >> beam.ParDo(_PlanSplits(split_bytes))
         | "Spread" >> beam.Reshuffle()
         | "Extract" >> beam.ParDo(_ExtractDocuments(max_page_bytes))
-        | "Write" >> WriteParquetShards(output, "documents", SCHEMA, num_shards, key=_doc_id, pick=latest_revision,
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, num_shards, key=_doc_id, pick=latest_revision,
                                         spill_schema=SPILL_SCHEMA, count_row=_document_counts)
     )
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines.shards import shard_name, write_table
+from contracts.layout import DOCUMENTS_SCHEMA, shard_name
+from pipelines.shards import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = sorted((ROOT / "data" / "books").glob("*.txt"))
-SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("sentences", pa.list_(pa.string()))])
 
 
 def vocab_folder() -> Path:
@@ -50,5 +50,5 @@ def book_documents(paragraphs_per_book: int, paragraphs_per_doc: int = 6) -> lis
 
 def write_documents(folder: str, rows: list[dict], num_shards: int) -> None:
     for i in range(num_shards):
-        table = pa.Table.from_pylist(rows[i::num_shards], schema=SCHEMA)
+        table = pa.Table.from_pylist(rows[i::num_shards], schema=DOCUMENTS_SCHEMA)
         write_table(table, f"{folder.rstrip('/')}/{shard_name('documents', i, num_shards)}")

@@ -8,7 +8,8 @@ import pytest
 from infra.engines import beam_options
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines import books
-from pipelines.shards import list_shards, read_rows
+from contracts.layout import list_shards
+from pipelines.shards import read_rows
 
 BOOKS = Path(__file__).resolve().parents[1] / "data" / "books"
 

@@ -16,9 +16,11 @@ from pipelines.local_runner import local_options
 from infra.kinds import KINDS, StepKind, register
 from infra.runner import Runner
 from infra.spec import SpecError, SpecFile
-from pipelines.examples import SCHEMA, ExamplesConfig, examples_folder, run, split_of
+from contracts.layout import EXAMPLES_SCHEMA as SCHEMA
+from contracts.layout import examples_folder, list_shards
+from pipelines.examples import ExamplesConfig, run, split_of
 from pipelines.instances import InstanceConfig
-from pipelines.shards import list_shards, read_rows
+from pipelines.shards import read_rows
 from tests.book_documents import book_documents, vocab_folder, write_documents
 
 
@@ -187,7 +189,7 @@ def test_bad_documents_are_counted_and_skipped(inputs, tmp_path):
     import pyarrow as pa
 
     from pipelines.shards import write_table
-    from tests.book_documents import SCHEMA as DOCS
+    from contracts.layout import DOCUMENTS_SCHEMA as DOCS
 
     docs = tmp_path / "docs"
     rows = inputs["rows"][:40] + [

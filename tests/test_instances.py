@@ -26,7 +26,7 @@ from tests.book_documents import book_documents, vocab_folder
 
 @pytest.fixture(scope="module")
 def vocab() -> Vocab:
-    return Vocab.from_text((vocab_folder() / "vocab.txt").read_text(encoding="utf-8"))
+    return Vocab.read(str(vocab_folder() / "vocab.txt"))
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,8 @@ TRICKY = [
 
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_sentence_encoder_gives_the_ids_of_whole_sentences(lowercase):
-    from pipelines.bert_tokenizer import build_tokenizer, read_vocab
+    from contracts.layout import read_vocab
+    from pipelines.bert_tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(read_vocab(str(vocab_folder() / "vocab.txt")), lowercase=lowercase)
     sentences = [s for r in book_documents(paragraphs_per_book=40) for s in r["sentences"]] + TRICKY

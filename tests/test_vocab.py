@@ -15,13 +15,14 @@ from pydantic import ValidationError
 from infra.engines import beam_options
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines import vocab as vocab_job
-from pipelines.bert_tokenizer import build_tokenizer, read_vocab
-from pipelines.shards import shard_name, write_table
+from contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
+from contracts.layout import read_vocab, shard_name
+from pipelines.bert_tokenizer import build_tokenizer
+from pipelines.shards import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = sorted((ROOT / "data" / "books").glob("*.txt"))
 WIKI = ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
-SCHEMA = pa.schema([("id", pa.string()), ("title", pa.string()), ("sentences", pa.list_(pa.string()))])
 VOCAB_FILES = ["report.json", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "word_counts.tsv"]
 
 

@@ -11,7 +11,8 @@ from infra.engines import beam_options
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines import wikipedia
 from pipelines.multistream import renumber, split_dump, write_multistream
-from pipelines.shards import list_shards, read_rows
+from contracts.layout import list_shards
+from pipelines.shards import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = str(ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2")
