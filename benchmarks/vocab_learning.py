@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from infra.engines import beam_options  # noqa: E402
+from pipelines.local_runner import pipeline_options  # noqa: E402
 from pipelines import books, bert_tokenizer, vocab, wikipedia, wordpiece  # noqa: E402
 from contracts.layout import list_shards, read_vocab  # noqa: E402
 from pipelines.shards import read_rows  # noqa: E402
@@ -42,9 +42,9 @@ def corpus(work: Path, workers: int) -> list[str]:
     folders = {"wiki": work / "wiki", "books": work / "books"}
     if not list_shards(str(folders["wiki"]), "documents"):
         wikipedia.run(str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), str(folders["wiki"]), 4,
-                      beam_options(direct_num_workers=workers))
+                      pipeline_options(direct_num_workers=workers))
     if not list_shards(str(folders["books"]), "documents"):
-        books.run(str(ROOT / "data/books/*.txt"), str(folders["books"]), 4, beam_options(direct_num_workers=workers))
+        books.run(str(ROOT / "data/books/*.txt"), str(folders["books"]), 4, pipeline_options(direct_num_workers=workers))
     return [str(f) for f in folders.values()]
 
 
@@ -75,7 +75,7 @@ def score(tokens: list[str], heldout: list[list[str]]) -> dict:
 def run_ours(inputs: list[str], size: int, out: Path, workers: int) -> tuple[list[str], float, float]:
     cfg = vocab.VocabConfig(vocab_size=size, heldout_fraction=HELDOUT_FRACTION, seed=SEED)
     start = time.perf_counter()
-    vocab.run(inputs, str(out), cfg, beam_options(direct_num_workers=workers))
+    vocab.run(inputs, str(out), cfg, pipeline_options(direct_num_workers=workers))
     step_s = time.perf_counter() - start
     with open(out / "word_counts.tsv", encoding="utf-8") as f:
         counts = list(wordpiece.read_word_counts(f))

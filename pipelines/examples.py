@@ -72,7 +72,7 @@ from contracts.hashing import stable_hash, stable_hasher
 from contracts.layout import (CLS, DOCUMENTS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, STATS, TOKENIZER, VOCAB,
                               length_folder_name, list_shards, shard_name)
 from contracts.storage import write_bytes_atomic, write_json
-from pipelines.local_runner import freeze_heap, local_options, worker_allocators
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
                                  tokenize_documents)
 from pipelines.shards import SPILL, drop_spill, merge_bounded, metric_counters, regroup, write_row_groups
@@ -655,7 +655,7 @@ def main(argv=None) -> None:
         predictions = predictions * len(args.max_seq_length)
     if len(predictions) != len(args.max_seq_length):
         ap.error("--max-predictions-per-seq: give one number or one per --max-seq-length")
-    options = local_options(args.workers)
+    options = pipeline_options(direct_num_workers=args.workers)
     cfg = ExamplesConfig(
         documents=args.documents,
         vocab=args.vocab,

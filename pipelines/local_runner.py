@@ -1,11 +1,10 @@
-"""Beam's local runner, as every job here uses it when run on its own.
+"""Beam's pipeline options, and what the local runner's processes need.
 
-We name the portable FnApiRunner class itself: recent Beam's ``DirectRunner`` may hand a
-pipeline to Prism, which downloads a runner binary at run time. Several workers are worker
-processes (multi-processing mode); one worker runs in the runner's own process (in-memory
-mode), which spares a process, its imports and the gRPC data plane: measured on the
-Wikipedia benchmark's 3.2 M words, 9.6-10.0 CPU s in-memory against 11.3-11.9 for one
-worker process, and 350 MB against 570 MB.
+Local runs use the portable FnApiRunner, named by its class: recent Beam's
+``DirectRunner`` may hand a pipeline to Prism, which downloads a runner binary at run
+time. Several workers are worker processes (multi-processing mode); one worker runs in
+the runner's own process (in-memory mode), which spares a process, its imports and the
+gRPC data plane (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -13,32 +12,45 @@ from __future__ import annotations
 import gc
 import os
 from contextlib import contextmanager
+from typing import Any
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower()}
 
 
 def running_mode(workers: int) -> str:
     return "in_memory" if workers <= 1 else "multi_processing"
 
 
-def local_options(workers: int, **flags):
-    """``PipelineOptions`` for ``workers`` local workers; ``flags=[]`` so that the job's own
-    command line is never parsed as Beam flags."""
+def pipeline_options(runner: str = "DirectRunner", options: dict[str, Any] | None = None, job_name: str | None = None,
+                     **overrides):
+    """``PipelineOptions`` for ``runner`` with ``options`` (and ``overrides``) passed through
+    as Beam flags.
+
+    ``pipeline_options()`` is the local multi-process runner with one worker per core
+    (``direct_num_workers=1``: in the runner's process); ``pipeline_options("DataflowRunner",
+    {"project": "p", "region": "us-central1", "temp_location": "gs://b/tmp"}, job_name=...)``
+    runs on Dataflow (and likewise Flink, Spark). ``job_name`` names the job on a remote
+    runner (local runs have no use for it).
+    """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(
-        flags=[], runner=FN_API_RUNNER, direct_running_mode=running_mode(workers), direct_num_workers=workers, **flags
-    )
+    flags: dict[str, Any] = {**(options or {}), **overrides}
+    if runner.lower() in LOCAL_RUNNERS:
+        flags.setdefault("direct_num_workers", os.cpu_count() or 1)
+        flags.setdefault("direct_running_mode", running_mode(int(flags["direct_num_workers"])))
+        runner = FN_API_RUNNER
+    elif job_name:
+        # Remote runners take lowercase letters, digits and hyphens.
+        flags.setdefault("job_name", job_name.lower().replace("_", "-"))
+    # flags=[]: never parse this process's own command line as Beam flags.
+    return PipelineOptions(flags=[], runner=runner, **flags)
 
 
 # glibc's settings for a job's worker processes (they inherit the environment when the
-# job starts them; Arrow's own pool is jemalloc, see ``pipelines/__init__.py``). Without
-# them a worker's RSS kept growing with the corpus though it holds one bucket at a time:
-# glibc's per-thread arenas (the SDK harness runs bundles on a thread pool) keep what was
-# freed. The mmap threshold is 4 MiB: at 128 KiB every numpy column of a batch was a
-# fresh mmap whose pages the kernel zeroes, +2.7 CPU s on 14.5 at 10 MB with 2 workers for
-# the same peak (361 vs 358 MB); at 32 MiB the peak grew to 419 MB. (One worker runs in
-# this process, whose allocators were chosen when it started.)
+# job starts them; Arrow's own pool is jemalloc, see ``pipelines/__init__.py``): without
+# them a worker's memory grows with the corpus, as glibc's per-thread arenas keep what was
+# freed (the SDK harness runs bundles on a thread pool). docs/benchmarks.md has the runs.
 WORKER_ENV = {
     "MALLOC_ARENA_MAX": "2",
     "MALLOC_MMAP_THRESHOLD_": str(4 << 20),
@@ -65,15 +77,10 @@ _heap_frozen = False
 
 def freeze_heap() -> None:
     """Once per process: collect, then move every object the process holds by now (Beam,
-    gRPC and the Google clients Beam imports, the job's modules) to the collector's
-    permanent generation. Our DoFns call it in ``setup``, which runs in each worker once
-    its imports are done, and the jobs' command lines once their arguments are read.
-
-    Otherwise the interpreter's collections at exit traverse all of them: 0.5 s per
-    process at the end of every job, and the local runner stops its workers one after
-    another (examples job, 10 MB, 2 workers: 6.8-8.2 s wall against 8.1-9.7 without).
-    Full collections during the run traverse less too. Frozen objects are still freed
-    when their last reference goes; only cycles among them are kept."""
+    gRPC, the job's modules) to the collector's permanent generation, so that the
+    interpreter's collections, the one at exit included, skip them. Our DoFns call it in
+    ``setup`` (each worker, once its imports are done), the jobs' command lines once their
+    arguments are read. Frozen objects are still freed when their last reference goes."""
     global _heap_frozen
     if not _heap_frozen:
         _heap_frozen = True

@@ -37,7 +37,7 @@ from contracts.layout import DOCUMENTS, UNK, list_shards, read_vocab
 from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
-from .local_runner import freeze_heap, local_options, worker_allocators
+from .local_runner import freeze_heap, pipeline_options, worker_allocators
 from .shards import metric_counters, read_rows
 
 log = logging.getLogger(__name__)
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         heldout_fraction=args.heldout_fraction,
         seed=args.seed,
     )
-    options = local_options(args.workers)
+    options = pipeline_options(direct_num_workers=args.workers)
     counters = run(args.documents, args.output, cfg, options)
     print(json.dumps({"config": asdict(cfg), "counters": counters}, indent=2))
 

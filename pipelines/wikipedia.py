@@ -35,7 +35,7 @@ import pyarrow as pa
 from contracts import storage
 from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
-from pipelines.local_runner import freeze_heap, local_options, worker_allocators
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
 from pipelines.shards import WriteParquetShards, metric_counters
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     freeze_heap()
-    options = local_options(args.workers)
+    options = pipeline_options(direct_num_workers=args.workers)
     counters = run(args.dump, args.output, args.num_shards, options, args.split_bytes, args.max_page_bytes)
     for name, value in counters.items():
         print(f"{name}\t{value}")

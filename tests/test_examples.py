@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.local_runner import local_options
+from pipelines.local_runner import pipeline_options
 from infra.kinds import KINDS, StepKind, register
 from infra.runner import Runner
 from infra.spec import SpecError, SpecFile
@@ -26,7 +26,7 @@ from tests.book_documents import book_documents, vocab_folder, write_documents
 
 def options(workers: int) -> PipelineOptions:
     # 1 worker: in the runner's process; 2: worker processes. The same bytes either way.
-    return local_options(workers)
+    return pipeline_options(direct_num_workers=workers)
 
 
 @pytest.fixture(scope="module")

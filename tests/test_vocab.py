@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from infra.engines import beam_options
 from infra.kinds import KINDS, Resources, StepContext
+from pipelines.local_runner import pipeline_options
 from pipelines import vocab as vocab_job
 from contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
 from contracts.layout import read_vocab, shard_name
@@ -77,7 +77,7 @@ def learned(inputs, tmp_path_factory):
     runs = {}
     for workers in (1, 2):
         out = tmp_path_factory.mktemp(f"vocab-w{workers}")
-        counters = vocab_job.run(inputs, str(out), CFG, beam_options(direct_num_workers=workers))
+        counters = vocab_job.run(inputs, str(out), CFG, pipeline_options(direct_num_workers=workers))
         runs[workers] = (out, counters)
     return runs
 
@@ -145,8 +145,7 @@ def test_reuse_bert_base_vocab_cased_through_the_kind(inputs, tmp_path):
         params=params,
         resources=Resources(),
         base_dir=ROOT,
-        beam_options=lambda **o: beam_options(direct_num_workers=2, **o),
-        ray_init=lambda: None,
+        beam={"options": {"direct_num_workers": 2}},
     )
     counters = kind().run(ctx)
     out = tmp_path / "out"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.engines import beam_options
 from infra.kinds import KINDS, Resources, StepContext
+from pipelines.local_runner import pipeline_options
 from pipelines import wikipedia
 from pipelines.multistream import renumber, split_dump, write_multistream
 from contracts.layout import list_shards
@@ -31,7 +31,7 @@ def documents(folder):
 def single_stream(tmp_path_factory):
     """The sample as published (one bz2 stream), one worker."""
     out = tmp_path_factory.mktemp("single")
-    counters = wikipedia.run(SAMPLE, str(out), 3, beam_options(direct_num_workers=1))
+    counters = wikipedia.run(SAMPLE, str(out), 3, pipeline_options(direct_num_workers=1))
     return out, counters
 
 
@@ -69,7 +69,7 @@ def test_multistream_two_workers_and_the_kind_give_the_same_bytes(single_stream,
         step="wiki", output=str(out2), inputs={},
         params=kind.Params(dump="dumps", num_shards=3, split_bytes=1 << 16),  # relative to base_dir
         resources=Resources(), base_dir=tmp_path,
-        beam_options=lambda **o: beam_options(direct_num_workers=2, **o), ray_init=lambda: None,
+        beam={"options": {"direct_num_workers": 2}},
     )
     counters2 = kind.run(ctx)
     assert counters2["bz2_streams"] == 23  # header, 21 of pages, footer
@@ -80,7 +80,7 @@ def test_multistream_two_workers_and_the_kind_give_the_same_bytes(single_stream,
     # The plain dump beside the multistream one: every page twice, each document once.
     (dump.parent / "enwiki-pages-articles.xml.bz2").write_bytes(Path(SAMPLE).read_bytes())
     out3 = tmp_path / "out3"
-    counters3 = wikipedia.run(str(dump.parent), str(out3), 3, beam_options(direct_num_workers=2))
+    counters3 = wikipedia.run(str(dump.parent), str(out3), 3, pipeline_options(direct_num_workers=2))
     assert counters3["pages_read"] == 2 * 206
     assert counters3["documents_duplicate"] == 105 and counters3["documents"] == 105
     assert shard_bytes(out3) == shard_bytes(out1)
@@ -140,7 +140,7 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
     (folder / "d-pages-articles.xml.bz2").write_bytes(b"")
 
     out = tmp_path / "out"
-    counters = wikipedia.run(str(folder), str(out), 2, beam_options(direct_num_workers=2),
+    counters = wikipedia.run(str(folder), str(out), 2, pipeline_options(direct_num_workers=2),
                              split_bytes=1 << 16, max_page_bytes=1 << 20)
     assert counters["files"] == 4 and counters["files_empty"] == 1
     assert counters["bz2_streams_corrupt"] == 1
@@ -172,4 +172,4 @@ def test_nothing_extracted_fails_with_a_message(tmp_path):
     dump = tmp_path / "enwiki-pages-articles.xml.bz2"
     dump.write_bytes(bz2.compress(head + b"".join(redirects) + tail))
     with pytest.raises(RuntimeError, match="no documents extracted"):
-        wikipedia.run(str(dump), str(tmp_path / "out"), 1, beam_options(direct_num_workers=1))
+        wikipedia.run(str(dump), str(tmp_path / "out"), 1, pipeline_options(direct_num_workers=1))

@@ -37,9 +37,10 @@ class Wikipedia(StepKind):
 
     def run(self, ctx):
         from pipelines import wikipedia
+        from pipelines.local_runner import pipeline_options
 
         p = ctx.params
-        counters = wikipedia.run(ctx.resolve_path(p.dump), ctx.output, p.num_shards, ctx.beam_options(),
+        counters = wikipedia.run(ctx.resolve_path(p.dump), ctx.output, p.num_shards, pipeline_options(**ctx.beam),
                                  split_bytes=p.split_bytes, max_page_bytes=p.max_page_bytes)
         ctx.log.info("%s: %s", ctx.step, counters)
         return counters
@@ -54,8 +55,9 @@ class Books(StepKind):
 
     def run(self, ctx):
         from pipelines import books
+        from pipelines.local_runner import pipeline_options
 
         p = ctx.params
-        counters = books.run(ctx.resolve_path(p.files), ctx.output, p.num_shards, ctx.beam_options(), format=p.format)
+        counters = books.run(ctx.resolve_path(p.files), ctx.output, p.num_shards, pipeline_options(**ctx.beam), format=p.format)
         ctx.log.info("%s: %s", ctx.step, counters)
         return counters

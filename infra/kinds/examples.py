@@ -68,6 +68,7 @@ class PretrainingData(StepKind):
     def run(self, ctx):
         from pipelines.examples import ExamplesConfig, run
         from pipelines.instances import instance_configs
+        from pipelines.local_runner import pipeline_options
 
         p = ctx.params
         cfg = ExamplesConfig(
@@ -88,6 +89,6 @@ class PretrainingData(StepKind):
             num_shards=p.num_shards,
             docs_per_bucket=p.docs_per_bucket,
         )
-        counters = run(cfg, ctx.beam_options())
+        counters = run(cfg, pipeline_options(**ctx.beam))
         ctx.log.info("%s: %s", ctx.step, counters)
         return counters

@@ -40,6 +40,7 @@ class Vocab(StepKind):
 
     def run(self, ctx):
         from pipelines import vocab
+        from pipelines.local_runner import pipeline_options
 
         p = ctx.params
         cfg = vocab.VocabConfig(
@@ -54,6 +55,6 @@ class Vocab(StepKind):
             seed=p.seed,
             max_unique_chars=p.max_unique_chars,
         )
-        counters = vocab.run(ctx.inputs["documents"], ctx.output, cfg, ctx.beam_options())
+        counters = vocab.run(ctx.inputs["documents"], ctx.output, cfg, pipeline_options(**ctx.beam))
         ctx.log.info("%s: %s", ctx.step, counters)
         return counters
