@@ -35,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.finetune.config import TaskConfig, TrialConfig  # noqa: E402
+from trainer.finetune.config import TrialConfig  # noqa: E402
+from trainer.finetune.tasks import TaskConfig, task_type  # noqa: E402
 
 SETTINGS = {
     "sentiment": dict(type="classification", train="data/finetune/sentiment/train.csv",
@@ -63,7 +64,8 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
     try:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.time()
-            result = run_trial(TrialConfig(cfg, {}, "bench", init_folder(), out, 1, cpus))
+            trial = TrialConfig(task=cfg, setting_id="bench", init=init_folder(), output=out, cpus_per_worker=cpus)
+            result = run_trial(trial)
             return result["dev"][cfg.main_metric], time.time() - t0, ray_s, result.get("phase_seconds", {})
     finally:
         ray.shutdown()
@@ -72,11 +74,11 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
 def load_task(cfg: TaskConfig, cpus: int):
     """(the task, its train split) as both sides start: ``cpus`` threads, seeded, the same
     tokenizer and features."""
-    from trainer.finetune.trial import load_tokenizer, task_class
+    from trainer.finetune.trial import load_tokenizer
 
     torch.set_num_threads(cpus)
     torch.manual_seed(cfg.seed)
-    Task = task_class(cfg.type)
+    Task = cfg.implementation
     task = Task(cfg, load_tokenizer(init_folder()), Task.read_labels(cfg))
     return task, task.load(cfg.train, train=True)
 
@@ -94,8 +96,6 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
     """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
     import transformers
 
-    from trainer.finetune.batching import collate
-
     t0 = time.time()
     task, train = load_task(cfg, cpus)
     dev = task.load(cfg.dev, train=False)
@@ -111,7 +111,7 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
         model.train()
         order = torch.randperm(len(train.features), generator=g).tolist()
         for i in range(0, len(order), cfg.batch_size):
-            batch = collate([train.features[j] for j in order[i:i + cfg.batch_size]], task.tokenizer.pad_token_id)
+            batch = task.collate([train.features[j] for j in order[i:i + cfg.batch_size]])
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
@@ -128,7 +128,8 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
         def forward(self, **kw):
             return self.m(**kw).logits
 
-    metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
+    with torch.inference_mode():
+        metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
     return metrics[cfg.main_metric], time.time() - t0
 
 
@@ -138,13 +139,12 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     that a shared machine's changing load falls on both alike."""
     import statistics
 
-    from trainer.finetune.batching import collate
     from trainer.finetune.heads import HeadConfig
     from trainer.model import load_config, load_pretrained
     from trainer.optim import build_optimizer
 
     task, train = load_task(cfg, cpus)
-    ours = load_pretrained(init_folder(), type(task).head, config=HeadConfig.for_labels(load_config(init_folder()), task.labels))
+    ours = load_pretrained(init_folder(), type(task).head(), config=HeadConfig.for_labels(load_config(init_folder()), task.labels))
     peer = peer_model(cfg, len(task.labels))
     opt_ours = build_optimizer(ours, "adamw", cfg.lr, cfg.weight_decay)
     opt_peer = torch.optim.AdamW(peer.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -170,7 +170,7 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     for n in range(samples + 2):  # the first two are warm-up
         picks = [order[(n * cfg.batch_size + k) % len(order)] for k in range(cfg.batch_size)]  # wraps around
-        batch = collate([train.features[j] for j in picks], task.tokenizer.pad_token_id)
+        batch = task.collate([train.features[j] for j in picks])
         pair = [("ours", ours_step), ("peer", peer_step)]
         for name, step in (pair if n % 2 == 0 else pair[::-1]):
             t0 = time.perf_counter()
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     s = dict(SETTINGS[args.task])
     for split in ("train", "dev"):
         s[split] = str(ROOT / s[split])
-    cfg = TaskConfig(name=args.task, max_train_examples=args.max_train_examples,
-                     eval_every_epoch=args.eval_every_epoch, seed=args.seed, **s)
+    cfg = task_type(s.pop("type"))(name=args.task, max_train_examples=args.max_train_examples,
+                                   eval_every_epoch=args.eval_every_epoch, seed=args.seed, **s)
     if args.steps_only:
         ours_step, peer_step = step_times(cfg, args.cpus, max(1, args.step_samples))
         print(f"\n{args.task}: median training step, ours {ours_step:.3f} s, transformers {peer_step:.3f} s "

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.finetune.config import TaskConfig
-from trainer.finetune.heads import IGNORE_INDEX
+from contracts.layout import IGNORE_INDEX
+from trainer.finetune.tasks import TASK_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
@@ -21,49 +21,49 @@ def tokenizer():
 
 
 def _task(type_, **kw):
-    return TaskConfig(**{"name": "t", "type": type_, "train": "", "dev": "", **kw})
+    return TASK_TYPES[type_](**{"name": "t", "train": "", "dev": "", **kw})
 
 
 def test_classification_reads_csv_and_labels(tokenizer, tmp_path):
-    from trainer.finetune.classification import ClassificationTask
+    from trainer.finetune.tasks.classification import Classification
 
     cfg = _task("classification", train=str(DATA / "sentiment/train.csv"), max_seq_length=16, max_train_examples=50)
-    assert ClassificationTask.read_labels(cfg) == ["fresh", "rotten"]
-    split = ClassificationTask(cfg, tokenizer, ["fresh", "rotten"]).load(cfg.train, train=True)
-    assert len(split.rows) == 50 and split.rows[0].text.startswith("Italian for Beginners")
+    assert Classification.read_labels(cfg) == ["fresh", "rotten"]
+    split = Classification(cfg, tokenizer, ["fresh", "rotten"]).load(cfg.train, train=True)
+    assert len(split.examples) == 50 and split.examples[0].text.startswith("Italian for Beginners")
     f = split.features[0]
     assert len(f["input_ids"]) <= 16 and f["input_ids"][0] == tokenizer.cls_token_id and f["labels"] == 0
 
 
 def test_classification_pairs_tsv_jsonl_and_bad_rows(tokenizer, tmp_path):
-    from trainer.finetune.classification import ClassificationTask
+    from trainer.finetune.tasks.classification import Classification
 
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text('s1\ts2\ty\nA "quoted" man\tA person\tentail\n\t\tentail\nA cat\tNo dog\tcontra\n')
     cfg = _task("classification", train=str(tsv), text_column="s1", text_pair_column="s2", label_column="y")
-    split = ClassificationTask(cfg, tokenizer, ["contra", "entail"]).load(str(tsv), train=True)
-    assert [r.text for r in split.rows] == ['A "quoted" man', "A cat"] and split.skipped == 1
+    split = Classification(cfg, tokenizer, ["contra", "entail"]).load(str(tsv), train=True)
+    assert [r.text for r in split.examples] == ['A "quoted" man', "A cat"] and split.skipped == 1
     assert 1 in split.features[0]["token_type_ids"]  # the pair is the second segment
     jsonl = tmp_path / "x.jsonl"
     jsonl.write_text(json.dumps({"text": "good", "label": "pos"}) + "\nnot json\n")
     cfg = _task("classification", train=str(jsonl))
-    split = ClassificationTask(cfg, tokenizer, ["pos"]).load(str(jsonl), train=True)
-    assert len(split.rows) == 1 and split.skipped == 1
+    split = Classification(cfg, tokenizer, ["pos"]).load(str(jsonl), train=True)
+    assert len(split.examples) == 1 and split.skipped == 1
     with pytest.raises(ValueError, match="no column"):
-        ClassificationTask(_task("classification", label_column="nope"), tokenizer, ["pos"]).load(str(jsonl), True)
+        Classification(_task("classification", label_column="nope"), tokenizer, ["pos"]).load(str(jsonl), True)
 
 
 def test_conll_reader_and_first_piece_labels(tokenizer):
-    from trainer.finetune.ner import NerTask, read_conll
+    from trainer.finetune.tasks.ner import Ner, read_conll
 
     sentences, skipped = read_conll(str(DATA / "ner/train.conll"))
     assert len(sentences) == 1694 and skipped == 0
     assert sentences[0].words[:2] == ["@GirlinCali79", "tape"] and set(sentences[0].tags) == {"O"}
     cfg = _task("ner", train=str(DATA / "ner/train.conll"), max_seq_length=64, max_train_examples=200)
-    labels = NerTask.read_labels(cfg)
+    labels = Ner.read_labels(cfg)
     assert labels == sorted(labels) and "O" in labels and all(l == "O" or l[:2] in ("B-", "I-") for l in labels)
-    split = NerTask(cfg, tokenizer, labels).load(cfg.train, train=True)
-    s, f = split.sentences[0], split.features[0]
+    split = Ner(cfg, tokenizer, labels).load(cfg.train, train=True)
+    s, f = split.examples[0], split.features[0]
     # "@GirlinCali79" is several pieces: only the first carries its label
     assert [l for l in f["labels"] if l != IGNORE_INDEX] == [labels.index(t) for t in s.tags]
     assert f["labels"][0] == IGNORE_INDEX  # [CLS]
@@ -71,12 +71,12 @@ def test_conll_reader_and_first_piece_labels(tokenizer):
 
 
 def test_squad_reader_and_windows(tokenizer, tmp_path):
-    from trainer.finetune.qa import QaTask, read_squad
+    from trainer.finetune.tasks.qa import Qa, read_squad
 
     questions, skipped = read_squad(str(DATA / "qa/squad-sample.json"))
     assert len(questions) == 5 and skipped == 0
     cfg = _task("qa", max_seq_length=64, doc_stride=16, max_query_length=24)
-    task = QaTask(cfg, tokenizer, ["LABEL_0", "LABEL_1"])
+    task = Qa(cfg, tokenizer, ["LABEL_0", "LABEL_1"])
     train = task.load(str(DATA / "qa/squad-sample.json"), train=True)
     assert len(train.features) > 5  # long contexts give several windows
     hits = 0
@@ -112,15 +112,16 @@ def test_qa_settings_checked():
 
 
 def test_logging_settings_checked():
-    from infra.kinds.finetune import FinetuneParams
     from pydantic import ValidationError
+
+    from trainer.finetune.config import FinetuneConfig
 
     with pytest.raises(ValueError, match="log_every_steps"):
         _task("classification", log_every_steps=0)
     task = {"name": "t", "type": "ner", "train": "a", "dev": "b"}
     with pytest.raises(ValidationError, match="log_every_steps"):
-        FinetuneParams.model_validate({"tasks": [{**task, "log_every_steps": 0}]})
-    params = FinetuneParams.model_validate({"tasks": [{**task, "eval_every_epoch": False}], "grid": {"log_every_steps": [10]}})
+        FinetuneConfig.model_validate({"tasks": [{**task, "log_every_steps": 0}]})
+    params = FinetuneConfig.model_validate({"tasks": [{**task, "eval_every_epoch": False}], "grid": {"log_every_steps": [10]}})
     assert params.tasks[0].eval_every_epoch is False and params.tasks[0].log_every_steps == 50
 
 
@@ -143,7 +144,7 @@ def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
     import torch.nn.functional as F
 
     from trainer.finetune.heads import BertForTokenClassification, HeadConfig
-    from trainer.finetune.ner import NerTask
+    from trainer.finetune.tasks.ner import Ner
     from trainer.model import BertConfig
 
     torch.manual_seed(0)
@@ -161,19 +162,21 @@ def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
     batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask, "labels": labels}
     full = F.cross_entropy(model(ids, batch["token_type_ids"], mask).flatten(0, 1), labels.flatten(),
                            ignore_index=IGNORE_INDEX)
-    torch.testing.assert_close(NerTask.loss(model, batch, torch.device("cpu")), full)
+    task = Ner(_task("ner"), tokenizer=None, labels=["B-x", "I-x", "O"])
+    torch.testing.assert_close(task.loss(model, batch, torch.device("cpu")), full)
 
 
 def test_grid_values_take_the_setting_type():
     # YAML 1.1 reads `1e-4` (no dot) as a string; the grid must still train with 0.0001.
     import yaml
 
-    from infra.kinds.finetune import FinetuneParams
+    from trainer.finetune.config import FinetuneConfig
 
     raw = yaml.safe_load("""
       tasks: [{name: s, type: classification, train: a.csv, dev: b.csv}]
       grid: {lr: [5e-5, 1e-4], epochs: ['2']}
     """)
     assert raw["grid"]["lr"] == ["5e-5", "1e-4"]
-    p = FinetuneParams.model_validate(raw)
+    p = FinetuneConfig.model_validate(raw)
     assert p.grid == {"lr": [5e-5, 1e-4], "epochs": [2]}
+

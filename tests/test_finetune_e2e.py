@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.finetune.config import TaskConfig, TrialConfig
+from trainer.finetune.config import FinetuneConfig, TrialConfig
+from trainer.finetune.tasks.classification import Config as ClassificationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
@@ -55,11 +56,11 @@ def ray_session():
     ray.shutdown()
 
 
-def sentiment(**kw) -> TaskConfig:
-    return TaskConfig(**{"name": "sentiment", "type": "classification", "train": str(DATA / "sentiment/train.csv"),
-                         "dev": str(DATA / "sentiment/dev.csv"), "max_seq_length": 32, "epochs": 1,
-                         "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32,
-                         "lr": 1e-3, "log_every_steps": 1, **kw})
+def sentiment(**kw) -> ClassificationConfig:
+    return ClassificationConfig(**{"name": "sentiment", "train": str(DATA / "sentiment/train.csv"),
+                                   "dev": str(DATA / "sentiment/dev.csv"), "max_seq_length": 32, "epochs": 1,
+                                   "batch_size": 16, "max_train_examples": 48, "max_eval_examples": 32,
+                                   "lr": 1e-3, "log_every_steps": 1, "seed": 42, **kw})
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -76,20 +77,21 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     from trainer.model import load_pretrained
 
     out = str(tmp_path / "ft")
-    # "bogus" is not an optimizer: that trial fails inside its Ray Train workers. Each trial
+    # The file has no column "nope": that trial fails inside its Ray Train workers. Each trial
     # has 2 workers (DDP over gloo), one CPU each: the trials run one after the other.
-    summary = finetune([sentiment()], {"optimizer": ["adamw", "bogus"]}, tiny_bert, out, workers=2)
+    config = FinetuneConfig(tasks=[sentiment()], grid={"label_column": ["label", "nope"]})
+    summary = finetune(config, tiny_bert, out, workers=2)
     assert summary["trials_ok"] == 1 and summary["trials_failed"] == 1
     settings = {s["setting_id"]: s for s in summary["tasks"]["sentiment"]["settings"]}
-    assert "unknown optimizer 'bogus'" in settings["optimizer-bogus"]["error"]
-    assert (tmp_path / "ft/trials/sentiment/optimizer-bogus/error.txt").exists()
-    assert summary["tasks"]["sentiment"]["best"]["setting_id"] == "optimizer-adamw"
-    assert 0 <= settings["optimizer-adamw"]["dev"]["accuracy"] <= 1
+    assert "no column(s) ['nope']" in settings["label_column-nope"]["error"]
+    assert (tmp_path / "ft/trials/sentiment/label_column-nope/error.txt").exists()
+    assert summary["tasks"]["sentiment"]["best"]["setting_id"] == "label_column-label"
+    assert 0 <= settings["label_column-label"]["dev"]["accuracy"] <= 1
     assert json.loads((tmp_path / "ft/results.json").read_text()) == json.loads(json.dumps(summary))
     table = (tmp_path / "ft/results.md").read_text()
-    assert "| optimizer-adamw **best** | ok |" in table and "failed: ValueError" in table
+    assert "| label_column-label **best** | ok |" in table and "failed: ValueError" in table
 
-    trial = tmp_path / "ft/trials/sentiment/optimizer-adamw"
+    trial = tmp_path / "ft/trials/sentiment/label_column-label"
     rows = (trial / "predictions/dev.csv").read_text().splitlines()
     assert rows[0] == "id,label,pred" and len(rows) == 33
     assert not (trial / "checkpoint").exists()  # done: the resume point is dropped
@@ -97,12 +99,12 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     lines = jsonl(trial / "metrics.jsonl")
     assert [line["step"] for line in lines] == [1, 2, 3, 3]
     assert all(line["train/loss"] > 0 and line["train/lr"] > 0 for line in lines[:3])
-    assert lines[-1]["dev/accuracy"] == settings["optimizer-adamw"]["dev"]["accuracy"]
+    assert lines[-1]["dev/accuracy"] == settings["label_column-label"]["dev"]["accuracy"]
     assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
 
     # two workers, each with half of every batch, train the model one worker trains
-    single = TrialConfig(sentiment(optimizer="adamw"), {}, "default", tiny_bert, str(tmp_path / "single"))
-    train_loop(single.to_dict())
+    single = TrialConfig(task=sentiment(), init=tiny_bert, output=str(tmp_path / "single"))
+    train_loop(single.model_dump())
     ddp_weights = load_file(trial / "model/model.safetensors")
     one_weights = load_file(tmp_path / "single/model/model.safetensors")
     assert ddp_weights.keys() == one_weights.keys()
@@ -121,7 +123,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
         torch.testing.assert_close(ours(**batch), theirs(**batch).logits, atol=1e-5, rtol=1e-5)
 
     # a retried step reuses the finished trial
-    again = finetune([sentiment()], {"optimizer": ["adamw"]}, tiny_bert, out, workers=2)
+    again = finetune(FinetuneConfig(tasks=[sentiment()], grid={"label_column": ["label"]}), tiny_bert, out, workers=2)
     assert again["tasks"]["sentiment"]["settings"][0]["reused"]
 
 
@@ -172,10 +174,11 @@ def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path):
     bad = tmp_path / "broken.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
     # 16 examples in batches of 8: 2 steps an epoch; dev only after the last epoch
-    trial = TrialConfig(sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, test=str(bad),
-                                  eval_every_epoch=False), {}, "default", tiny_bert, str(tmp_path / "trial"))
+    trial = TrialConfig(task=sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8,
+                                       test=str(bad), eval_every_epoch=False),
+                        init=tiny_bert, output=str(tmp_path / "trial"))
     with pytest.raises(ValueError, match="no column"):
-        train_loop(trial.to_dict())  # trains 2 epochs, then dies on the unusable test file
+        train_loop(trial.model_dump())  # trains 2 epochs, then dies on the unusable test file
     state = torch.load(tmp_path / "trial/checkpoint/state.pt", weights_only=False)
     assert state["epoch"] == 2 and not (tmp_path / "trial/result.json").exists()
     assert "dev" not in state["history"][0] and "dev" in state["history"][1]
@@ -185,10 +188,11 @@ def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path):
     state["schedule"]["last_epoch"] = state["schedule"]["_step_count"] = 2
     torch.save(state, tmp_path / "trial/checkpoint/state.pt")
     trial.task.test = None
-    train_loop(trial.to_dict())  # resumes after epoch 1: trains epoch 2 only
+    train_loop(trial.model_dump())  # resumes after epoch 1: trains epoch 2 only
     result = json.loads((tmp_path / "trial/result.json").read_text())
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert result["dev"]["accuracy"] == result["history"][-1]["dev"]["accuracy"]
     assert set(result["phase_seconds"]) == {"load", "train", "eval", "checkpoint", "save"}
     steps = [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")]
     assert steps == [1, 2, 2, 3, 4, 4]  # 2 steps + the epoch line, twice; no duplicates from the rerun
+

@@ -19,6 +19,7 @@ Writes ``trials/<task>/<setting>/`` (model, predictions, metrics, checkpoint, an
 training scalars in ``metrics.jsonl`` and ``tensorboard/``: loss and lr every
 ``log_every_steps``, dev metrics every epoch, or at the end with ``eval_every_epoch: false``),
 ``results.json`` and ``results.md``. A retried step reuses its finished trials.
+A task's settings are its type's ``Config`` in ``trainer/finetune/tasks/``.
 """
 
 from __future__ import annotations
@@ -26,108 +27,18 @@ from __future__ import annotations
 import posixpath
 import shutil
 import tempfile
-from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, model_validator
+from trainer.finetune.config import FinetuneConfig
 
 from . import register
-from .base import Input, Params, StepContext, StepKind
-
-
-class _Task(Params):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="folder-safe task name")
-    train: str
-    dev: str
-    test: str | None = None
-    max_seq_length: int = Field(default=128, ge=8, le=512)
-    epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    eval_batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=5e-5, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
-    optimizer: Literal["adamw", "lamb"] = "adamw"
-    max_grad_norm: float = Field(default=1.0, ge=0)
-    classifier_dropout: float | None = Field(default=None, ge=0, lt=1)
-    seed: int | None = None  # default: the step's seed
-    max_train_examples: int | None = Field(default=None, ge=1)
-    max_eval_examples: int | None = Field(default=None, ge=1)
-    eval_every_epoch: bool = Field(default=True, description="dev metrics after every epoch, else after the last")
-    log_every_steps: int = Field(default=50, ge=1, description="train loss and lr logged every N steps")
-
-
-class ClassificationTask(_Task):
-    type: Literal["classification"]
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    id_column: str | None = None
-
-
-class NerTask(_Task):
-    type: Literal["ner"]
-
-
-class QaTask(_Task):
-    type: Literal["qa"]
-    max_seq_length: int = Field(default=384, ge=8, le=512)
-    doc_stride: int = Field(default=128, ge=1)
-    max_query_length: int = Field(default=64, ge=1)
-    max_answer_length: int = Field(default=30, ge=1)
-    n_best_size: int = Field(default=20, ge=1)
-    version_2_with_negative: bool = False
-    null_score_diff_threshold: float = 0.0
-
-    @model_validator(mode="after")
-    def _windows_move(self):
-        if self.max_seq_length - self.max_query_length - 3 <= self.doc_stride:
-            raise ValueError(
-                f"max_seq_length ({self.max_seq_length}) - max_query_length ({self.max_query_length}) - 3 "
-                f"must be > doc_stride ({self.doc_stride}) so that windows move forward"
-            )
-        return self
-
-
-Task = Annotated[Union[ClassificationTask, NerTask, QaTask], Field(discriminator="type")]
-
-
-class FinetuneParams(Params):
-    init: str | None = Field(default=None, description="a transformers model folder, when no `model` input")
-    tasks: list[Task] = Field(min_length=1)
-    grid: dict[str, list[Any]] = Field(default_factory=dict, description="setting -> values, crossed")
-    seed: int = 42
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self):
-        names = [t.name for t in self.tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"task names must be unique, got {names}")
-        settings = set().union(*(type(t).model_fields for t in self.tasks)) - {"name", "type", "train", "dev", "test"}
-        for key, values in self.grid.items():
-            if key not in settings:
-                raise ValueError(f"grid.{key}: not a task setting; settings are {sorted(settings)}")
-            if not values:
-                raise ValueError(f"grid.{key}: needs at least one value")
-            coerced = list(values)
-            for t in self.tasks:  # each value must be valid for every task that has the setting
-                if key in type(t).model_fields:
-                    for i, v in enumerate(values):
-                        try:
-                            coerced[i] = getattr(type(t).model_validate({**t.model_dump(), key: v}), key)
-                        except ValidationError as e:
-                            msgs = "; ".join(err["msg"] for err in e.errors())
-                            raise ValueError(f"grid.{key}: value {v!r} for task {t.name!r}: {msgs}") from None
-            # As the setting's type: YAML reads `1e-4` (no dot) as a string.
-            self.grid[key] = coerced
-        return self
+from .base import Input, StepContext, StepKind
 
 
 @register
 class Finetune(StepKind):
     name = "finetune"
     version = 1
-    Params = FinetuneParams
+    Params = FinetuneConfig
     inputs = {"model": Input(required=False)}
 
     @classmethod
@@ -138,24 +49,16 @@ class Finetune(StepKind):
             return f.read()
 
     def run(self, ctx: StepContext) -> dict[str, float]:
-        from trainer.finetune.config import TaskConfig
         from trainer.finetune.fanout import finetune
 
-        p: FinetuneParams = ctx.params
+        p: FinetuneConfig = ctx.params
         if ctx.inputs.get("model"):
             init = posixpath.join(ctx.input("model").rstrip("/"), "model")
         elif p.init:
             init = ctx.resolve_path(p.init)
         else:
             raise ValueError("finetune needs a model: an input `model` (a pretrain step) or params.init (a folder)")
-        tasks = []
-        for t in p.tasks:
-            d = t.model_dump()
-            d["seed"] = p.seed if d["seed"] is None else d["seed"]
-            for split in ("train", "dev", "test"):
-                if d[split] is not None:
-                    d[split] = ctx.resolve_path(d[split])
-            tasks.append(TaskConfig.from_dict(d))
+        config = p.model_copy(update={"tasks": p.resolved(ctx.resolve_path)})
 
         ctx.ray_init()
         # Ray workers are other processes: memory:// is not shared with them, so a
@@ -163,8 +66,8 @@ class Finetune(StepKind):
         staging = tempfile.mkdtemp(prefix="bertflow-finetune-") if ctx.output.startswith("memory://") else None
         out = staging or ctx.output
         try:
-            summary = finetune(tasks, p.grid, init, out, ctx.resources.workers, ctx.resources.cpus_per_worker,
-                               ctx.resources.gpus_per_worker, p.max_concurrent_trials)
+            summary = finetune(config, init, out, ctx.resources.workers, ctx.resources.cpus_per_worker,
+                               ctx.resources.gpus_per_worker)
             if staging:
                 import fsspec
 

@@ -1,10 +1,12 @@
 """Fine-tune a BERT on a grid of tasks and settings through Ray, and print the results table.
 
     python -m trainer.finetune --init MODEL_DIR --output OUT --config finetune.json
+    python -m trainer.finetune --init MODEL_DIR --output OUT \\
+        --tasks '{"name": "sentiment", "type": "classification", "train": "train.csv", "dev": "dev.csv"}' \\
+        --grid '{"lr": [5e-5, 1e-4]}'
 
-``finetune.json``: ``{"tasks": [{"name": "sentiment", "type": "classification",
-"train": "data/finetune/sentiment/train.csv", "dev": "data/finetune/sentiment/dev.csv"}],
-"grid": {"lr": [5e-5, 1e-4]}}``; see ``trainer.finetune.config.TaskConfig`` for every setting.
+``--config``: a JSON file with the settings of ``trainer.finetune.config.FinetuneConfig``
+(``tasks``, ``grid``, ...); flags given beside it win.
 """
 
 from __future__ import annotations
@@ -13,35 +15,39 @@ import argparse
 import json
 import logging
 
-from .config import TaskConfig
+from contracts.config import add_arguments, parse
+
+from .config import FinetuneConfig
 from .fanout import finetune, results_table
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--init", required=True, help="transformers model folder to start from (any fsspec URL)")
     parser.add_argument("--output", required=True, help="output folder (any fsspec URL but memory://)")
-    parser.add_argument("--config", required=True, help="JSON file with 'tasks' and optional 'grid'")
+    parser.add_argument("--config", help="a JSON file of the settings below")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial")
     parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument("--gpus-per-worker", type=float, default=0)
-    parser.add_argument("--max-concurrent-trials", type=int, default=None)
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--num-cpus", type=float, default=None, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray)")
+    add_arguments(parser, FinetuneConfig)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with open(args.config) as f:
-        spec = json.load(f)
+    given = {}
+    if args.config:
+        with open(args.config) as f:
+            given = json.load(f)
+    config = parse(FinetuneConfig, {**given, **vars(args)}, parser)
+    if config.init is None:
+        parser.error("--init: the model folder to start from is required")
     import ray
 
     if args.address:
         ray.init(address=args.address)
     else:
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
-    summary = finetune([TaskConfig.from_dict(t) for t in spec["tasks"]], spec.get("grid", {}), args.init,
-                       args.output, args.workers, args.cpus_per_worker, args.gpus_per_worker,
-                       args.max_concurrent_trials)
-    print(results_table(summary))
+    summary = finetune(config, config.init, args.output, args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    print(results_table(summary, {t.name: t for t in config.tasks}))
 
 
 if __name__ == "__main__":

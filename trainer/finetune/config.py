@@ -1,105 +1,117 @@
-"""The settings of a fine-tuning task and of one trial (a task at one grid setting).
+"""The settings of a fine-tuning run (the ``finetune`` step's ``params``) and of one trial.
 
-``TaskConfig`` mirrors the ``tasks:`` entries of the ``finetune`` step; every field can
-be swept by the step's ``grid`` (``lr``, ``epochs``, ``seed``, ``batch_size``, ...).
+``FinetuneConfig`` is the one schema: the step kind uses it as its ``params:`` model, and
+``python -m trainer.finetune`` makes its command line from it. Each task's settings are
+its type's ``Config`` (``trainer.finetune.tasks``); the ``grid`` sweeps any of them.
+No torch here: ``bertflow validate`` checks a spec with this module alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import itertools
+import re
+from typing import Any, Callable, Iterator
 
-TASK_TYPES = ("classification", "ner", "qa")
+from pydantic import Field, ValidationError, model_validator
 
+from contracts.config import Config, operational
 
-@dataclass
-class TaskConfig:
-    name: str
-    type: str  # classification | ner | qa
-    train: str  # file URL (CSV/TSV/JSONL, CoNLL, SQuAD JSON by type)
-    dev: str
-    test: str | None = None
-
-    # training
-    max_seq_length: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1  # of all optimizer steps, then linear decay to 0
-    optimizer: str = "adamw"
-    max_grad_norm: float = 1.0
-    classifier_dropout: float | None = None  # None: the encoder's hidden dropout
-    seed: int = 42
-    max_train_examples: int | None = None  # the first N of train (quick runs, tests)
-    max_eval_examples: int | None = None  # the first N of dev/test
-    eval_every_epoch: bool = True  # dev metrics after every epoch (else after the last only)
-    log_every_steps: int = 50  # train loss and lr to metrics.jsonl / TensorBoard every N steps
-
-    # classification
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    id_column: str | None = None  # default: the row number
-
-    # qa
-    doc_stride: int = 128  # tokens of overlap between consecutive windows of a context
-    max_query_length: int = 64
-    max_answer_length: int = 30
-    n_best_size: int = 20
-    version_2_with_negative: bool = False
-    null_score_diff_threshold: float = 0.0
-
-    def __post_init__(self):
-        if self.type not in TASK_TYPES:
-            raise ValueError(f"task {self.name!r}: type must be one of {TASK_TYPES}, got {self.type!r}")
-        for name in ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"task {self.name!r}: {name} must be >= 1")
-        if self.type == "qa" and self.max_seq_length - self.max_query_length - 3 <= self.doc_stride:
-            raise ValueError(
-                f"task {self.name!r}: max_seq_length ({self.max_seq_length}) - max_query_length "
-                f"({self.max_query_length}) - 3 special tokens must be > doc_stride ({self.doc_stride}), "
-                "so each window moves forward; lower doc_stride or max_query_length"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TaskConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"task {d.get('name')!r}: unknown settings {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def main_metric(self) -> str:
-        """The dev metric that picks the best setting."""
-        return {"classification": "accuracy", "ner": "f1", "qa": "f1"}[self.type]
+from .tasks import AnyTaskConfig, TaskConfig
 
 
-@dataclass
-class TrialConfig:
-    """One trial: a task with its grid setting applied, where to start from and write."""
+def with_setting(task: TaskConfig, setting: dict[str, Any]) -> TaskConfig:
+    """``task`` with the values of ``setting`` that are its settings, validated."""
+    own = {k: v for k, v in setting.items() if k in type(task).model_fields}
+    return type(task).model_validate({**task.model_dump(), **own})
 
-    task: TaskConfig
-    setting: dict[str, Any]  # the grid values of this trial ({} without a grid)
-    setting_id: str  # folder name of the setting, e.g. "lr-5e-05_seed-1"
-    init: str  # transformers model folder to start from (any fsspec URL)
-    output: str  # this trial's folder: trials/<task>/<setting_id>
-    workers: int = 1
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
+def grid_settings(task: TaskConfig, grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
+    """Every combination of the grid values of ``task``'s settings (keys sorted); one
+    empty setting without them."""
+    keys = sorted(k for k in grid if k in type(task).settings())
+    for values in itertools.product(*(grid[k] for k in keys)):
+        yield dict(zip(keys, values))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialConfig":
-        d = dict(d)
-        d["task"] = TaskConfig.from_dict(d["task"])
-        return cls(**d)
+
+def setting_id(setting: dict[str, Any]) -> str:
+    """A readable, filesystem- and URL-safe folder name: ``lr-5e-05_seed-1``."""
+    if not setting:
+        return "default"
+    parts = [f"{k}-{v}" for k, v in sorted(setting.items())]
+    return re.sub(r"[^A-Za-z0-9._-]+", "+", "_".join(parts))
+
+
+class FinetuneConfig(Config):
+    init: str | None = Field(None, description="a transformers model folder to start from, when the step has no `model` input")
+    tasks: list[AnyTaskConfig] = Field(min_length=1)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="setting -> values, crossed")
+    seed: int = Field(42, description="the seed of tasks that set none")
+    max_concurrent_trials: int | None = operational(None, ge=1, description="default: as many as the cluster holds")
+
+    @model_validator(mode="after")
+    def _check(self):
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        settings = set().union(*(type(t).settings() for t in self.tasks))
+        for key, values in self.grid.items():
+            if key not in settings:
+                raise ValueError(f"grid.{key}: not a task setting; settings are {sorted(settings)}")
+            if not values:
+                raise ValueError(f"grid.{key}: needs at least one value")
+        # Every setting a trial will train with is checked here, so that a bad value fails now,
+        # not in a Ray worker; the grid keeps the values as the settings' types (YAML reads
+        # `1e-4`, without a dot, as a string).
+        coerced = {key: list(values) for key, values in self.grid.items()}
+        for task in self.tasks:
+            keys = sorted(k for k in self.grid if k in type(task).settings())
+            for index in itertools.product(*(range(len(self.grid[k])) for k in keys)):
+                setting = {k: self.grid[k][i] for k, i in zip(keys, index)}
+                try:
+                    trial = with_setting(task, setting)
+                except ValidationError as e:
+                    raise ValueError(_grid_error(task, setting, e)) from None
+                for k, i in zip(keys, index):
+                    coerced[k][i] = getattr(trial, k)
+        self.grid = coerced
+        return self
+
+    def resolved(self, resolve: Callable[[str], str] = lambda path: path) -> list[TaskConfig]:
+        """The tasks as trials run them: data paths through ``resolve``, the step's seed
+        where a task sets none."""
+        tasks = []
+        for task in self.tasks:
+            paths = {split: resolve(getattr(task, split)) for split in ("train", "dev", "test")
+                     if getattr(task, split) is not None}
+            seed = {"seed": self.seed} if task.seed is None else {}
+            tasks.append(task.model_copy(update={**paths, **seed}))
+        return tasks
+
+
+def _grid_error(task: TaskConfig, setting: dict[str, Any], error: ValidationError) -> str:
+    messages = []
+    for err in error.errors():
+        field = err["loc"][0] if err["loc"] else None
+        where = f"grid.{field}: value {setting[field]!r}" if field in setting else f"grid setting {setting}"
+        messages.append(f"{where} for task {task.name!r}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(messages)
+
+
+class TrialConfig(Config):
+    """One trial: a task at one grid setting, where it starts from and writes."""
+
+    task: AnyTaskConfig
+    setting: dict[str, Any] = Field(default_factory=dict, description="the grid values of this trial")
+    setting_id: str = "default"
+    init: str  # a transformers model folder (any fsspec URL)
+    output: str  # the trial's folder: trials/<task>/<setting_id>
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _seeded(self):
+        if self.task.seed is None:
+            raise ValueError(f"trial {self.task.name}/{self.setting_id}: the task needs a seed "
+                             "(FinetuneConfig.resolved gives it the step's)")
+        return self

@@ -1,7 +1,7 @@
 """A grid of fine-tuning trials, run as parallel Ray trials, and the table of results.
 
-``expand`` makes one trial per task and per combination of the ``grid`` values (any
-``TaskConfig`` setting: ``{"lr": [5e-5, 1e-4], "seed": [1, 2]}``), each with its own folder
+``expand`` makes one trial per task and per combination of the ``grid`` values of its
+settings (``{"lr": [5e-5, 1e-4], "seed": [1, 2]}``), each with its own folder
 ``trials/<task>/<setting-id>/``. ``run_grid`` drives every trial from a Ray task that
 launches its ``TorchTrainer``; at most ``max_concurrent`` run at once (by default as many
 as the cluster's CPUs/GPUs hold, given each trial's workers). A trial whose folder has
@@ -9,37 +9,29 @@ as the cluster's CPUs/GPUs hold, given each trial's workers). A trial whose fold
 (``error.txt`` in its folder) and the others go on.
 
 The step's ``results.json`` and ``results.md``: per task, every setting's dev score, the
-best setting (highest dev main metric: accuracy, entity F1, SQuAD F1) and its test score.
+best setting (by the task type's dev main metric: accuracy, entity F1, SQuAD F1) and its
+test score.
 
     python -m trainer.finetune --init MODEL_DIR --output OUT --config finetune.json
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
 import re
 import time
 import traceback
-from dataclasses import fields, replace
 from typing import Any
 
-from contracts.storage import write_bytes_atomic, write_json
+from contracts.storage import join, write_bytes_atomic, write_json
 
-from .config import TaskConfig, TrialConfig
-from .trial import _join, run_trial
+from .config import FinetuneConfig, TrialConfig, grid_settings, setting_id, with_setting
+from .tasks import TaskConfig
+from .trial import run_trial
 
 log = logging.getLogger(__name__)
-
-
-def setting_id(setting: dict[str, Any]) -> str:
-    """A readable, filesystem- and URL-safe folder name: ``lr-5e-05_seed-1``."""
-    if not setting:
-        return "default"
-    parts = [f"{k}-{v}" for k, v in sorted(setting.items())]
-    return re.sub(r"[^A-Za-z0-9._-]+", "+", "_".join(parts))
 
 
 def absolute(url: str | None) -> str | None:
@@ -49,23 +41,17 @@ def absolute(url: str | None) -> str | None:
     return os.path.abspath(url)
 
 
-def expand(tasks: list[TaskConfig], grid: dict[str, list[Any]], init: str, output: str,
-           workers: int = 1, cpus_per_worker: float = 1, gpus_per_worker: float = 0) -> list[TrialConfig]:
-    known = {f.name for f in fields(TaskConfig)} - {"name", "type", "train", "dev", "test"}
-    unknown = sorted(set(grid) - known)
-    if unknown:
-        raise ValueError(f"grid: {unknown} are not task settings; settings are {sorted(known)}")
-    keys = sorted(grid)
+def expand(config: FinetuneConfig, init: str, output: str, workers: int = 1, cpus_per_worker: float = 1,
+           gpus_per_worker: float = 0) -> list[TrialConfig]:
+    """The trials of ``config``: each task at each combination of its grid settings."""
     init, output = absolute(init), absolute(output)
     trials = []
-    for task in tasks:
-        task = replace(task, train=absolute(task.train), dev=absolute(task.dev), test=absolute(task.test))
-        for values in itertools.product(*(grid[k] for k in keys)):
-            setting = dict(zip(keys, values))
+    for task in config.resolved(absolute):
+        for setting in grid_settings(task, config.grid):
             sid = setting_id(setting)
-            trials.append(TrialConfig(replace(task, **setting), setting, sid, init,
-                                      _join(output, "trials", task.name, sid), workers, cpus_per_worker,
-                                      gpus_per_worker))
+            trials.append(TrialConfig(task=with_setting(task, setting), setting=setting, setting_id=sid, init=init,
+                                      output=join(output, "trials", task.name, sid), workers=workers,
+                                      cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker))
     return trials
 
 
@@ -81,7 +67,7 @@ def default_concurrency(trial: TrialConfig) -> int:
 
 def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
     """Body of the Ray task that drives one trial: ok with its result, or failed with the error."""
-    trial = TrialConfig.from_dict(trial_dict)
+    trial = TrialConfig.model_validate(trial_dict)
     t0 = time.time()
     try:
         result = run_trial(trial)
@@ -90,7 +76,7 @@ def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
         detail = f"{traceback.format_exc()}\n{e}"
         error = short_error(f"{type(e).__name__}: {e}")
         try:
-            write_bytes_atomic(_join(trial.output, "error.txt"), (detail + "\n").encode())
+            write_bytes_atomic(join(trial.output, "error.txt"), (detail + "\n").encode())
         except Exception:
             pass
         return {"status": "failed", "error": error, "task": trial.task.name, "type": trial.task.type,
@@ -123,7 +109,7 @@ def run_grid(trials: list[TrialConfig], max_concurrent: int | None = None) -> li
     while queue or pending:
         while queue and len(pending) < limit:
             i, trial = queue.pop(0)
-            pending[drive.remote(trial.to_dict())] = i
+            pending[drive.remote(trial.model_dump())] = i
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             i = pending.pop(ref)
@@ -143,11 +129,12 @@ def run_grid(trials: list[TrialConfig], max_concurrent: int | None = None) -> li
 # --------------------------------------------------------------------------- results
 
 
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per task: every setting's status and scores, and the best setting by dev metric."""
-    tasks: dict[str, Any] = {}
+def summarize(results: list[dict[str, Any]], tasks: dict[str, TaskConfig]) -> dict[str, Any]:
+    """Per task (``tasks``: by name): every setting's status and scores, and the best
+    setting by its dev main metric."""
+    summary: dict[str, Any] = {}
     for r in results:
-        t = tasks.setdefault(r["task"], {"type": r["type"], "metric": r["metric"], "settings": [], "best": None})
+        t = summary.setdefault(r["task"], {"type": r["type"], "metric": r["metric"], "settings": [], "best": None})
         row = {"setting_id": r["setting_id"], "setting": r["setting"], "status": r["status"]}
         if r["status"] == "ok":
             row["dev"] = r["dev"]
@@ -157,57 +144,52 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             row["error"] = r["error"]
         t["settings"].append(row)
-    for t in tasks.values():
+    for name, t in summary.items():
         ok = [s for s in t["settings"] if s["status"] == "ok"]
         if ok:  # ties go to the first setting in grid order
-            best = max(ok, key=lambda s: s["dev"].get(t["metric"], float("-inf")))
+            best = tasks[name].best(ok, lambda s: s["dev"].get(t["metric"]))
             t["best"] = {"setting_id": best["setting_id"], "dev": best["dev"].get(t["metric"]),
                          "test": best.get("test", {}).get(t["metric"])}
-    return {"tasks": tasks, "trials_ok": sum(r["status"] == "ok" for r in results),
+    return {"tasks": summary, "trials_ok": sum(r["status"] == "ok" for r in results),
             "trials_failed": sum(r["status"] != "ok" for r in results)}
 
 
-def _fmt(v: float | None, percent: bool) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.2f}" if percent else f"{100 * v:.2f}"
-
-
-def results_table(summary: dict[str, Any]) -> str:
-    """Markdown: one table per task, every setting, the best marked, scores in percent."""
+def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
+    """Markdown: one table per task, every setting, the best marked, scores as each task
+    type shows them."""
     lines = ["# Fine-tuning results", ""]
     for name, t in summary["tasks"].items():
-        metric = t["metric"]
-        percent = t["type"] == "qa"  # SQuAD's metrics are already in percent
+        metric, show = t["metric"], tasks[name].show
         lines += [f"## {name} ({t['type']}, {metric})", "",
                   f"| setting | status | dev {metric} | test {metric} |", "|---|---|---|---|"]
         best_id = t["best"]["setting_id"] if t["best"] else None
         for s in t["settings"]:
             mark = " **best**" if s["setting_id"] == best_id else ""
             if s["status"] == "ok":
-                dev = _fmt(s["dev"].get(metric), percent)
-                test = _fmt(s.get("test", {}).get(metric), percent) if "test" in s else "-"
+                dev = show(s["dev"].get(metric))
+                test = show(s.get("test", {}).get(metric)) if "test" in s else "-"
                 lines.append(f"| {s['setting_id']}{mark} | ok | {dev} | {test} |")
             else:
                 error = s["error"].replace("|", "/").replace("\n", " ")[:120]
                 lines.append(f"| {s['setting_id']} | failed: {error} | - | - |")
         if t["best"]:
             b = t["best"]
-            lines += ["", f"Best: `{b['setting_id']}`, dev {metric} {_fmt(b['dev'], percent)}"
-                      + (f", test {metric} {_fmt(b['test'], percent)}" if b["test"] is not None else "")]
+            lines += ["", f"Best: `{b['setting_id']}`, dev {metric} {show(b['dev'])}"
+                      + (f", test {metric} {show(b['test'])}" if b["test"] is not None else "")]
         else:
             lines += ["", "Best: none (every setting failed)"]
         lines.append("")
     return "\n".join(lines)
 
 
-def finetune(tasks: list[TaskConfig], grid: dict[str, list[Any]], init: str, output: str,
-             workers: int = 1, cpus_per_worker: float = 1, gpus_per_worker: float = 0,
-             max_concurrent: int | None = None) -> dict[str, Any]:
-    """The whole step: expand, run, write ``results.json`` and ``results.md``; returns the summary."""
-    trials = expand(tasks, grid, init, output, workers, cpus_per_worker, gpus_per_worker)
-    results = run_grid(trials, max_concurrent)
-    summary = summarize(results)
-    write_json(_join(output, "results.json"), summary)
-    write_bytes_atomic(_join(output, "results.md"), results_table(summary).encode())
+def finetune(config: FinetuneConfig, init: str, output: str, workers: int = 1, cpus_per_worker: float = 1,
+             gpus_per_worker: float = 0) -> dict[str, Any]:
+    """The whole step (Ray must be connected): expand, run, write ``results.json`` and
+    ``results.md``; returns the summary."""
+    trials = expand(config, init, output, workers, cpus_per_worker, gpus_per_worker)
+    results = run_grid(trials, config.max_concurrent_trials)
+    tasks = {t.name: t for t in config.tasks}
+    summary = summarize(results, tasks)
+    write_json(join(output, "results.json"), summary)
+    write_bytes_atomic(join(output, "results.md"), results_table(summary, tasks).encode())
     return summary

@@ -16,8 +16,6 @@ from torch import nn
 
 from trainer.model import BertConfig, BertModel, init_weights
 
-IGNORE_INDEX = -100  # label of word pieces that carry no word label (and of padding)
-
 
 @dataclass
 class HeadConfig(BertConfig):

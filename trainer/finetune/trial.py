@@ -39,9 +39,9 @@ from typing import Any
 import fsspec
 import torch
 
-from contracts.storage import is_local, write_bytes_atomic, write_json
+from contracts.storage import exists, is_local, join, read_json, write_bytes_atomic, write_json
 
-from .config import TaskConfig, TrialConfig
+from .config import FinetuneConfig, TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,30 +49,7 @@ RESULT = "result.json"
 CHECKPOINT = "checkpoint/state.pt"
 
 
-def task_class(kind: str):
-    if kind == "classification":
-        from .classification import ClassificationTask
-        return ClassificationTask
-    if kind == "ner":
-        from .ner import NerTask
-        return NerTask
-    from .qa import QaTask
-    return QaTask
-
-
 # --------------------------------------------------------------------------- files
-
-
-def _join(*parts: str) -> str:
-    return posixpath.join(*[p.rstrip("/") for p in parts[:-1]], parts[-1])
-
-
-def read_json(url: str) -> Any | None:
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "r") as f:
-        return json.load(f)
 
 
 def local_folder(url: str) -> tuple[str, bool]:
@@ -133,9 +110,14 @@ class Timer:
         return now
 
 
+def evaluate(task, model, split, device):
+    with torch.inference_mode():
+        return task.evaluate(model, split, device)
+
+
 def train_loop(config: dict) -> None:
     """The Ray Train worker function of one trial (also runs without Ray, world size 1)."""
-    trial = TrialConfig.from_dict(config)
+    trial = TrialConfig.model_validate(config)
     cfg = trial.task
     try:
         import ray.train
@@ -153,18 +135,18 @@ def train_loop(config: dict) -> None:
     from trainer.model import load_config, load_pretrained
     from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
 
-    from .batching import collate
-    from .heads import HeadConfig
     from trainer.metrics_log import MetricsLog
+
+    from .heads import HeadConfig
 
     timer, t = Timer(), time.perf_counter()
     init_dir, copied = local_folder(trial.init)
     try:
         tokenizer = load_tokenizer(init_dir)
-        Task = task_class(cfg.type)
+        Task = cfg.implementation
         labels = Task.read_labels(cfg)
         head_config = HeadConfig.for_labels(load_config(init_dir), labels, classifier_dropout=cfg.classifier_dropout)
-        model = load_pretrained(init_dir, Task.head, config=head_config)
+        model = load_pretrained(init_dir, Task.head(), config=head_config)
     finally:
         if copied:
             shutil.rmtree(init_dir, ignore_errors=True)
@@ -182,7 +164,7 @@ def train_loop(config: dict) -> None:
     schedule = build_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps, "linear")
 
     start_epoch, history = 0, []
-    ckpt_url = _join(trial.output, CHECKPOINT)
+    ckpt_url = join(trial.output, CHECKPOINT)
     fs, ckpt_path = fsspec.core.url_to_fs(ckpt_url)
     if fs.exists(ckpt_path):
         with fs.open(ckpt_path, "rb") as f:
@@ -201,7 +183,6 @@ def train_loop(config: dict) -> None:
     else:
         trained = model
 
-    pad = tokenizer.pad_token_id
     last_dev = history[-1].get("dev") if history else None
     dev_files: dict[str, bytes] | None = None  # the last epoch's dev predictions, reused at the end
     for epoch in range(start_epoch, cfg.epochs):
@@ -211,7 +192,7 @@ def train_loop(config: dict) -> None:
         epoch_loss = torch.zeros((), device=device)
         window_loss, window_steps = torch.zeros((), device=device), 0
         for indices in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch, rank, world):
-            batch = collate([train.features[i] for i in indices], pad)
+            batch = task.collate([train.features[i] for i in indices])
             loss = task.loss(trained, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -239,7 +220,7 @@ def train_loop(config: dict) -> None:
             last_epoch = epoch + 1 == cfg.epochs
             if cfg.eval_every_epoch or last_epoch:
                 model.eval()
-                dev_metrics, files = task.evaluate(model, dev, device)
+                dev_metrics, files = evaluate(task, model, dev, device)
                 dev_files = files if last_epoch else None
                 last_dev = dev_metrics
                 t = timer.add("eval", t)
@@ -271,23 +252,23 @@ def train_loop(config: dict) -> None:
         if split_name == "dev" and dev_files is not None:  # the last epoch's evaluation is this one
             split_metrics, files = last_dev, dev_files
         else:
-            split_metrics, files = task.evaluate(model, split, device)
+            split_metrics, files = evaluate(task, model, split, device)
         result[split_name] = split_metrics
         result[f"{split_name}_skipped"] = split.skipped
         for suffix, data in files.items():
             name = f"{split_name}.{suffix}" if "." not in suffix else f"{split_name}_{suffix}"
-            write_bytes_atomic(_join(trial.output, "predictions", name), data)
+            write_bytes_atomic(join(trial.output, "predictions", name), data)
     t = timer.add("eval", t)
     result["train_examples"] = len(train.features)
     result["train_skipped"] = train.skipped
 
     from trainer.model import save_pretrained
-    save_pretrained(model, _join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))
+    save_pretrained(model, join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))
     timer.add("save", t)
     result["phase_seconds"] = {k: round(v, 2) for k, v in timer.seconds.items()}
     metrics_log.close()
-    write_json(_join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
-    write_json(_join(trial.output, RESULT), result)
+    write_json(join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
+    write_json(join(trial.output, RESULT), result)
     # done: the resume point (optimizer state included, ~3x the model) is no longer needed
     fs.rm(posixpath.dirname(ckpt_path), recursive=True)
 
@@ -298,10 +279,9 @@ def train_loop(config: dict) -> None:
 def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
     """Run one trial through Ray Train (Ray must be initialized) unless its folder already
     has ``result.json``; returns the result. Raises when training fails."""
-    done = read_json(_join(trial.output, RESULT))
-    if done is not None:
-        done["reused"] = True
-        return done
+    done = join(trial.output, RESULT)
+    if exists(done):
+        return {**read_json(done), "reused": True}
 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -310,7 +290,7 @@ def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
     resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=trial.to_dict(),
+        train_loop_config=trial.model_dump(),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=trial.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -320,17 +300,16 @@ def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
         ),
     )
     trainer.fit()
-    result = read_json(_join(trial.output, RESULT))
-    if result is None:
+    if not exists(join(trial.output, RESULT)):
         raise RuntimeError(f"trial {trial.task.name}/{trial.setting_id} ended without writing {RESULT}")
-    return result
+    return read_json(join(trial.output, RESULT))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fine-tune one task at one setting through Ray Train.")
     parser.add_argument("--init", required=True, help="transformers model folder to start from (any fsspec URL)")
     parser.add_argument("--output", required=True, help="the trial's output folder (any fsspec URL)")
-    parser.add_argument("--task", required=True, help="the task's settings as JSON (see TaskConfig)")
+    parser.add_argument("--task", required=True, help="the task's settings as JSON (see trainer.finetune.tasks)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--cpus-per-worker", type=float, default=1)
     parser.add_argument("--gpus-per-worker", type=float, default=0)
@@ -338,8 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
 
-    trial = TrialConfig(TaskConfig.from_dict(json.loads(args.task)), {}, "default", args.init, args.output,
-                        args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    (task,) = FinetuneConfig(tasks=[json.loads(args.task)]).resolved(os.path.abspath)
+    trial = TrialConfig(task=task, init=args.init, output=args.output, workers=args.workers,
+                        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
     ray.init(address="local", num_cpus=max(1, int(args.workers * args.cpus_per_worker)), include_dashboard=False)
     print(json.dumps({k: v for k, v in run_trial(trial).items() if k != "history"}, indent=2))
 

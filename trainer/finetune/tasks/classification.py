@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-from .batching import eval_batches, model_inputs, text_stream
-from .config import TaskConfig
-from .heads import BertForSequenceClassification
-from .metrics import classification_metrics
+from ..files import read_records
+from ..metrics import classification_metrics
+from .base import Split, Task, TaskConfig
 
 log = logging.getLogger(__name__)
-
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 
 
 @dataclass
@@ -39,47 +34,7 @@ class Row:
     label: str
 
 
-@dataclass
-class Split:
-    rows: list[Row]
-    features: list[dict[str, Any]]
-    skipped: int = 0
-    where: list[str] = field(default_factory=list)
-
-
-def file_format(url: str) -> str:
-    name = url.lower()
-    for c in _COMPRESSIONS:
-        if name.endswith(c):
-            name = name[: -len(c)]
-    for ext in ("csv", "tsv", "jsonl"):
-        if name.endswith("." + ext):
-            return ext
-    if name.endswith(".json"):
-        return "jsonl"
-    raise ValueError(f"{url}: unknown table format; name the file .csv, .tsv or .jsonl")
-
-
-def read_records(url: str):
-    """``(line number, dict)`` for each record of a CSV/TSV/JSONL file."""
-    fmt = file_format(url)
-    stream = text_stream(url)
-    if fmt == "jsonl":
-        for n, line in enumerate(stream, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield n, {"__error__": f"not JSON: {e}"}
-        return
-    # GLUE's TSVs are unquoted (a quote is just a character); CSVs use standard quoting
-    reader = csv.DictReader(stream, delimiter="\t" if fmt == "tsv" else ",",
-                            quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-    for record in reader:
-        yield reader.line_num, record
-
-
-def read_rows(cfg: TaskConfig, url: str, limit: int | None = None) -> tuple[list[Row], int]:
+def read_rows(cfg: "Config", url: str, limit: int | None = None) -> tuple[list[Row], int]:
     rows, skipped = [], 0
     needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
     for i, (n, rec) in enumerate(read_records(url)):
@@ -102,15 +57,19 @@ def read_rows(cfg: TaskConfig, url: str, limit: int | None = None) -> tuple[list
     return rows, skipped
 
 
-class ClassificationTask:
-    head = BertForSequenceClassification
-
-    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
-        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+class Classification(Task):
+    def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
+        super().__init__(cfg, tokenizer, labels)
         self.label_id = {label: i for i, label in enumerate(labels)}
 
-    @staticmethod
-    def read_labels(cfg: TaskConfig) -> list[str]:
+    @classmethod
+    def head(cls):
+        from ..heads import BertForSequenceClassification
+
+        return BertForSequenceClassification
+
+    @classmethod
+    def read_labels(cls, cfg: "Config") -> list[str]:
         rows, _ = read_rows(cfg, cfg.train, cfg.max_train_examples)
         return sorted({r.label for r in rows})
 
@@ -127,22 +86,32 @@ class ClassificationTask:
                      "labels": self.label_id[r.label]} for i, r in enumerate(rows)]
         return Split(rows, features, skipped + len(unknown))
 
-    @staticmethod
-    def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-        logits = model(**model_inputs(batch, device))
+    def loss(self, model, batch, device):
+        import torch.nn.functional as F
+
+        logits = model(**self.inputs(batch, device))
         return F.cross_entropy(logits.float(), batch["labels"].to(device))
 
-    @torch.inference_mode()
-    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
-        """Metrics and the prediction files (name -> bytes) of one split."""
+    def evaluate(self, model, split: Split, device):
         preds: list[int] = []
-        for _, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):
-            preds.extend(model(**model_inputs(batch, device)).argmax(-1).tolist())
+        for _, batch in self.batches(split.features):
+            preds.extend(model(**self.inputs(batch, device)).argmax(-1).tolist())
         gold = [f["labels"] for f in split.features]
         metrics = classification_metrics(gold, preds, len(self.labels))
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerow(["id", "label", "pred"])
-        for r, p in zip(split.rows, preds):
+        for r, p in zip(split.examples, preds):
             w.writerow([r.id, r.label, self.labels[p]])
         return metrics, {"csv": out.getvalue().encode()}
+
+
+class Config(TaskConfig):
+    type: Literal["classification"] = "classification"
+    text_column: str = "text"
+    text_pair_column: str | None = Field(None, description="the second text of a pair")
+    label_column: str = "label"
+    id_column: str | None = Field(None, description="default: the row number")
+
+    main_metric = "accuracy"
+    implementation = Classification

@@ -4,10 +4,10 @@ One token per line, its tag in the last column (other columns are ignored), a bl
 between sentences, ``-DOCSTART-`` lines skipped. Tags are BIO/IOB2 (IOB1 reads too: the
 metric starts an entity at an ``I-`` after ``O``). The label set is train's tags, sorted.
 
-Each word's label goes on its first word piece; the other pieces get -100 and no loss.
-A word predicted nowhere (cut by ``max_seq_length``, or a word the tokenizer drops, such
-as a lone control character) is predicted ``O``, so the metric always sees every gold
-word, as conlleval does.
+Each word's label goes on its first word piece; the other pieces get IGNORE_INDEX and no
+loss. A word predicted nowhere (cut by ``max_seq_length``, or a word the tokenizer drops,
+such as a lone control character) is predicted ``O``, so the metric always sees every
+gold word, as conlleval does.
 
 Predictions: ``predictions/<split>.conll`` with ``token gold pred`` per line.
 """
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
+from contracts.layout import IGNORE_INDEX
 
-from .batching import eval_batches, model_inputs, read_text
-from .config import TaskConfig
-from .heads import IGNORE_INDEX, BertForTokenClassification
-from .metrics import ner_metrics
+from ..files import read_text
+from ..metrics import ner_metrics
+from .base import Split, Task, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +31,6 @@ log = logging.getLogger(__name__)
 class Sentence:
     words: list[str]
     tags: list[str]
-
-
-@dataclass
-class Split:
-    sentences: list[Sentence]
-    features: list[dict[str, Any]]
-    skipped: int = 0
 
 
 def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]:
@@ -59,10 +50,7 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
         if limit is not None and len(sentences) >= limit:
             break
         parts = line.split()
-        if not parts:
-            close()
-            continue
-        if parts[0] == "-DOCSTART-":
+        if not parts or parts[0] == "-DOCSTART-":
             close()
             continue
         if len(parts) < 2:
@@ -79,15 +67,19 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
     return sentences, skipped
 
 
-class NerTask:
-    head = BertForTokenClassification
-
-    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
-        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+class Ner(Task):
+    def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
+        super().__init__(cfg, tokenizer, labels)
         self.label_id = {label: i for i, label in enumerate(labels)}
 
-    @staticmethod
-    def read_labels(cfg: TaskConfig) -> list[str]:
+    @classmethod
+    def head(cls):
+        from ..heads import BertForTokenClassification
+
+        return BertForTokenClassification
+
+    @classmethod
+    def read_labels(cls, cfg: "Config") -> list[str]:
         sentences, _ = read_conll(cfg.train, cfg.max_train_examples)
         return sorted({t for s in sentences for t in s.tags})
 
@@ -114,33 +106,41 @@ class NerTask:
                              "labels": labels, "first_piece": first_piece})
         return Split(sentences, features, skipped)
 
-    @staticmethod
-    def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-        # only the labelled word pieces (each word's first) carry loss: the last layer and the
-        # classifier run at those positions alone, gathered per row and padded with -100 labels
+    def loss(self, model, batch, device):
+        import torch
+        import torch.nn.functional as F
+
+        # Only each word's first piece carries loss, so the last layer and the classifier run
+        # at those positions alone, gathered per row and padded with IGNORE_INDEX labels.
         labels = batch["labels"]
         labelled = labels != IGNORE_INDEX
         width = max(1, int(labelled.sum(1).max()))
-        # stable sort puts each row's labelled positions first, in order
+        # a stable sort puts each row's labelled positions first, in order
         positions = torch.argsort((~labelled).to(torch.int8), dim=1, stable=True)[:, :width]
         targets = labels.gather(1, positions).masked_fill(~labelled.gather(1, positions), IGNORE_INDEX)
-        logits = model(**model_inputs(batch, device), only_at=positions.to(device))
+        logits = model(**self.inputs(batch, device), only_at=positions.to(device))
         return F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(),
                                ignore_index=IGNORE_INDEX)
 
-    @torch.inference_mode()
-    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
+    def evaluate(self, model, split: Split, device):
         predicted: list[list[str]] = []
-        for start, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):
-            ids = model(**model_inputs(batch, device)).argmax(-1).tolist()
+        for start, batch in self.batches(split.features):
+            ids = model(**self.inputs(batch, device)).argmax(-1).tolist()
             for row, feature in enumerate(split.features[start:start + len(ids)]):
-                tags = ["O"] * len(split.sentences[start + row].words)
+                tags = ["O"] * len(split.examples[start + row].words)
                 for pos, word in feature["first_piece"]:
                     tags[word] = self.labels[ids[row][pos]]
                 predicted.append(tags)
-        metrics = ner_metrics([s.tags for s in split.sentences], predicted)
+        metrics = ner_metrics([s.tags for s in split.examples], predicted)
         lines = []
-        for s, p in zip(split.sentences, predicted):
+        for s, p in zip(split.examples, predicted):
             lines.extend(f"{w} {g} {t}" for w, g, t in zip(s.words, s.tags, p))
             lines.append("")
         return metrics, {"conll": ("\n".join(lines) + "\n").encode()}
+
+
+class Config(TaskConfig):
+    type: Literal["ner"] = "ner"
+
+    main_metric = "f1"
+    implementation = Ner

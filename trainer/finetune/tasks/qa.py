@@ -22,16 +22,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import Field, model_validator
 
-from .batching import eval_batches, model_inputs, read_text
-from .config import TaskConfig
-from .heads import BertForQuestionAnswering
-from .metrics import squad_metrics
+from ..files import read_text
+from ..metrics import squad_metrics
+from .base import Split, Task, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +41,6 @@ class Question:
     context: str
     answers: list[dict]  # {"text", "answer_start"}; empty for an unanswerable one
     is_impossible: bool
-
-
-@dataclass
-class Split:
-    questions: list[Question]
-    features: list[dict[str, Any]]
-    skipped: int = 0
 
 
 def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]:
@@ -82,14 +73,17 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
     return questions, skipped
 
 
-class QaTask:
-    head = BertForQuestionAnswering
+class Qa(Task):
+    label_fields = ("start_positions", "end_positions")
 
-    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
-        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+    @classmethod
+    def head(cls):
+        from ..heads import BertForQuestionAnswering
 
-    @staticmethod
-    def read_labels(cfg: TaskConfig) -> list[str]:
+        return BertForQuestionAnswering
+
+    @classmethod
+    def read_labels(cls, cfg: "Config") -> list[str]:
         return ["LABEL_0", "LABEL_1"]  # transformers' default for a QA head's config
 
     def _question_text(self, q: str) -> str:
@@ -132,33 +126,33 @@ class QaTask:
         end = next(i for i in reversed(inside) if offsets[i][0] < end_char)
         return start, end
 
-    @staticmethod
-    def loss(model, batch: dict[str, torch.Tensor], device) -> torch.Tensor:
-        start, end = model(**model_inputs(batch, device))
+    def loss(self, model, batch, device):
+        import torch.nn.functional as F
+
+        start, end = model(**self.inputs(batch, device))
         return (F.cross_entropy(start.float(), batch["start_positions"].to(device))
                 + F.cross_entropy(end.float(), batch["end_positions"].to(device))) / 2
 
-    @torch.inference_mode()
-    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
+    def evaluate(self, model, split: Split, device):
         best: dict[int, tuple[float, str]] = {}  # question -> (score, text) of its best span
         null: dict[int, float] = {}  # question -> lowest [CLS] score over its windows
-        for start, batch in eval_batches(split.features, self.cfg.eval_batch_size, self.tokenizer.pad_token_id):
-            s_logits, e_logits = (t.float().cpu().numpy() for t in model(**model_inputs(batch, device)))
+        for start, batch in self.batches(split.features):
+            s_logits, e_logits = (t.float().cpu().numpy() for t in model(**self.inputs(batch, device)))
             for row, f in enumerate(split.features[start:start + len(s_logits)]):
                 qi = f["question"]
                 null[qi] = min(null.get(qi, np.inf), float(s_logits[row][0] + e_logits[row][0]))
-                span = self._best_span(s_logits[row], e_logits[row], f["offsets"], split.questions[qi].context)
+                span = self._best_span(s_logits[row], e_logits[row], f["offsets"], split.examples[qi].context)
                 if span and span[0] > best.get(qi, (-np.inf, ""))[0]:
                     best[qi] = span
         predictions, null_odds = {}, {}
-        for qi, q in enumerate(split.questions):
+        for qi, q in enumerate(split.examples):
             score, text = best.get(qi, (-np.inf, ""))
             if self.cfg.version_2_with_negative:
                 null_odds[q.id] = float(null[qi] - score) if np.isfinite(score) else float("inf")
                 if null[qi] - score > self.cfg.null_score_diff_threshold:
                     text = ""
             predictions[q.id] = text
-        metrics = squad_metrics({q.id: [a["text"] for a in q.answers] for q in split.questions}, predictions)
+        metrics = squad_metrics({q.id: [a["text"] for a in q.answers] for q in split.examples}, predictions)
         files = {"json": (json.dumps(predictions, indent=2, ensure_ascii=False) + "\n").encode()}
         if self.cfg.version_2_with_negative:
             files["null_odds.json"] = (json.dumps(null_odds, indent=2) + "\n").encode()
@@ -178,3 +172,28 @@ class QaTask:
                 if found is None or score > found[0]:
                     found = (score, context[offsets[s][0]:offsets[e][1]])
         return found
+
+
+class Config(TaskConfig):
+    type: Literal["qa"] = "qa"
+    max_seq_length: int = Field(384, ge=8, le=512)
+    doc_stride: int = Field(128, ge=1, description="tokens of overlap between consecutive windows of a context")
+    max_query_length: int = Field(64, ge=1)
+    max_answer_length: int = Field(30, ge=1)
+    n_best_size: int = Field(20, ge=1)
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+
+    main_metric = "f1"
+    scale = 1.0  # SQuAD's metrics are in percent already
+    implementation = Qa
+
+    @model_validator(mode="after")
+    def _windows_move(self):
+        if self.max_seq_length - self.max_query_length - 3 <= self.doc_stride:
+            raise ValueError(
+                f"max_seq_length ({self.max_seq_length}) - max_query_length ({self.max_query_length}) - 3 "
+                f"special tokens must be > doc_stride ({self.doc_stride}), so that each window moves forward; "
+                "lower doc_stride or max_query_length"
+            )
+        return self

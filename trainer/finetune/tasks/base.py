@@ -1,0 +1,131 @@
+"""The interface every fine-tuning task type implements.
+
+A task type is one module of this package with two classes:
+
+- ``Config``, a ``TaskConfig``: the type's settings (``type: Literal["<name>"]`` plus its
+  own fields; a ``model_validator`` for checks across fields), how it is scored
+  (``main_metric``, ``higher_is_better``) and shown (``scale``), and ``implementation``;
+- the implementation, a ``Task``: its head, its labels, reading a file into features,
+  collating them, the loss and the evaluation.
+
+The module imports no torch, ray or transformers at its top (``bertflow validate`` checks
+every task's settings without them); the implementation imports torch where it uses it.
+A trial calls ``evaluate`` under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator, Literal
+
+from pydantic import Field
+
+from contracts.config import Config, operational
+
+# what names a task and where its data is; every other field can be swept by the grid
+IDENTITY = ("name", "type", "train", "dev", "test")
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+class TaskConfig(Config):
+    """The settings every task type has."""
+
+    type: str
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="folder-safe task name")
+    train: str = Field(description="the train file (any fsspec URL)")
+    dev: str = Field(description="the dev file: scores every setting, picks the best")
+    test: str | None = Field(None, description="a test file, scored once at the end")
+    max_seq_length: int = Field(128, ge=8, le=512)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=1, description="global: examples per optimizer step over all workers")
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="of all steps, then linear decay to 0")
+    optimizer: Literal["adamw", "lamb"] = "adamw"
+    max_grad_norm: float = Field(1.0, ge=0)
+    classifier_dropout: float | None = Field(None, ge=0, lt=1, description="default: the encoder's dropout")
+    seed: int | None = Field(None, description="default: the step's seed")
+    max_train_examples: int | None = Field(None, ge=1, description="the first N of train (quick runs)")
+    max_eval_examples: int | None = Field(None, ge=1, description="the first N of dev and test")
+    # Evaluating draws no random numbers and leaves the weights alone: the trained model and
+    # the final scores are the same either way.
+    eval_every_epoch: bool = operational(True, description="dev metrics after every epoch, else after the last")
+    log_every_steps: int = operational(50, ge=1, description="train loss and lr logged every N steps")
+
+    main_metric: ClassVar[str]  # the dev metric that picks the best setting
+    higher_is_better: ClassVar[bool] = True
+    scale: ClassVar[float] = 100.0  # the table shows metric * scale (1 for metrics already in percent)
+    implementation: ClassVar[type["Task"]]
+
+    @classmethod
+    def settings(cls) -> set[str]:
+        """The fields a grid may sweep."""
+        return set(cls.model_fields) - set(IDENTITY)
+
+    def show(self, value: float | None) -> str:
+        return "-" if value is None else f"{value * self.scale:.2f}"
+
+    def best(self, rows: list[dict[str, Any]], score) -> dict[str, Any]:
+        """The row with the best ``score(row)`` (None: worst); ties go to the first."""
+        worst = float("-inf") if self.higher_is_better else float("inf")
+
+        def key(row):
+            value = score(row)
+            return worst if value is None else value
+
+        return (max if self.higher_is_better else min)(rows, key=key)
+
+
+@dataclass
+class Split:
+    examples: list[Any]  # what the file holds (rows, sentences, questions), in its order
+    features: list[dict[str, Any]]  # the encoded inputs: one or more per example
+    skipped: int = 0  # records left out (each logged with where it was)
+
+
+class Task:
+    """A task type at work in a trial: built from its config, the tokenizer and the labels."""
+
+    # feature fields that collate stacks (scalars) or pads with IGNORE_INDEX (per-token lists)
+    label_fields: ClassVar[tuple[str, ...]] = ("labels",)
+
+    def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
+        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+
+    @classmethod
+    def head(cls) -> type:
+        """The ``nn.Module`` class put on the encoder (from ``trainer.finetune.heads``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def read_labels(cls, cfg: TaskConfig) -> list[str]:
+        """The head's label names (from train, sorted, so the same data gives the same ids)."""
+        raise NotImplementedError
+
+    def load(self, url: str, train: bool) -> Split:
+        raise NotImplementedError
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        from ..batching import collate
+
+        return collate(features, self.tokenizer.pad_token_id, self.label_fields)
+
+    def batches(self, features: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(offset of the first feature, batch)`` of ``eval_batch_size``, in order."""
+        size = self.cfg.eval_batch_size
+        for start in range(0, len(features), size):
+            yield start, self.collate(features[start:start + size])
+
+    @staticmethod
+    def inputs(batch: dict[str, Any], device) -> dict[str, Any]:
+        """What the model reads of a batch, on ``device``."""
+        return {k: batch[k].to(device) for k in MODEL_INPUTS}
+
+    def loss(self, model, batch: dict[str, Any], device):
+        """The mean loss of a batch (a scalar tensor)."""
+        raise NotImplementedError
+
+    def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
+        """Metrics of one split and its prediction files (suffix -> bytes)."""
+        raise NotImplementedError
