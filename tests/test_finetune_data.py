@@ -125,16 +125,13 @@ def test_logging_settings_checked():
     assert params.tasks[0].eval_every_epoch is False and params.tasks[0].log_every_steps == 50
 
 
-def test_epoch_batches_split_global_batches_across_workers():
+def test_epoch_batches_are_global_batches_of_a_seeded_permutation():
     from trainer.finetune.trial import epoch_batches
 
-    one = epoch_batches(10, 4, seed=1, epoch=0, rank=0, world=1)
+    one = epoch_batches(10, 4, seed=1, epoch=0)
     assert [len(b) for b in one] == [4, 4, 2] and sorted(sum(one, [])) == list(range(10))
-    assert one != epoch_batches(10, 4, seed=1, epoch=1, rank=0, world=1)  # reshuffled each epoch
-    shares = [epoch_batches(10, 4, seed=1, epoch=0, rank=r, world=2) for r in (0, 1)]
-    assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(b) for b in one]  # same global batches
-    # a last batch of 1 cannot be split over 2 workers (one would have no step to take): dropped
-    assert [len(b) for b in epoch_batches(9, 4, seed=1, epoch=0, rank=1, world=2)] == [2, 2]
+    assert one != epoch_batches(10, 4, seed=1, epoch=1)  # reshuffled each epoch
+    assert one == epoch_batches(10, 4, seed=1, epoch=0)
 
 
 def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
@@ -180,3 +177,9 @@ def test_grid_values_take_the_setting_type():
     p = FinetuneConfig.model_validate(raw)
     assert p.grid == {"lr": [5e-5, 1e-4], "epochs": [2]}
 
+
+def test_epoch_batches_keep_a_last_batch_smaller_than_the_worker_count():
+    from trainer.finetune.trial import epoch_batches
+
+    batches = epoch_batches(9, 4, seed=1, epoch=0)
+    assert [len(b) for b in batches] == [4, 4, 1] and sorted(sum(batches, [])) == list(range(9))

@@ -79,7 +79,8 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     out = str(tmp_path / "ft")
     # The file has no column "nope": that trial fails inside its Ray Train workers. Each trial
     # has 2 workers (DDP over gloo), one CPU each: the trials run one after the other.
-    config = FinetuneConfig(tasks=[sentiment()], grid={"label_column": ["label", "nope"]})
+    # 49 examples in batches of 16: the last batch has one, so one worker has none in that step
+    config = FinetuneConfig(tasks=[sentiment(max_train_examples=49)], grid={"label_column": ["label", "nope"]})
     summary = finetune(config, tiny_bert, out, workers=2)
     assert summary["trials_ok"] == 1 and summary["trials_failed"] == 1
     settings = {s["setting_id"]: s for s in summary["tasks"]["sentiment"]["settings"]}
@@ -95,16 +96,23 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     rows = (trial / "predictions/dev.csv").read_text().splitlines()
     assert rows[0] == "id,label,pred" and len(rows) == 33
     assert not (trial / "checkpoint").exists()  # done: the resume point is dropped
-    # 48 examples in batches of 16: 3 steps, each logged, then the epoch line with dev
+    # 4 steps, each logged, then the epoch line with dev
     lines = jsonl(trial / "metrics.jsonl")
-    assert [line["step"] for line in lines] == [1, 2, 3, 3]
-    assert all(line["train/loss"] > 0 and line["train/lr"] > 0 for line in lines[:3])
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 4]
+    assert all(line["train/loss"] > 0 and line["train/lr"] > 0 for line in lines[:4])
     assert lines[-1]["dev/accuracy"] == settings["label_column-label"]["dev"]["accuracy"]
     assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
 
-    # two workers, each with half of every batch, train the model one worker trains
-    single = TrialConfig(task=sentiment(), init=tiny_bert, output=str(tmp_path / "single"))
+    # two workers, each with half of every batch (the last: all of it, and none), train the
+    # model one worker trains, and log the losses of the whole batches
+    single = TrialConfig(task=sentiment(max_train_examples=49), init=tiny_bert, output=str(tmp_path / "single"))
     train_loop(single.model_dump())
+    one_lines = jsonl(tmp_path / "single/metrics.jsonl")
+    assert [line["step"] for line in one_lines] == [1, 2, 3, 4, 4]
+    for ddp, one in zip(lines, one_lines):
+        for key in ("train/loss", "train/epoch_loss"):
+            if key in one:
+                assert ddp[key] == pytest.approx(one[key], rel=1e-5), (key, ddp["step"])
     ddp_weights = load_file(trial / "model/model.safetensors")
     one_weights = load_file(tmp_path / "single/model/model.safetensors")
     assert ddp_weights.keys() == one_weights.keys()
@@ -123,7 +131,8 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
         torch.testing.assert_close(ours(**batch), theirs(**batch).logits, atol=1e-5, rtol=1e-5)
 
     # a retried step reuses the finished trial
-    again = finetune(FinetuneConfig(tasks=[sentiment()], grid={"label_column": ["label"]}), tiny_bert, out, workers=2)
+    again = finetune(FinetuneConfig(tasks=[sentiment(max_train_examples=49)], grid={"label_column": ["label"]}),
+                     tiny_bert, out, workers=2)
     assert again["tasks"]["sentiment"]["settings"][0]["reused"]
 
 
@@ -196,3 +205,22 @@ def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path):
     steps = [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")]
     assert steps == [1, 2, 2, 3, 4, 4]  # 2 steps + the epoch line, twice; no duplicates from the rerun
 
+
+def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_path):
+    # Why eval_every_epoch is operational (left out of the step's hash).
+    from safetensors.torch import load_file
+
+    from trainer.finetune.trial import train_loop
+
+    weights = {}
+    for every in (True, False):
+        out = tmp_path / f"every-{every}"
+        task = sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, eval_every_epoch=every,
+                         classifier_dropout=0.5)  # dropout draws random numbers: evaluating must not shift them
+        train_loop(TrialConfig(task=task, init=tiny_bert, output=str(out)).model_dump())
+        weights[every] = load_file(out / "model/model.safetensors")
+        result = json.loads((out / "result.json").read_text())
+        assert ("dev" in result["history"][0]) == every
+    assert weights[True].keys() == weights[False].keys()
+    for name in weights[True]:
+        assert torch.equal(weights[True][name], weights[False][name]), name

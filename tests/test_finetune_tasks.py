@@ -127,3 +127,20 @@ def test_the_settings_load_without_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
+
+def test_a_failed_trial_keeps_its_error_when_error_txt_cannot_be_written(monkeypatch, caplog, tmp_path):
+    from trainer.finetune import fanout
+
+    def fails(trial):
+        raise ValueError("the trial's own error")
+
+    def cannot_write(url, data):
+        raise PermissionError(f"{url}: read-only")
+
+    monkeypatch.setattr(fanout, "run_trial", fails)
+    monkeypatch.setattr(fanout, "write_bytes_atomic", cannot_write)
+    trial = TrialConfig(task=task_config({**_tasks("ner")[0], "seed": 1}), init="m", output=str(tmp_path / "t"))
+    with caplog.at_level("WARNING", logger=fanout.__name__):
+        result = fanout._drive(trial.model_dump())
+    assert result["status"] == "failed" and result["error"] == "ValueError: the trial's own error"
+    assert any("error.txt" in r.getMessage() and "read-only" in r.getMessage() for r in caplog.records)

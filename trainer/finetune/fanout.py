@@ -77,8 +77,9 @@ def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
         error = short_error(f"{type(e).__name__}: {e}")
         try:
             write_bytes_atomic(join(trial.output, "error.txt"), (detail + "\n").encode())
-        except Exception:
-            pass
+        except Exception as write_error:  # the trial's own error is what the table reports
+            log.warning("trial %s/%s: could not write error.txt: %s: %s", trial.task.name, trial.setting_id,
+                        type(write_error).__name__, write_error)
         return {"status": "failed", "error": error, "task": trial.task.name, "type": trial.task.type,
                 "setting": trial.setting, "setting_id": trial.setting_id, "metric": trial.task.main_metric,
                 "seconds": time.time() - t0}

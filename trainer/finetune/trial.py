@@ -88,14 +88,13 @@ def tokenizer_files(tokenizer) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- training
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
-    """This worker's share of each global batch of a seeded permutation of ``n`` examples.
-    A last batch smaller than the world size is dropped (some worker would get nothing to
-    step on, and DDP needs every worker in every step)."""
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of an epoch: a permutation of ``n`` examples seeded by (seed,
+    epoch), cut into ``batch_size`` pieces (the last may be smaller). Worker ``rank`` of
+    ``world`` trains on ``batch[rank::world]`` of each."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    return [b[rank::world] for b in batches if len(b) >= world]
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 class Timer:
@@ -108,6 +107,16 @@ class Timer:
         now = time.perf_counter()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + now - since
         return now
+
+
+def worker_mean(value: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean of ``value`` over the workers (their weighted losses average to the whole
+    batch's loss)."""
+    if world == 1:
+        return value
+    total = value.clone()
+    torch.distributed.all_reduce(total)
+    return total / world
 
 
 def evaluate(task, model, split, device):
@@ -159,7 +168,7 @@ def train_loop(config: dict) -> None:
 
     model.to(device)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
-    steps_per_epoch = len(epoch_batches(len(train.features), cfg.batch_size, cfg.seed, 0, rank, world))
+    steps_per_epoch = len(epoch_batches(len(train.features), cfg.batch_size, cfg.seed, 0))
     total_steps = steps_per_epoch * cfg.epochs
     schedule = build_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps, "linear")
 
@@ -191,9 +200,16 @@ def train_loop(config: dict) -> None:
         # losses stay on the device and are summed there: no host sync per step, only per log line
         epoch_loss = torch.zeros((), device=device)
         window_loss, window_steps = torch.zeros((), device=device), 0
-        for indices in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch, rank, world):
-            batch = task.collate([train.features[i] for i in indices])
+        for whole in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch):
+            indices = whole[rank::world]
+            # A worker with no example in a (last, small) batch still joins DDP's gradient
+            # all-reduce: it steps on one of the batch's examples, at weight 0.
+            batch = task.collate([train.features[i] for i in indices or whole[:1]])
             loss = task.loss(trained, batch, device)
+            if world > 1:
+                # DDP averages the workers' gradients: weighed by its share of the batch's
+                # examples, each worker's mean loss makes that average the batch's mean.
+                loss = loss * (world * len(indices) / len(whole))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm(model.parameters(), cfg.max_grad_norm)
@@ -206,12 +222,14 @@ def train_loop(config: dict) -> None:
             epoch_loss += detached
             window_loss += detached
             window_steps += 1
-            if metrics_log is not None and step % cfg.log_every_steps == 0:
-                metrics_log.write(step, {"train/loss": window_loss.item() / window_steps, "train/lr": lr},
-                                  epoch=round(step / steps_per_epoch, 4))
+            if step % cfg.log_every_steps == 0:  # every worker is here: the all-reduce needs them all
+                window = worker_mean(window_loss, world).item() / window_steps
+                if metrics_log is not None:
+                    metrics_log.write(step, {"train/loss": window, "train/lr": lr},
+                                      epoch=round(step / steps_per_epoch, 4))
                 window_loss.zero_()
                 window_steps = 0
-        train_loss = epoch_loss.item() / max(1, steps_per_epoch)
+        train_loss = worker_mean(epoch_loss, world).item() / max(1, steps_per_epoch)
         t = timer.add("train", t)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss,
                    "examples_per_s": seen * world / (time.perf_counter() - t0)}
