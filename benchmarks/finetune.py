@@ -57,9 +57,10 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
     import ray
 
     from trainer.finetune.trial import run_trial
+    from trainer.launch import connect_ray
 
     t0 = time.time()
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    connect_ray(num_cpus=cpus)
     ray_s = time.time() - t0
     try:
         with tempfile.TemporaryDirectory() as out:

@@ -50,8 +50,10 @@ def tiny_bert(init_folder, tmp_path_factory):
 def ray_session():
     import ray
 
+    from trainer.launch import connect_ray
+
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -95,7 +97,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     trial = tmp_path / "ft/trials/sentiment/label_column-label"
     rows = (trial / "predictions/dev.csv").read_text().splitlines()
     assert rows[0] == "id,label,pred" and len(rows) == 33
-    assert not (trial / "checkpoint").exists()  # done: the resume point is dropped
+    assert not (trial / "checkpoints").exists()  # done: the resume point is dropped
     # 4 steps, each logged, then the epoch line with dev
     lines = jsonl(trial / "metrics.jsonl")
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 4]
@@ -157,8 +159,7 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
         "max_concurrent_trials": 2,
     })
     ctx = StepContext(step="finetune", output=str(tmp_path / "step"), inputs={}, params=params,
-                      resources=Resources(), base_dir=ROOT, beam_options=lambda **kw: None,
-                      ray_init=lambda: None, log=logging.getLogger("test"))
+                      resources=Resources(), base_dir=ROOT, ray={"num_cpus": 2}, log=logging.getLogger("test"))
     counters = kind().run(ctx)
     assert counters["trials_ok"] == 2 and counters["trials_failed"] == 0
     assert 0 <= counters["best_dev_f1/wnut"] <= 1
@@ -177,33 +178,46 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
     assert "## squad (qa, f1)" in (tmp_path / "step/results.md").read_text()
 
 
-def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path):
-    from trainer.finetune.trial import train_loop
+def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from trainer import checkpoint
+    from trainer.finetune import trial as trial_module
 
     bad = tmp_path / "broken.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
     # 16 examples in batches of 8: 2 steps an epoch; dev only after the last epoch
-    trial = TrialConfig(task=sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8,
-                                       test=str(bad), eval_every_epoch=False),
-                        init=tiny_bert, output=str(tmp_path / "trial"))
+    task = sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, eval_every_epoch=False)
+    whole = TrialConfig(task=task.model_copy(update={"test": str(bad)}), init=tiny_bert, output=str(tmp_path / "whole"))
     with pytest.raises(ValueError, match="no column"):
-        train_loop(trial.model_dump())  # trains 2 epochs, then dies on the unusable test file
-    state = torch.load(tmp_path / "trial/checkpoint/state.pt", weights_only=False)
-    assert state["epoch"] == 2 and not (tmp_path / "trial/result.json").exists()
+        trial_module.train_loop(whole.model_dump())  # trains 2 epochs, then dies on the unusable test file
+    (step, url), = checkpoint.list_checkpoints(str(tmp_path / "whole/checkpoints"))  # the last one only
+    state = json.loads((Path(url) / "state.json").read_text())
+    assert step == 4 and state["epoch"] == 2 and not (tmp_path / "whole/result.json").exists()
     assert "dev" not in state["history"][0] and "dev" in state["history"][1]
 
-    # as if killed after epoch 1: its checkpoint, and log lines past it (to be dropped)
-    state["epoch"], state["history"] = 1, state["history"][:1]
-    state["schedule"]["last_epoch"] = state["schedule"]["_step_count"] = 2
-    torch.save(state, tmp_path / "trial/checkpoint/state.pt")
-    trial.task.test = None
-    train_loop(trial.model_dump())  # resumes after epoch 1: trains epoch 2 only
+    # killed in epoch 2 (its dev scoring fails): the checkpoint of epoch 1 is left, and log lines past it
+    def killed(*args):
+        raise RuntimeError("killed")
+
+    trial = TrialConfig(task=task, init=tiny_bert, output=str(tmp_path / "trial"))
+    monkeypatch.setattr(trial_module, "evaluate", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        trial_module.train_loop(trial.model_dump())
+    assert [s for s, _ in checkpoint.list_checkpoints(str(tmp_path / "trial/checkpoints"))] == [2]
+    assert [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")] == [1, 2, 2, 3, 4]
+    monkeypatch.undo()
+    trial_module.train_loop(trial.model_dump())  # resumes after epoch 1: trains epoch 2 only
     result = json.loads((tmp_path / "trial/result.json").read_text())
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert result["dev"]["accuracy"] == result["history"][-1]["dev"]["accuracy"]
     assert set(result["phase_seconds"]) == {"load", "train", "eval", "checkpoint", "save"}
     steps = [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")]
     assert steps == [1, 2, 2, 3, 4, 4]  # 2 steps + the epoch line, twice; no duplicates from the rerun
+    assert not (tmp_path / "trial/checkpoints").exists()  # done: the resume point is dropped
+    # the resumed trial ends with the weights of the one that ran through
+    resumed, through = load_file(tmp_path / "trial/model/model.safetensors"), load_file(Path(url) / "model.safetensors")
+    assert resumed.keys() == through.keys() and all(torch.equal(resumed[k], through[k]) for k in resumed)
 
 
 def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_path):

@@ -37,7 +37,7 @@ from .base import Input, StepContext, StepKind
 @register
 class Finetune(StepKind):
     name = "finetune"
-    version = 1
+    version = 2  # multi-worker trials keep a last small batch; trial checkpoints in step-N folders
     Params = FinetuneConfig
     inputs = {"model": Input(required=False)}
 
@@ -50,6 +50,7 @@ class Finetune(StepKind):
 
     def run(self, ctx: StepContext) -> dict[str, float]:
         from trainer.finetune.fanout import finetune
+        from trainer.launch import connect_ray
 
         p: FinetuneConfig = ctx.params
         if ctx.inputs.get("model"):
@@ -60,7 +61,7 @@ class Finetune(StepKind):
             raise ValueError("finetune needs a model: an input `model` (a pretrain step) or params.init (a folder)")
         config = p.model_copy(update={"tasks": p.resolved(ctx.resolve_path)})
 
-        ctx.ray_init()
+        connect_ray(**ctx.ray)
         # Ray workers are other processes: memory:// is not shared with them, so a
         # memory:// step trains into a local folder that is then copied over.
         staging = tempfile.mkdtemp(prefix="bertflow-finetune-") if ctx.output.startswith("memory://") else None

@@ -40,12 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     config = parse(FinetuneConfig, {**given, **vars(args)}, parser)
     if config.init is None:
         parser.error("--init: the model folder to start from is required")
-    import ray
+    from trainer.launch import connect_ray
 
-    if args.address:
-        ray.init(address=args.address)
-    else:
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False)
+    connect_ray(address=args.address, num_cpus=args.num_cpus)
     summary = finetune(config, config.init, args.output, args.workers, args.cpus_per_worker, args.gpus_per_worker)
     print(results_table(summary, {t.name: t for t in config.tasks}))
 

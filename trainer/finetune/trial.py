@@ -10,8 +10,8 @@ workers each run ``train_loop``:
 3. every ``log_every_steps`` steps rank 0 logs the train loss and learning rate to
    ``metrics.jsonl`` and ``tensorboard/`` in the trial folder; after each epoch it
    evaluates on dev (after the last epoch only when ``eval_every_epoch`` is off), logs
-   the epoch's scalars there too, and writes ``checkpoint/state.pt`` (model, optimizer,
-   schedule, epoch, history) atomically: a trial that dies resumes from its last
+   the epoch's scalars there too, and writes a checkpoint (``trainer.checkpoint``'s
+   ``checkpoints/step-N/``, the last one kept): a trial that dies resumes from its last
    finished epoch;
 4. at the end rank 0 scores dev (the last epoch's evaluation, not a second pass) and
    test, writes ``predictions/``, the fine-tuned
@@ -25,28 +25,24 @@ workers each run ``train_loop``:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
-import posixpath
 import shutil
 import tempfile
 import time
 import uuid
 from typing import Any
 
-import fsspec
 import torch
 
-from contracts.storage import exists, is_local, join, read_json, write_bytes_atomic, write_json
+from contracts.storage import exists, fs_for, is_local, join, read_json, remove_tree, write_bytes_atomic, write_json
 
 from .config import FinetuneConfig, TrialConfig
 
 log = logging.getLogger(__name__)
 
 RESULT = "result.json"
-CHECKPOINT = "checkpoint/state.pt"
 
 
 # --------------------------------------------------------------------------- files
@@ -55,7 +51,7 @@ CHECKPOINT = "checkpoint/state.pt"
 def local_folder(url: str) -> tuple[str, bool]:
     """A local path holding the folder ``url``: the path itself when local, else a copy in
     a temporary folder (the tokenizer reads local files). Returns (path, is_copy)."""
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = fs_for(url)
     if is_local(url):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"model folder {url} does not exist")
@@ -144,6 +140,7 @@ def train_loop(config: dict) -> None:
     from trainer.model import load_config, load_pretrained
     from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
 
+    from trainer.checkpoint import CHECKPOINTS, load_latest, save_to
     from trainer.metrics_log import MetricsLog
 
     from .heads import HeadConfig
@@ -173,14 +170,9 @@ def train_loop(config: dict) -> None:
     schedule = build_schedule(optimizer, int(cfg.warmup_ratio * total_steps), total_steps, "linear")
 
     start_epoch, history = 0, []
-    ckpt_url = join(trial.output, CHECKPOINT)
-    fs, ckpt_path = fsspec.core.url_to_fs(ckpt_url)
-    if fs.exists(ckpt_path):
-        with fs.open(ckpt_path, "rb") as f:
-            state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+    checkpoints = join(trial.output, CHECKPOINTS)
+    state = load_latest(checkpoints, model, optimizer, schedule)
+    if state is not None:
         start_epoch, history = state["epoch"], state["history"]
         log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.setting_id, start_epoch)
     step = start_epoch * steps_per_epoch
@@ -217,7 +209,7 @@ def train_loop(config: dict) -> None:
             lr = optimizer.param_groups[0]["lr"]  # the rate this step used
             schedule.step()
             step += 1
-            seen += len(indices)
+            seen += len(whole)
             detached = loss.detach()
             epoch_loss += detached
             window_loss += detached
@@ -232,7 +224,7 @@ def train_loop(config: dict) -> None:
         train_loss = worker_mean(epoch_loss, world).item() / max(1, steps_per_epoch)
         t = timer.add("train", t)
         metrics = {"epoch": epoch + 1, "train_loss": train_loss,
-                   "examples_per_s": seen * world / (time.perf_counter() - t0)}
+                   "examples_per_s": seen / (time.perf_counter() - t0)}
         dev_metrics: dict[str, float] = {}
         if rank == 0:
             last_epoch = epoch + 1 == cfg.epochs
@@ -246,11 +238,8 @@ def train_loop(config: dict) -> None:
             scalars = {"train/epoch_loss": train_loss, "train/examples_per_s": metrics["examples_per_s"],
                        **{f"dev/{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))}}
             metrics_log.write(step, scalars, epoch=epoch + 1)
-            # what resume needs and nothing else: weights, optimizer moments, schedule, history
-            buf = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "epoch": epoch + 1, "history": history}, buf)
-            write_bytes_atomic(ckpt_url, buf.getvalue())
+            save_to(checkpoints, model, optimizer, schedule, {"step": step, "epoch": epoch + 1, "history": history},
+                    keep=1)
             metrics_log.sync()
             t = timer.add("checkpoint", t)
             log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.setting_id, epoch + 1,
@@ -287,36 +276,28 @@ def train_loop(config: dict) -> None:
     metrics_log.close()
     write_json(join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
     write_json(join(trial.output, RESULT), result)
-    # done: the resume point (optimizer state included, ~3x the model) is no longer needed
-    fs.rm(posixpath.dirname(ckpt_path), recursive=True)
+    # done: the resume point (the optimizer's state is twice the model's) is no longer needed
+    remove_tree(checkpoints)
 
 
 # --------------------------------------------------------------------------- launching
 
 
 def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
-    """Run one trial through Ray Train (Ray must be initialized) unless its folder already
+    """Run one trial through Ray Train (Ray must be connected) unless its folder already
     has ``result.json``; returns the result. Raises when training fails."""
     done = join(trial.output, RESULT)
     if exists(done):
         return {**read_json(done), "reused": True}
 
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from trainer.launch import torch_trainer
 
-    use_gpu = trial.gpus_per_worker > 0
-    resources = {"CPU": trial.cpus_per_worker, **({"GPU": trial.gpus_per_worker} if use_gpu else {})}
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=trial.model_dump(),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=trial.workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(
-            name=f"finetune-{trial.task.name}-{trial.setting_id}-{uuid.uuid4().hex[:8]}",
-            storage_path=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
-            failure_config=FailureConfig(max_failures=0),
-        ),
-    )
+    # Ray Train's own run folder is scratch: the trial writes its checkpoints and results itself.
+    trainer = torch_trainer(train_loop, trial.model_dump(),
+                            output=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
+                            name=f"finetune-{trial.task.name}-{trial.setting_id}-{uuid.uuid4().hex[:8]}",
+                            workers=trial.workers, cpus_per_worker=trial.cpus_per_worker,
+                            gpus_per_worker=trial.gpus_per_worker)
     trainer.fit()
     if not exists(join(trial.output, RESULT)):
         raise RuntimeError(f"trial {trial.task.name}/{trial.setting_id} ended without writing {RESULT}")
@@ -333,12 +314,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus-per-worker", type=float, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import ray
+    from trainer.launch import connect_ray
 
     (task,) = FinetuneConfig(tasks=[json.loads(args.task)]).resolved(os.path.abspath)
     trial = TrialConfig(task=task, init=args.init, output=args.output, workers=args.workers,
                         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
-    ray.init(address="local", num_cpus=max(1, int(args.workers * args.cpus_per_worker)), include_dashboard=False)
+    connect_ray(num_cpus=max(1, args.workers * args.cpus_per_worker))
     print(json.dumps({k: v for k, v in run_trial(trial).items() if k != "history"}, indent=2))
 
 
