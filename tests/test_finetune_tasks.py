@@ -144,3 +144,23 @@ def test_a_failed_trial_keeps_its_error_when_error_txt_cannot_be_written(monkeyp
         result = fanout._drive(trial.model_dump())
     assert result["status"] == "failed" and result["error"] == "ValueError: the trial's own error"
     assert any("error.txt" in r.getMessage() and "read-only" in r.getMessage() for r in caplog.records)
+
+
+def test_the_command_line_is_made_from_the_schema(monkeypatch, tmp_path):
+    import json
+
+    import trainer.launch
+    from trainer.finetune import __main__ as cli
+
+    calls = {}
+    monkeypatch.setattr(trainer.launch, "connect_ray", lambda **kw: calls.update(ray=kw))
+    monkeypatch.setattr(cli, "finetune", lambda config, *args: calls.update(config=config, args=args) or {"tasks": {}})
+    spec = tmp_path / "finetune.json"
+    spec.write_text(json.dumps({"tasks": _tasks("ner"), "grid": {"lr": ["1e-4"]}, "seed": 1}))
+    cli.main(["--config", str(spec), "--init", "m", "--output", "o", "--seed", "3", "--max-concurrent-trials", "2",
+              "--num-cpus", "2"])
+    config = calls["config"]
+    assert (config.seed, config.grid, config.max_concurrent_trials, config.tasks[0].type) == (3, {"lr": [1e-4]}, 2, "ner")
+    assert calls["args"] == ("m", "o", 1, 1, 0) and calls["ray"] == {"address": None, "num_cpus": 2}
+    with pytest.raises(SystemExit):  # a bad value is the command line's error, naming the flag
+        cli.main(["--config", str(spec), "--init", "m", "--output", "o", "--max-concurrent-trials", "0"])
