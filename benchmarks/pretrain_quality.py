@@ -86,16 +86,17 @@ def main() -> None:
 
     import ray
 
-    from trainer.pretrain import PretrainConfig, pretrain
+    from trainer.launch import connect_ray
+    from trainer.pretrain import PretrainRun, pretrain
+    from trainer.pretrain_config import PretrainConfig
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect_ray(num_cpus=2)
     cfg = PretrainConfig(
-        examples=str(examples), output=str(run), vocab=vocab_folder(), model="tiny", steps=args.steps,
-        batch_size=args.batch_size, lr=args.lr, optimizer="adamw", warmup=0.05, workers=2,
+        model="tiny", steps=args.steps, batch_size=args.batch_size, lr=args.lr, optimizer="adamw", warmup=0.05,
         log_every=50, checkpoint_every=args.steps, eval_examples=4096, seed=0,
     )
     started = time.time()
-    final = pretrain(cfg)
+    final = pretrain(cfg, PretrainRun(examples=str(examples), output=str(run), vocab=vocab_folder(), workers=2))
     seconds = time.time() - started
     ray.shutdown()
 

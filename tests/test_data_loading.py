@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from tests.pretrain_examples import SCHEMA, write_examples
+from contracts.layout import IGNORE_INDEX, list_shards
 from trainer.data import (
-    IGNORE,
     Collator,
     ExampleStream,
     Masking,
     Prefetch,
-    Vocab,
-    list_split,
+    load_vocab,
     read_eval,
     train_batches,
 )
@@ -34,11 +33,11 @@ def examples(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocab(examples):
-    return Vocab.load(examples)
+    return load_vocab(examples)
 
 
 def stream(examples, seed=0):
-    return ExampleStream(list_split(examples, "train"), seed, window_units=2)
+    return ExampleStream(list_shards(examples, "train"), seed, window_units=2)
 
 
 def key(ex) -> tuple:
@@ -47,7 +46,7 @@ def key(ex) -> tuple:
 
 def file_rows(examples) -> Counter:
     rows = Counter()
-    for url in list_split(examples, "train"):
+    for url in list_shards(examples, "train"):
         for r in pq.read_table(url).to_pylist():
             rows[tuple(r["input_ids"]) + (r["next_sentence_label"],)] += 1
     return rows
@@ -121,11 +120,11 @@ def test_padding_masks_and_labels(examples, vocab):
     b, length = batch["input_ids"].shape
     assert b == NUM_TRAIN and length % 8 == 0 and max(lengths) <= length < max(lengths) + 8
     assert batch["attention_mask"].sum(1).tolist() == lengths
-    assert (batch["input_ids"][batch["attention_mask"] == 0] == vocab.pad_id).all()
+    assert (batch["input_ids"][batch["attention_mask"] == 0] == vocab.pad).all()
     assert (batch["token_type_ids"][batch["attention_mask"] == 0] == 0).all()
     dynamic = static = 0
     for i, ex in enumerate(exs):
-        real = batch["masked_lm_ids"][i] != IGNORE
+        real = batch["masked_lm_ids"][i] != IGNORE_INDEX
         positions = batch["masked_lm_positions"][i][real]
         labels = batch["masked_lm_ids"][i][real]
         assert len(positions) > 0 and (positions < lengths[i]).all()
@@ -137,19 +136,19 @@ def test_padding_masks_and_labels(examples, vocab):
         else:  # dynamic: chosen here, never on [CLS]/[SEP], labels are the original tokens
             dynamic += 1
             original = torch.from_numpy(ex.input_ids.astype(np.int64))
-            assert not set(original[positions].tolist()) & {vocab.cls_id, vocab.sep_id}
+            assert not set(original[positions].tolist()) & {vocab.cls, vocab.sep}
             assert torch.equal(labels, original[positions])
             assert len(positions) == min(20, max(1, round(lengths[i] * 0.15)))
         # padded prediction slots point at position 0 and are ignored
         assert (batch["masked_lm_positions"][i][~real] == 0).all()
     assert dynamic and static
     # the 80/10/10 split over many dynamic masks
-    many = ExampleStream(list_split(examples, "train"), 0)
+    many = ExampleStream(list_shards(examples, "train"), 0)
     picked = [e for e in take(many.iterate(0), NUM_TRAIN) if not len(e.masked_lm_positions)]
     masked = total = 0
     for ex in picked:
         ids, pos, labels = collate.masking(ex, "train")
-        masked += int((ids[pos] == vocab.mask_id).sum())
+        masked += int((ids[pos] == vocab.mask).sum())
         total += len(pos)
     assert 0.7 < masked / total < 0.9
 
@@ -165,7 +164,7 @@ def test_dynamic_masks_are_deterministic_per_example(examples, vocab):
 
 
 def test_eval_split_is_shared_between_workers(examples):
-    urls = list_split(examples, "eval")
+    urls = list_shards(examples, "eval")
     parts = [read_eval(urls, 15, rank, 2) for rank in range(2)]
     assert [len(p) for p in parts] == [8, 7]
     assert sorted(e.position for p in parts for e in p) == list(range(15))
@@ -177,7 +176,7 @@ def test_bad_rows_are_skipped_and_counted(tmp_path, vocab):
     bad_id = dict(good, input_ids=[101, 10**6, 2001, 102])
     bad_len = dict(good, token_type_ids=[0, 0])
     pq.write_table(pa.Table.from_pylist([good, bad_id, good, bad_len], schema=SCHEMA), tmp_path / "train-00000-of-00001.parquet")
-    s = ExampleStream(list_split(str(tmp_path), "train"), 0, shuffle=False)
+    s = ExampleStream(list_shards(str(tmp_path), "train"), 0, shuffle=False)
     collate = Collator(vocab, Masking(vocab, 0))
     batch = collate(take(s.iterate(0), 4))
     assert batch["input_ids"].shape[0] == 2 and collate.skipped == 2
@@ -188,18 +187,18 @@ def test_bad_rows_are_skipped_and_counted(tmp_path, vocab):
 def test_missing_columns_and_empty_input_fail_clearly(tmp_path):
     pq.write_table(pa.table({"input_ids": [[1, 2]]}), tmp_path / "train-00000-of-00001.parquet")
     with pytest.raises(ValueError, match="missing columns"):
-        ExampleStream(list_split(str(tmp_path), "train"), 0)
+        ExampleStream(list_shards(str(tmp_path), "train"), 0)
     with pytest.raises(ValueError, match="no example shards"):
-        ExampleStream(list_split(str(tmp_path / "nothing"), "train"), 0)
+        ExampleStream(list_shards(str(tmp_path / "nothing"), "train"), 0)
 
 
 def test_streams_from_fsspec_storage(examples):
     import fsspec
 
     fs = fsspec.filesystem("memory")
-    for url in list_split(examples, "train"):
+    for url in list_shards(examples, "train"):
         fs.pipe(f"/loader-test/{url.rsplit('/', 1)[1]}", open(url, "rb").read())
-    urls = list_split("memory://loader-test", "train")
+    urls = list_shards("memory://loader-test", "train")
     assert urls[0].startswith("memory://")
     local = [key(e) for e in take(stream(examples).iterate(5), 20)]
     remote = [key(e) for e in take(ExampleStream(urls, 0, window_units=2).iterate(5), 20)]

@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.model import (
-    SIZES,
-    BertConfig,
-    BertForPreTraining,
-    BertModel,
-    load_pretrained,
-    save_pretrained,
-)
+from trainer.hf_folder import load_pretrained, save_pretrained
+from trainer.model import SIZES, BertConfig, BertForPreTraining, BertModel
 
 transformers = pytest.importorskip("transformers")  # a test dependency (pyproject [test])
 
@@ -75,6 +69,18 @@ def test_config_round_trips_through_transformers():
     hf = transformers.BertConfig(**c.to_hf())
     assert BertConfig.from_hf(hf.to_dict()) == c
     assert BertConfig.from_hf(json.loads((MINILM / "config.json").read_text())).hidden_size == 384
+
+
+def test_config_refuses_unknown_keys_but_reads_transformers_files():
+    mini = BertConfig.from_name("mini", 8000).to_hf()
+    with pytest.raises(ValueError, match="hidden_szie.*hidden_size"):
+        BertConfig.from_hf({**mini, "hidden_szie": 64})
+    with pytest.raises(ValueError, match="num_layers"):
+        BertConfig.from_hf({**mini, "num_layers": 2})
+    # what transformers writes (every key, or only the non-defaults) loads
+    for hf in (transformers.BertConfig(**mini).to_dict(), transformers.BertConfig(**mini).to_diff_dict(),
+               transformers.BertConfig(**mini, num_labels=3, classifier_dropout=0.2).to_dict()):
+        assert BertConfig.from_hf(hf) == BertConfig.from_name("mini", 8000)
 
 
 def test_minilm_hidden_states_match_transformers():

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+import trainer.pretrain
+from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
-from trainer.pretrain import PretrainConfig, pretrain
+from trainer.pretrain import PretrainRun, pretrain
+from trainer.pretrain_config import PretrainConfig
 
 N = 6  # steps before the kill; the straight run does 2N
 
@@ -24,10 +27,9 @@ N = 6  # steps before the kill; the straight run does 2N
 def ray_local():
     import ray
 
-    # the controller polls workers every this many seconds (2 by default): a quicker
-    # failure detection, and a shorter wait in the fault drill
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from trainer.launch import connect_ray
+
+    connect_ray(num_cpus=2)
     yield
     ray.shutdown()
 
@@ -37,13 +39,16 @@ def examples(tmp_path_factory):
     return write_examples(str(tmp_path_factory.mktemp("examples")), num_train=160, num_eval=32, max_len=48)
 
 
-def config(examples: str, output: Path, **overrides) -> PretrainConfig:
+def config(**overrides) -> PretrainConfig:
     base = dict(
-        examples=examples, output=str(output), model="tiny", steps=2 * N, batch_size=8, lr=2e-3,
-        warmup=2, workers=2, grad_accum=2, log_every=2, checkpoint_every=N, keep_checkpoints=2,
-        eval_every=N, eval_examples=32, seed=7,
+        model="tiny", steps=2 * N, batch_size=8, lr=2e-3, warmup=2, grad_accum=2, log_every=2,
+        checkpoint_every=N, keep_checkpoints=2, eval_every=N, eval_examples=32, seed=7,
     )
     return PretrainConfig(**{**base, **overrides})
+
+
+def wiring(examples: str, output: Path) -> PretrainRun:
+    return PretrainRun(examples=examples, output=str(output), workers=2)
 
 
 def metrics(output: Path) -> list[dict]:
@@ -53,7 +58,7 @@ def metrics(output: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def straight(ray_local, examples, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    final = pretrain(config(examples, out))
+    final = pretrain(config(), wiring(examples, out))
     return out, final
 
 
@@ -76,17 +81,18 @@ def test_a_run_learns_and_writes_its_folder(straight):
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= {p.name for p in model.iterdir()}
 
 
-def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, examples, tmp_path):
+def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, examples, tmp_path, monkeypatch):
     out, _ = straight
     # a worker exits hard (os._exit) after the checkpoints of steps N/2 and N: Ray Train
     # restarts the worker group once (max_failures=1) from N/2; the second death fails the run
-    cfg = config(examples, tmp_path, checkpoint_every=N // 2, crash_at=[N // 2, N], max_failures=1)
+    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[N // 2, N]))
+    cfg = config(checkpoint_every=N // 2, max_failures=1)
     with pytest.raises(Exception, match="(?i)fail"):
-        pretrain(cfg)
+        pretrain(cfg, wiring(examples, tmp_path))
     assert (tmp_path / "checkpoints" / f"step-{N:07d}" / "checkpoint.json").exists()
     assert not (tmp_path / "model").exists()
     # run it again on the same folder (what `bertflow run` does after a failed step)
-    pretrain(cfg)
+    pretrain(cfg, wiring(examples, tmp_path))
     state = json.loads((tmp_path / "checkpoints" / f"step-{2 * N:07d}" / "state.json").read_text())
     assert state["resumed_at"] == [N // 2, N]
     assert_same_weights(tmp_path, out)
@@ -101,17 +107,49 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert worst <= 1e-6, worst
 
 
+def test_rates_count_training_steps_alone_and_no_eval_split_gives_no_eval_metrics(ray_local, tmp_path, monkeypatch, caplog):
+    examples = write_examples(str(tmp_path / "examples"), num_train=64, num_eval=0, max_len=32)
+    # a step lasts one second of this clock, and nothing else any time: a window's rate is
+    # its sequences per step, though an evaluation (step 2) and a checkpoint (step 3) fall inside it
+    monkeypatch.setattr(trainer.pretrain, "train_loop", pretrain_faults.step_clock)
+    cfg = config(steps=8, batch_size=4, grad_accum=1, log_every=4, eval_every=2, checkpoint_every=3)
+    with caplog.at_level(logging.WARNING, logger="trainer.pretrain"):
+        final = pretrain(cfg, wiring(examples, tmp_path / "out"))
+    lines = metrics(tmp_path / "out")
+    assert [m["step"] for m in lines] == [4, 8]
+    assert [m["sequences_per_s"] for m in lines] == [4.0, 4.0]
+    assert not [k for m in lines for k in m if k.startswith("eval")] and not [k for k in final if k.startswith("eval")]
+    assert "no held-out examples" in caplog.text and str(tmp_path / "out") in caplog.text
+
+
+def test_command_line_is_the_config(examples, tmp_path):
+    from trainer.pretrain import command_line
+
+    model = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}
+    cfg, run, args = command_line(["--examples", examples, "--output", str(tmp_path), "--workers", "2",
+                                   "--model", json.dumps(model), "--no-nsp", "--steps", "5", "--compile",
+                                   "--ray-address", "auto"])
+    assert (cfg.model, cfg.nsp, cfg.steps, cfg.compile, cfg.lr) == (model, False, 5, True, 1e-4)
+    assert (run.examples, run.output, run.workers, run.init, args.ray_address) == (examples, str(tmp_path), 2, None, "auto")
+    cfg, _, _ = command_line(["--examples", examples, "--output", "o", "--model", "mini", "--init", "runs/p1"])
+    assert (cfg.model, cfg.init, cfg.nsp) == ("mini", "runs/p1", None)
+    with pytest.raises(SystemExit):
+        command_line(["--examples", examples, "--output", "o", "--model", "huge"])
+
+
 def test_exported_model_loads_in_transformers_with_our_logits(straight, examples):
     import transformers
 
-    from trainer.data import Collator, ExampleStream, Masking, Vocab, list_split
-    from trainer.model import BertForPreTraining, load_pretrained
+    from contracts.layout import list_shards
+    from trainer.data import Collator, ExampleStream, Masking, load_vocab
+    from trainer.hf_folder import load_pretrained
+    from trainer.model import BertForPreTraining
 
     out, _ = straight
     ours = load_pretrained(str(out / "model"), BertForPreTraining).eval()
     theirs = transformers.BertForPreTraining.from_pretrained(str(out / "model"), attn_implementation="sdpa").eval()
-    vocab = Vocab.load(str(out / "model"))
-    stream = ExampleStream(list_split(examples, "eval"), 0)
+    vocab = load_vocab(str(out / "model"))
+    stream = ExampleStream(list_shards(examples, "eval"), 0)
     it = stream.iterate(0)
     batch = Collator(vocab, Masking(vocab, 0))([next(it) for _ in range(6)])
     with torch.no_grad():
@@ -121,7 +159,7 @@ def test_exported_model_loads_in_transformers_with_our_logits(straight, examples
     assert torch.allclose(mlm, torch.gather(ref.prediction_logits, 1, index), atol=1e-4)
     assert torch.allclose(nsp, ref.seq_relationship_logits, atol=1e-4)
     tok = transformers.AutoTokenizer.from_pretrained(str(out / "model"))
-    assert tok("Anne Elliot")["input_ids"][0] == vocab.cls_id
+    assert tok("Anne Elliot")["input_ids"][0] == vocab.cls
 
 
 def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path):
@@ -140,7 +178,7 @@ def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path
         step="phase2", output=str(tmp_path / "phase2"),
         inputs={"examples": [str(tmp_path / "examples")], "init": [str(out)]},
         params=params, resources=Resources(workers=2, cpus_per_worker=1), base_dir=tmp_path,
-        beam_options=lambda **kw: None, ray_init=lambda: None, log=logging.getLogger("test"),
+        ray={"num_cpus": 2}, log=logging.getLogger("test"),
     )
     counters = kind().run(ctx)
     assert counters["step"] == 2 and "nsp_acc" not in counters and counters["eval_mlm_acc"] > 0
@@ -154,15 +192,21 @@ def test_kind_params_fail_clearly():
     from pydantic import ValidationError
 
     from infra.kinds import KINDS
+    from trainer.pretrain import check_run
 
     P = KINDS["pretrain"].Params
     assert P(model={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}).model
+    # what does not change the model is left out of the step's hash
+    from contracts.config import hashed
+
+    assert set(P().model_dump()) - set(hashed(P())) == {
+        "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "max_failures", "compile"}
     for bad, where in (({"steps": 0}, "steps"), ({"optimizer": "sgd"}, "optimizer"), ({"model": "huge"}, "model"),
                        ({"warmup": 50, "steps": 10}, "warmup"), ({"batch": 3}, "batch")):
         with pytest.raises(ValidationError, match=where):
             P(**bad)
     with pytest.raises(ValueError, match="multiple of 6"):
-        PretrainConfig(examples="x", output="y", batch_size=8, workers=2, grad_accum=3).check()
+        check_run(P(batch_size=8, grad_accum=3), PretrainRun(examples="x", output="y", workers=2))
 
 
 def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):

@@ -5,14 +5,17 @@ worker dies after the first checkpoint and the run resumes from S3."""
 from __future__ import annotations
 
 import json
-import os
+from functools import partial
 
 import fsspec
 import pytest
 from safetensors.torch import load as load_safetensors
 
+import trainer.pretrain
+from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
-from trainer.pretrain import PretrainConfig, pretrain
+from trainer.pretrain import PretrainRun, pretrain
+from trainer.pretrain_config import PretrainConfig
 
 
 @pytest.fixture
@@ -21,9 +24,6 @@ def two_nodes(s3_endpoint):
     from ray.cluster_utils import Cluster
 
     ray.shutdown()
-    # the controller polls workers every this many seconds (2 by default): a quicker
-    # failure detection, and a shorter wait in the fault drill
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -33,15 +33,14 @@ def two_nodes(s3_endpoint):
     cluster.shutdown()
 
 
-def test_two_nodes_with_checkpoints_on_s3(two_nodes, s3_bucket):
+def test_two_nodes_with_checkpoints_on_s3(two_nodes, s3_bucket, monkeypatch):
     examples = write_examples(f"{s3_bucket}/examples", num_train=64, num_eval=16, max_len=32, num_shards=2)
     output = f"{s3_bucket}/pretrain"
-    cfg = PretrainConfig(
-        examples=examples, output=output, model="tiny", steps=4, batch_size=4, lr=1e-3, warmup=0,
-        workers=2, cpus_per_worker=1, log_every=2, checkpoint_every=2, eval_examples=16,
-        crash_at=[2], max_failures=1,
-    )
-    final = pretrain(cfg)
+    # a worker dies after the checkpoint of step 2; Ray Train brings the group back from S3
+    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[2]))
+    cfg = PretrainConfig(model="tiny", steps=4, batch_size=4, lr=1e-3, warmup=0, log_every=2, checkpoint_every=2,
+                         eval_examples=16, max_failures=1)
+    final = pretrain(cfg, PretrainRun(examples=examples, output=output, workers=2, cpus_per_worker=1))
     assert final["step"] == 4
     fs = fsspec.filesystem("s3")
     root = output.removeprefix("s3://")

@@ -51,7 +51,7 @@ def save(folder: str, model, optimizer, schedule, state: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from trainer.model import tied_keys
+    from trainer.hf_folder import tied_keys
 
     tied = tied_keys(model)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in tied}
@@ -71,7 +71,7 @@ def load(folder: str, model, optimizer=None, schedule=None) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from trainer.model import tied_keys
+    from trainer.hf_folder import tied_keys
 
     with open(os.path.join(folder, MANIFEST)) as f:
         manifest = json.load(f)

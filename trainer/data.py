@@ -27,9 +27,7 @@ Memory: one window of rows per worker (``window_units`` row groups) plus the pre
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import posixpath
 import queue
 import threading
 from dataclasses import dataclass
@@ -41,70 +39,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from contracts.hashing import stable_hash
+from contracts.layout import EXAMPLE_COLUMNS, IGNORE_INDEX, STATS, VOCAB, SpecialIds, list_shards, read_vocab
+from contracts.storage import exists, join, read_json
+from trainer.pretrain_config import check_batch
+
 log = logging.getLogger(__name__)
 
-COLUMNS = ["input_ids", "token_type_ids", "masked_lm_positions", "masked_lm_ids", "next_sentence_label"]
 PAD_TO_MULTIPLE = 8  # tensor cores and SDPA kernels like sequence lengths that are multiples of 8
-IGNORE = -100  # label of padded prediction slots (torch's cross_entropy ignore_index)
-
-
-def stable_seed(*parts) -> int:
-    """A 64-bit seed from ``parts``, the same in every process (blake2b, like
-    ``pipelines.shards.stable_hash``; trainer does not import pipelines)."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(str(part).encode("utf-8"))
-        h.update(b"\x1f")
-    return int.from_bytes(h.digest(), "little")
 
 
 # ---------------------------------------------------------------------------------------
 # Files
 
 
-def _url(fs, path: str) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else f"{protocol}://{path}"
-
-
-def list_split(folder: str, split: str) -> list[str]:
-    """The URLs of ``{split}-*.parquet`` in ``folder``, in shard order."""
-    fs, path = fsspec.core.url_to_fs(folder)
-    found = sorted(fs.glob(posixpath.join(path.rstrip("/"), f"{split}-*.parquet")))
-    return [_url(fs, p) for p in found]
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """What the loader needs to know of the vocabulary: its size and the special ids."""
-
-    size: int
-    pad_id: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-
-    @classmethod
-    def load(cls, folder: str) -> "Vocab":
-        with fsspec.open(posixpath.join(folder.rstrip("/"), "vocab.txt"), "r", encoding="utf-8") as f:
-            tokens = [line.rstrip("\n") for line in f]
-        ids = {t: i for i, t in enumerate(tokens)}
-        missing = [t for t in ("[PAD]", "[CLS]", "[SEP]", "[MASK]") if t not in ids]
-        if missing:
-            raise ValueError(f"{folder}/vocab.txt lacks the special tokens {missing}: is it a BERT vocab?")
-        return cls(len(tokens), ids["[PAD]"], ids["[CLS]"], ids["[SEP]"], ids["[MASK]"])
+def load_vocab(folder: str) -> SpecialIds:
+    """The size and special ids of ``folder``'s vocab.txt."""
+    url = join(folder, VOCAB)
+    return SpecialIds.of(read_vocab(url), where=url)
 
 
 def read_stats(folder: str) -> dict:
     """``stats.json`` of the examples step, or ``{}`` when there is none."""
-    url = posixpath.join(folder.rstrip("/"), "stats.json")
-    fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        return {}
-    with fs.open(path, "r") as f:
-        return json.load(f)
+    url = join(folder, STATS)
+    return read_json(url) if exists(url) else {}
 
 
 @dataclass(frozen=True)
@@ -122,16 +80,16 @@ def scan_units(urls: list[str]) -> list[Unit]:
     for url in urls:
         with fsspec.open(url, "rb") as f:
             meta = pq.ParquetFile(f).metadata
-            missing = [c for c in COLUMNS if c not in meta.schema.to_arrow_schema().names]
+            missing = [c for c in EXAMPLE_COLUMNS if c not in meta.schema.to_arrow_schema().names]
             if missing:
-                raise ValueError(f"{url}: missing columns {missing}; expected {COLUMNS} (pretraining_data output)")
+                raise ValueError(f"{url}: missing columns {missing}; expected {EXAMPLE_COLUMNS} (pretraining_data output)")
             units += [Unit(url, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     return units
 
 
 def _read_unit(unit: Unit) -> pa.Table:
     with fsspec.open(unit.url, "rb") as f:
-        return pq.ParquetFile(f).read_row_group(unit.row_group, columns=COLUMNS)
+        return pq.ParquetFile(f).read_row_group(unit.row_group, columns=EXAMPLE_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,7 +112,7 @@ class _Columns:
 
     def __init__(self, table: pa.Table):
         self.lists = {}
-        for name in COLUMNS[:4]:
+        for name in EXAMPLE_COLUMNS[:4]:
             arr = table.column(name).combine_chunks()
             self.lists[name] = (arr.offsets.to_numpy(), arr.values.to_numpy(zero_copy_only=False))
         self.nsp = table.column("next_sentence_label").to_numpy(zero_copy_only=False)
@@ -186,7 +144,7 @@ class ExampleStream:
     def windows(self, epoch: int) -> list[list[Unit]]:
         units = list(self.units)
         if self.shuffle:
-            np.random.default_rng(stable_seed(self.seed, "units", epoch)).shuffle(units)
+            np.random.default_rng(stable_hash(self.seed, "units", epoch)).shuffle(units)
         k = self.window_units
         return [units[i : i + k] for i in range(0, len(units), k)]
 
@@ -211,7 +169,7 @@ class ExampleStream:
         cols = _Columns(pa.concat_tables(tables))
         order = np.arange(len(sources))
         if self.shuffle:
-            order = np.random.default_rng(stable_seed(self.seed, "rows", epoch, w)).permutation(len(sources))
+            order = np.random.default_rng(stable_hash(self.seed, "rows", epoch, w)).permutation(len(sources))
         # the j-th row of the shuffled window sits at global position base + j
         first = offset + (rank - (base + offset)) % world
         for j in range(first, len(order), world):
@@ -244,20 +202,20 @@ class Masking:
     """Dynamic masking as in BERT: 15% of the tokens (never [CLS]/[SEP]/[PAD]), of which
     80% become [MASK], 10% a random token, 10% stay; at most ``max_predictions``."""
 
-    vocab: Vocab
+    vocab: SpecialIds
     seed: int
     max_predictions: int = 20
     rate: float = 0.15
 
     def __call__(self, ex: Example, salt: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids = ex.input_ids.astype(np.int64).copy()
-        rng = np.random.default_rng(stable_seed(self.seed, salt, ex.position))
-        candidates = np.flatnonzero((ids != self.vocab.cls_id) & (ids != self.vocab.sep_id) & (ids != self.vocab.pad_id))
+        rng = np.random.default_rng(stable_hash(self.seed, salt, ex.position))
+        candidates = np.flatnonzero((ids != self.vocab.cls) & (ids != self.vocab.sep) & (ids != self.vocab.pad))
         n = min(self.max_predictions, max(1, int(round(len(ids) * self.rate))), len(candidates))
         positions = np.sort(rng.choice(candidates, size=n, replace=False))
         labels = ids[positions].copy()
         roll = rng.random(n)
-        ids[positions[roll < 0.8]] = self.vocab.mask_id
+        ids[positions[roll < 0.8]] = self.vocab.mask
         swap = positions[(roll >= 0.8) & (roll < 0.9)]
         ids[swap] = rng.integers(0, self.vocab.size, size=len(swap))
         return ids, positions, labels
@@ -292,9 +250,9 @@ def _round_up(n: int, multiple: int) -> int:
 @dataclass
 class Collator:
     """Examples to one padded batch: sequences to the longest one (a multiple of 8), the
-    prediction slots to the most any example has; padded labels are ``IGNORE``."""
+    prediction slots to the most any example has; padded labels are ``IGNORE_INDEX``."""
 
-    vocab: Vocab
+    vocab: SpecialIds
     masking: Masking
     salt: str = "train"  # dynamic masks differ between the train and eval streams
     skipped: int = 0
@@ -319,11 +277,11 @@ class Collator:
         b = len(rows)
         length = _round_up(max(len(r[0]) for r in rows), PAD_TO_MULTIPLE)
         preds = max(1, max(len(r[2]) for r in rows))
-        input_ids = torch.full((b, length), self.vocab.pad_id, dtype=torch.long)
+        input_ids = torch.full((b, length), self.vocab.pad, dtype=torch.long)
         token_type_ids = torch.zeros((b, length), dtype=torch.long)
         attention_mask = torch.zeros((b, length), dtype=torch.long)
         positions = torch.zeros((b, preds), dtype=torch.long)
-        labels = torch.full((b, preds), IGNORE, dtype=torch.long)
+        labels = torch.full((b, preds), IGNORE_INDEX, dtype=torch.long)
         nsp = torch.empty(b, dtype=torch.long)
         for i, (ids, types, pos, lab, is_random) in enumerate(rows):
             n, k = len(ids), len(pos)
@@ -358,16 +316,6 @@ def train_batches(
     examples = stream.iterate(start_step * global_batch, rank, world)
     while True:
         yield [collate([next(examples) for _ in range(micro)]) for _ in range(grad_accum)]
-
-
-def check_batch(global_batch: int, world: int, grad_accum: int) -> int:
-    """The per-worker batch; the global batch must split evenly into workers x micro-steps."""
-    if global_batch % (world * grad_accum):
-        raise ValueError(
-            f"batch_size {global_batch} does not split into {world} workers x {grad_accum} "
-            f"grad_accum micro-steps; make it a multiple of {world * grad_accum}"
-        )
-    return global_batch // world
 
 
 class Prefetch:
@@ -423,15 +371,15 @@ def main(argv=None):
     p.add_argument("--rank", type=int, default=0)
     p.add_argument("--world", type=int, default=1)
     args = p.parse_args(argv)
-    vocab = Vocab.load(args.vocab or args.examples)
-    stream = ExampleStream(list_split(args.examples, args.split), args.seed)
+    vocab = load_vocab(args.vocab or args.examples)
+    stream = ExampleStream(list_shards(args.examples, args.split), args.seed)
     collate = Collator(vocab, Masking(vocab, args.seed))
     print(f"{stream.num_examples} examples in {len(stream.units)} row groups")
     batches = train_batches(stream, collate, args.batch_size, args.start_step, args.rank, args.world)
     for step in range(args.start_step, args.start_step + args.batches):
         (batch,) = next(batches)
         shape = tuple(batch["input_ids"].shape)
-        masked = int((batch["masked_lm_ids"] != IGNORE).sum())
+        masked = int((batch["masked_lm_ids"] != IGNORE_INDEX).sum())
         print(f"step {step}: input_ids {shape}, {int(batch['attention_mask'].sum())} tokens, {masked} masked")
 
 

@@ -21,8 +21,7 @@ Where the time goes, and what we do about it:
   dropout do no work on padding, about half of a batch of short texts.
 
 Sizes by name (``BertConfig.from_name``) follow the BERT tables (Turc et al. 2019 for the
-small ones). Loading and saving go through fsspec, so folders may be local, s3://,
-gs:// or memory://.
+small ones). Reading and writing transformers folders: ``trainer.hf_folder``.
 
     python -m trainer.model --name mini --vocab-size 30522     # prints the config and size
 """
@@ -30,21 +29,16 @@ gs:// or memory://.
 from __future__ import annotations
 
 import argparse
-import io
+import difflib
 import json
-import logging
-import posixpath
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Mapping
 
-import fsspec
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contracts.storage import write_bytes_atomic, write_json
-
-log = logging.getLogger(__name__)
+from contracts.layout import IGNORE_INDEX
 
 # layers, hidden, heads for the sizes of the BERT tables; intermediate is 4 * hidden
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -56,7 +50,24 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "large": (24, 1024, 16),
 }
 
-IGNORE_INDEX = -100  # label value that the losses skip (padding of masked_lm_ids, no NSP)
+# Keys transformers writes into a BERT config.json that say nothing our model uses
+# (generation and output settings, labels, bookkeeping); any other unknown key is refused.
+TRANSFORMERS_KEYS = frozenset({
+    "_name_or_path", "_commit_hash", "_attn_implementation_autoset", "architectures", "model_type",
+    "transformers_version", "torch_dtype", "dtype", "use_bfloat16", "torchscript", "tf_legacy_loss",
+    "hidden_act", "position_embedding_type", "use_cache", "gradient_checkpointing", "output_past",
+    "classifier_dropout", "id2label", "label2id", "num_labels", "problem_type", "finetuning_task",
+    "tokenizer_class", "prefix", "task_specific_params", "return_dict", "output_hidden_states",
+    "output_attentions", "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward",
+    "is_encoder_decoder", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
+    "tie_encoder_decoder", "bos_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups",
+    "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+    "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+    "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id",
+    "forced_eos_token_id", "remove_invalid_values", "exponential_decay_length_penalty",
+    "suppress_tokens", "begin_suppress_tokens",
+})
 
 
 # --------------------------------------------------------------------------- config
@@ -99,7 +110,8 @@ class BertConfig:
 
     @classmethod
     def from_hf(cls, hf: Mapping) -> "BertConfig":
-        """From a transformers config.json dict (unknown keys are ignored)."""
+        """From a transformers config.json dict. A key that is neither one of ours nor one
+        transformers writes is an error (a typo would silently leave a default)."""
         if hf.get("model_type", "bert") != "bert":
             raise ValueError(f"not a BERT config: model_type is {hf.get('model_type')!r}")
         if hf.get("hidden_act", "gelu") != "gelu":
@@ -108,12 +120,16 @@ class BertConfig:
             raise ValueError("only absolute position embeddings are supported, got "
                              f"{hf['position_embedding_type']!r}")
         names = {f.name for f in fields(cls)}
+        unknown = sorted(set(hf) - names - TRANSFORMERS_KEYS)
+        if unknown:
+            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, names, 1)) else repr(k)
+                     for k in unknown]
+            raise ValueError(f"unknown BERT config keys {', '.join(hints)}; known: {', '.join(sorted(names))}")
         missing = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                    "intermediate_size"} - set(hf)
         if missing:
             raise ValueError(f"config.json lacks {sorted(missing)}")
-        kwargs = {k: v for k, v in hf.items() if k in names and v is not None}
-        return cls(**kwargs)
+        return cls(**{k: v for k, v in hf.items() if k in names and v is not None})
 
     def to_hf(self, architectures: list[str] | None = None) -> dict:
         """The transformers config.json dict."""
@@ -484,169 +500,6 @@ class BertForPreTraining(nn.Module):
                                nsp_correct, nsp_count)
 
 
-# --------------------------------------------------------------------------- folders
-
-ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
-# tensors transformers never needs in a file: buffers it rebuilds, tied copies
-IGNORED_KEYS = ("embeddings.position_ids",)
-
-
-@dataclass
-class LoadReport:
-    """What ``load_pretrained`` did with the checkpoint's tensors."""
-
-    missing: list[str] = field(default_factory=list)  # the model's, not in the file: left at init
-    unexpected: list[str] = field(default_factory=list)  # the file's, not in the model: ignored
-
-    def __str__(self) -> str:
-        parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing (left at their initial values): "
-                         + ", ".join(self.missing))
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected (ignored): " + ", ".join(self.unexpected))
-        return "; ".join(parts) or "all tensors matched"
-
-
-def _canonical_key(key: str) -> str:
-    """A checkpoint key in bare-encoder form: no ``bert.`` prefix, TF-era LayerNorm names."""
-    if key.startswith("bert."):
-        key = key[len("bert."):]
-    if key.endswith("LayerNorm.gamma"):
-        key = key[: -len("gamma")] + "weight"
-    elif key.endswith("LayerNorm.beta"):
-        key = key[: -len("beta")] + "bias"
-    return key
-
-
-def _read_state_dict(fs, root: str) -> dict[str, torch.Tensor]:
-    def read(name):
-        with fs.open(posixpath.join(root, name), "rb") as f:
-            return f.read()
-
-    from safetensors.torch import load as load_safetensors
-
-    if fs.exists(posixpath.join(root, "model.safetensors")):
-        return load_safetensors(read("model.safetensors"))
-    if fs.exists(posixpath.join(root, "model.safetensors.index.json")):
-        index = json.loads(read("model.safetensors.index.json"))
-        state = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_safetensors(read(shard)))
-        return state
-    if fs.exists(posixpath.join(root, "pytorch_model.bin")):
-        return torch.load(io.BytesIO(read("pytorch_model.bin")), map_location="cpu",
-                          weights_only=True)
-    raise FileNotFoundError(
-        f"{root}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin; "
-        "is this a transformers model folder?")
-
-
-def load_config(folder: str) -> BertConfig:
-    fs, root = fsspec.core.url_to_fs(folder)
-    path = posixpath.join(root, "config.json")
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{folder}: no config.json; is this a transformers model folder?")
-    with fs.open(path, "r") as f:
-        return BertConfig.from_hf(json.load(f))
-
-
-def load_pretrained(folder: str, model_cls: type[nn.Module] = None, *, config: BertConfig | None = None,
-                    strict_encoder: bool = True) -> nn.Module:
-    """A model of class ``model_cls`` (``BertModel``, ``BertForPreTraining`` or any module
-    built as ``model_cls(config)`` whose encoder is ``bert`` or at the top level) with the
-    weights of a transformers-layout folder on any fsspec URL.
-
-    Keys with or without the ``bert.`` prefix both load. The encoder must be complete
-    (``strict_encoder``: a missing encoder tensor is an error, since it means the folder
-    is not the BERT it claims to be); the model's other parts that the file lacks (e.g. the
-    MLM/NSP heads when loading an encoder-only checkpoint, or a new fine-tuning head) stay
-    at their initial values, and tensors the model has no place for are ignored; both are
-    logged and kept in ``model.load_report``. Shapes must match exactly.
-    """
-    model_cls = model_cls or BertForPreTraining
-    config = config or load_config(folder)
-    fs, root = fsspec.core.url_to_fs(folder)
-    source = {_canonical_key(k): v for k, v in _read_state_dict(fs, root).items()
-              if _canonical_key(k) not in IGNORED_KEYS}
-
-    model = model_cls(config)
-    target = model.state_dict()
-    encoder_prefix = "bert." if any(k.startswith("bert.") for k in target) else ""
-
-    def source_key(model_key: str) -> str:
-        if encoder_prefix and model_key.startswith(encoder_prefix):
-            return model_key[len(encoder_prefix):]
-        return model_key
-
-    tied = tied_keys(model)
-    to_load, report = {}, LoadReport()
-    for key, tensor in target.items():
-        src = source_key(key)
-        if src in source:
-            if source[src].shape != tensor.shape:
-                raise ValueError(f"{folder}: {src} has shape {tuple(source[src].shape)}, "
-                                 f"the model expects {tuple(tensor.shape)}")
-            to_load[key] = source[src]
-        elif key in tied:  # tied to a tensor loaded under its other name
-            continue
-        else:
-            report.missing.append(key)
-    used = {source_key(k) for k in to_load}
-    report.unexpected = sorted(k for k in source if k not in used
-                               and k not in {source_key(t) for t in tied})
-
-    missing_encoder = [k for k in report.missing if source_key(k).startswith(ENCODER_PREFIXES)
-                       and k.startswith(encoder_prefix)]
-    if strict_encoder and missing_encoder:
-        raise ValueError(f"{folder}: the checkpoint lacks encoder tensors {missing_encoder}")
-    result = model.load_state_dict(to_load, strict=False)
-    assert not result.unexpected_keys, result.unexpected_keys
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    model.load_report = report
-    if report.missing or report.unexpected:
-        log.warning("loading %s into %s: %s", folder, model_cls.__name__, report)
-    return model
-
-
-def tied_keys(model: nn.Module) -> set[str]:
-    """State-dict keys that alias an earlier key's tensor (the decoder's weight and bias)."""
-    seen, tied = {}, set()
-    for key, tensor in model.state_dict(keep_vars=True).items():
-        ptr = tensor.data_ptr()
-        if ptr in seen:
-            tied.add(key)
-        else:
-            seen[ptr] = key
-    return tied
-
-
-_tied_keys = tied_keys  # the name trainer/pretrain.py first imported
-
-
-def save_pretrained(model: nn.Module, folder: str, config: BertConfig | None = None,
-                    extra_files: Mapping[str, str | bytes] | None = None) -> None:
-    """Write ``config.json`` (architectures = the model's class) and ``model.safetensors``
-    into ``folder`` (any fsspec URL), plus ``extra_files`` (name -> text or bytes, e.g.
-    vocab.txt, tokenizer.json). Each file is written under a temporary name and renamed;
-    the weights go first and config.json last, so a folder with a config.json is whole.
-
-    Tied tensors are saved once (the decoder's weight and bias are left out, as
-    transformers does, and tied again on load)."""
-    from safetensors.torch import save as save_safetensors
-
-    config = config or model.config
-    tied = tied_keys(model)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-             if k not in tied}
-    root = folder.rstrip("/")
-    write_bytes_atomic(posixpath.join(root, "model.safetensors"), save_safetensors(state, metadata={"format": "pt"}))
-    for name, content in (extra_files or {}).items():
-        write_bytes_atomic(posixpath.join(root, name), content.encode() if isinstance(content, str) else bytes(content))
-    write_json(posixpath.join(root, "config.json"), config.to_hf(architectures=[type(model).__name__]))
-
-
 # --------------------------------------------------------------------------- cli
 
 
@@ -658,6 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folder", help="a transformers model folder (any fsspec URL) to load")
     args = parser.parse_args(argv)
     if args.folder:
+        from trainer.hf_folder import load_pretrained
+
         model = load_pretrained(args.folder, BertForPreTraining, strict_encoder=True)
         config = model.config
         print(f"load report: {model.load_report}")

@@ -39,130 +39,102 @@ import argparse
 import json
 import logging
 import math
-import os
-import posixpath
 import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import fsspec
-
+from contracts.config import add_arguments, parse
+from contracts.layout import TOKENIZER_FILES, VOCAB, examples_folder, list_shards
+from contracts.storage import exists, fs_for, join
 from trainer.checkpoint import CHECKPOINTS
 from trainer.metrics_log import MetricsLog
+from trainer.pretrain_config import PretrainConfig, check_batch
 
 log = logging.getLogger(__name__)
 
-VOCAB_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+MODEL = "model"  # the exported model's folder in the output
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
 
 
 @dataclass
-class PretrainConfig:
-    """One pretraining run; the ``pretrain`` step kind's params map onto it one to one."""
+class PretrainRun:
+    """Where a run reads and writes, and on how many workers: the wiring that a workflow's
+    step context (or the command line) gives beside the ``PretrainConfig``."""
 
-    examples: str  # folder with train-*.parquet / eval-*.parquet (any fsspec URL)
-    output: str  # the run's folder (any fsspec URL shared by all workers)
-    vocab: str | None = None  # folder with vocab.txt (+ tokenizer files); default: examples
-    init: str | None = None  # a model folder to start from (phase 2 from phase 1's model/)
-    model: str | dict = "tiny"  # a size name (tiny..large) or a full transformers-style config
-    steps: int = 1000  # optimizer steps
-    batch_size: int = 32  # global: sequences per optimizer step over all workers
-    lr: float = 1e-4
-    optimizer: str = "adamw"  # adamw | lamb
-    warmup: float = 0.01  # warmup steps; below 1, a fraction of ``steps``
-    weight_decay: float = 0.01
-    grad_accum: int = 1  # micro-batches per optimizer step on each worker
-    max_grad_norm: float = 1.0  # <= 0: no clipping
-    schedule: str = "linear"  # linear | poly decay after warmup
-    seed: int = 0
-    nsp: bool | None = None  # train the next-sentence head; None: from stats.json, else on
-    max_predictions: int = 20  # dynamic masking: at most this many masked tokens per sequence
-    eval_every: int = 0  # held-out eval every N steps (0: only at the end)
-    eval_examples: int = 2048
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    max_failures: int = 0  # worker-group restarts Ray Train may do (from the last checkpoint)
-    compile: bool = False  # torch.compile the model
+    examples: str  # a folder of train-*.parquet / eval-*.parquet of one length (any fsspec URL)
+    output: str  # the run's folder, which every worker sees
+    vocab: str | None = None  # a folder with vocab.txt (+ tokenizer files); default: examples
+    init: str | None = None  # a model folder, or a pretrain output (its model/), to start from
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
-    crash_at: list[int] = field(default_factory=list)  # fault drill: a worker exits hard after these steps, once each
-
-    def warmup_steps(self) -> int:
-        return int(round(self.warmup * self.steps)) if self.warmup < 1 else int(self.warmup)
-
-    def check(self) -> None:
-        from trainer.data import check_batch
-
-        for name in ("steps", "batch_size", "grad_accum", "workers", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.optimizer not in ("adamw", "lamb"):
-            raise ValueError(f"optimizer must be adamw or lamb, got {self.optimizer!r}")
-        if self.schedule not in ("linear", "poly"):
-            raise ValueError(f"schedule must be linear or poly, got {self.schedule!r}")
-        if self.warmup_steps() > self.steps:
-            raise ValueError(f"warmup ({self.warmup_steps()} steps) is longer than steps ({self.steps})")
-        check_batch(self.batch_size, self.workers, self.grad_accum)
 
 
-# --------------------------------------------------------------------------- storage
+# --------------------------------------------------------------------------- inputs
 
 
-def _fs(url: str):
-    return fsspec.core.url_to_fs(url)
-
-
-def join(url: str, *parts: str) -> str:
-    return posixpath.join(url.rstrip("/"), *parts)
-
-
-def vocab_folder(cfg: PretrainConfig) -> str:
+def vocab_folder(run: PretrainRun) -> str:
     """The vocab input, else the examples folder when it carries vocab.txt."""
-    for folder in (cfg.vocab, cfg.examples):
-        if folder:
-            fs, path = _fs(folder)
-            if fs.exists(posixpath.join(path, "vocab.txt")):
-                return folder
+    for folder in (run.vocab, run.examples):
+        if folder and exists(join(folder, VOCAB)):
+            return folder
     raise FileNotFoundError(
-        f"no vocab.txt in {cfg.vocab or '(no vocab given)'} or {cfg.examples}: give the vocab step's folder (--vocab / inputs.vocab)"
+        f"no vocab.txt in {run.vocab or '(no vocab given)'} or {run.examples}: give the vocab step's folder (--vocab / inputs.vocab)"
     )
 
 
 def init_folder(url: str) -> str:
     """A model folder: ``url`` itself, or its ``model/`` (a pretrain step's output)."""
-    fs, path = _fs(url)
-    if fs.exists(posixpath.join(path, "config.json")):
+    if exists(join(url, "config.json")):
         return url
-    if fs.exists(posixpath.join(path, "model", "config.json")):
-        return join(url, "model")
+    if exists(join(url, MODEL, "config.json")):
+        return join(url, MODEL)
     raise FileNotFoundError(f"init: no config.json in {url} or {url}/model: is it a model folder or a pretrain output?")
 
 
-def nsp_enabled(cfg: PretrainConfig) -> bool:
+def nsp_enabled(cfg: PretrainConfig, examples: str) -> bool:
     if cfg.nsp is not None:
         return cfg.nsp
     from trainer.data import read_stats
 
-    stats = read_stats(cfg.examples)  # pipelines.examples records its params there
+    stats = read_stats(examples)  # the examples step records its params there
     for where in (stats, stats.get("params") or {}):
         if "nsp" in where:
             return bool(where["nsp"])
     return True
 
 
+def eval_rows(examples: str) -> int:
+    """Rows of the held-out split, from the shards' footers."""
+    from trainer.data import scan_units
+
+    return sum(u.num_rows for u in scan_units(list_shards(examples, "eval")))
+
+
+def check_run(cfg: PretrainConfig, run: PretrainRun) -> None:
+    """What can be checked before Ray starts: the batch split, the input folders."""
+    if run.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {run.workers}")
+    check_batch(cfg.batch_size, run.workers, cfg.grad_accum)
+    vocab_folder(run)
+    if not list_shards(run.examples, "train"):
+        raise FileNotFoundError(f"no train-*.parquet in {run.examples}: is it a pretraining_data output?")
+    if run.init:
+        init_folder(run.init)
+
+
 # --------------------------------------------------------------------------- model
 
 
-def build_model(cfg: PretrainConfig, vocab_size: int):
-    from trainer.model import BertConfig, BertForPreTraining, load_pretrained
+def build_model(cfg: PretrainConfig, vocab_size: int, init: str | None):
+    from trainer.hf_folder import load_pretrained
+    from trainer.model import BertConfig, BertForPreTraining
 
-    if cfg.init:
-        model = load_pretrained(init_folder(cfg.init), BertForPreTraining)
+    if init:
+        model = load_pretrained(init_folder(init), BertForPreTraining)
         if model.config.vocab_size != vocab_size:
             raise ValueError(f"init model has vocab_size {model.config.vocab_size}, the vocab has {vocab_size} tokens")
         return model
@@ -184,6 +156,14 @@ def train_flops(config, tokens: int, padded_tokens_sq: int, masked: int, sequenc
     return 3.0 * forward
 
 
+def batch_flops(config, batch) -> float:
+    from contracts.layout import IGNORE_INDEX
+
+    lengths = batch["attention_mask"].sum(1)
+    return train_flops(config, int(lengths.sum()), int(lengths.sum()) * batch["input_ids"].shape[1],
+                       int((batch["masked_lm_ids"] != IGNORE_INDEX).sum()), batch["input_ids"].shape[0])
+
+
 def peak_flops(device) -> float | None:
     import torch
 
@@ -193,7 +173,7 @@ def peak_flops(device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
-# --------------------------------------------------------------------------- metrics log
+# --------------------------------------------------------------------------- metrics
 
 
 def metric_tag(name: str) -> str:
@@ -201,13 +181,15 @@ def metric_tag(name: str) -> str:
     return "eval/" + name[len("eval_"):] if name.startswith("eval_") else f"train/{name}"
 
 
-# --------------------------------------------------------------------------- checkpoints
+SUM_KEYS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count",
+            "sequences", "tokens", "flops", "skipped")
 
 
-# --------------------------------------------------------------------------- the loop
+def new_sums() -> dict[str, float]:
+    return dict.fromkeys(SUM_KEYS, 0.0)
 
 
-def _sums_to_metrics(s: dict[str, float], prefix: str = "") -> dict[str, float]:
+def sums_to_metrics(s: dict[str, float], prefix: str = "") -> dict[str, float]:
     out = {
         f"{prefix}mlm_loss": s["mlm_loss_sum"] / max(1, s["mlm_count"]),
         f"{prefix}mlm_acc": s["mlm_correct"] / max(1, s["mlm_count"]),
@@ -219,11 +201,7 @@ def _sums_to_metrics(s: dict[str, float], prefix: str = "") -> dict[str, float]:
     return out
 
 
-SUM_KEYS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count",
-            "sequences", "tokens", "flops", "skipped")
-
-
-def _all_reduce(values: dict[str, float], device) -> dict[str, float]:
+def all_reduce_sums(values: dict[str, float], device) -> dict[str, float]:
     import torch
     import torch.distributed as dist
 
@@ -233,7 +211,7 @@ def _all_reduce(values: dict[str, float], device) -> dict[str, float]:
     return dict(zip(SUM_KEYS, t.tolist()))
 
 
-def _accumulate(sums: dict, out, batch: dict) -> None:
+def accumulate(sums: dict, out, batch: dict) -> None:
     sums["mlm_loss_sum"] += float(out.mlm_loss.detach()) * int(out.mlm_count)
     sums["mlm_correct"] += int(out.mlm_correct)
     sums["mlm_count"] += int(out.mlm_count)
@@ -244,195 +222,291 @@ def _accumulate(sums: dict, out, batch: dict) -> None:
     sums["tokens"] += int(batch["attention_mask"].sum())
 
 
-def train_loop(config: dict) -> None:
-    """The per-worker function Ray Train runs."""
+@dataclass
+class Window:
+    """The training sums since the last log line, and the seconds its steps took (only
+    theirs: evaluations and checkpoints between them do not count)."""
+
+    sums: dict[str, float] = field(default_factory=new_sums)
+    steps: int = 0
+    seconds: float = 0.0
+    lr: float = 0.0  # of the last step
+    grad_norm: float = 0.0
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+@dataclass
+class Worker:
+    """What one Ray Train worker holds for the run."""
+
+    cfg: PretrainConfig
+    run: PretrainRun
+    rank: int
+    world: int
+    device: Any
+    model: Any  # the module: its weights are checkpointed, evaluated, exported
+    net: Any  # what trains: the model, compiled and/or wrapped in DDP
+    optimizer: Any
+    schedule: Any
+    autocast: Any
+    use_nsp: bool
+    vocab_dir: str
+    num_examples: int  # of the train split (an epoch)
+    collate: Any
+    batches: Any  # per step, this worker's micro-batches
+    eval_set: list | None  # None: there is no held-out split
+    eval_collate: Any
+    micro: int  # sequences per micro-batch
+    peak: float | None
+    metrics_log: MetricsLog | None  # rank 0's
+    start_step: int = 0
+    resumes: list[int] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+
+
+def setup(cfg: PretrainConfig, run: PretrainRun) -> Worker:
+    """Model, optimizer, data and logs of this worker, resumed from Ray Train's last
+    checkpoint when there is one."""
     import ray
     import ray.train
     import ray.train.torch
     import torch
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
-    from trainer.checkpoint import load as load_checkpoint
-    from trainer.checkpoint import ray_checkpoint_folder, step_name
-    from trainer.checkpoint import save as save_checkpoint
-    from trainer.data import IGNORE, Collator, ExampleStream, Masking, Prefetch, Vocab, list_split, read_eval, stable_seed, train_batches
-    from trainer.model import BertForPreTraining, save_pretrained
-    from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
+    from trainer.data import Collator, ExampleStream, Masking, Prefetch, load_vocab, read_eval, train_batches
+    from trainer.optim import build_optimizer, build_schedule
 
-    cfg = PretrainConfig(**config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    use_nsp = nsp_enabled(cfg)
-    vocab_dir = vocab_folder(cfg)
-    vocab = Vocab.load(vocab_dir)
+    torch.set_num_threads(max(1, int(run.cpus_per_worker)))
+    use_nsp = nsp_enabled(cfg, run.examples)
+    vocab_dir = vocab_folder(run)
+    vocab = load_vocab(vocab_dir)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every worker
-    model = build_model(cfg, vocab.size).to(device)
+    model = build_model(cfg, vocab.size, run.init).to(device)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = build_schedule(optimizer, cfg.warmup_steps(), cfg.steps, cfg.schedule)
-
-    start_step, resumes = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with ray_checkpoint_folder(checkpoint, rank) as folder:
-            state = load_checkpoint(folder, model, optimizer, schedule)
-        start_step = state["step"]
-        resumes = state.get("resumed_at", []) + [start_step]
-        if rank == 0:
-            print(f"[pretrain] resumed from step {start_step} ({state['examples_seen']} examples seen)", flush=True)
-
-    net = model
-    if cfg.compile:
-        net = torch.compile(net)
-    if world > 1:
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    start_step, resumes = resume(model, optimizer, schedule, rank)
+    net = wrap(model, cfg, world, device)
 
     masking = Masking(vocab, cfg.seed, cfg.max_predictions)
-    stream = ExampleStream(list_split(cfg.examples, "train"), cfg.seed)
+    stream = ExampleStream(list_shards(run.examples, "train"), cfg.seed)
     collate = Collator(vocab, masking, salt="train")
     batches = Prefetch(train_batches(stream, collate, cfg.batch_size, start_step, rank, world, cfg.grad_accum), depth=4)
-    eval_urls = list_split(cfg.examples, "eval")
-    eval_set = read_eval(eval_urls, cfg.eval_examples, rank, world) if eval_urls else []
-    eval_collate = Collator(vocab, masking, salt="eval")
-    micro = cfg.batch_size // world // cfg.grad_accum
-    peak = peak_flops(device)
-    metrics_log = MetricsLog(cfg.output, start_step) if rank == 0 else None
-
-    def to_device(batch):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        if not use_nsp:
-            batch["next_sentence_label"] = torch.full_like(batch["next_sentence_label"], IGNORE)
-        return batch
-
-    def forward(module, batch):
-        with autocast:
-            mlm_logits, nsp_logits = module(
-                batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_lm_positions"]
-            )
-        return BertForPreTraining.loss(mlm_logits, nsp_logits, batch["masked_lm_ids"], batch["next_sentence_label"])
-
-    def evaluate() -> dict[str, float]:
-        sums = dict.fromkeys(SUM_KEYS, 0.0)
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, max(len(eval_set), 1), micro):
-                chunk = eval_set[i : i + micro]
-                if chunk:
-                    batch = to_device(eval_collate(chunk))
-                    _accumulate(sums, forward(model, batch), batch)
-        model.train()
-        return _sums_to_metrics(_all_reduce(sums, device), prefix="eval_")
-
-    def flops_of(batch) -> float:
-        lengths = batch["attention_mask"].sum(1)
-        return train_flops(model.config, int(lengths.sum()), int(lengths.sum()) * batch["input_ids"].shape[1],
-                           int((batch["masked_lm_ids"] != IGNORE).sum()), batch["input_ids"].shape[0])
-
-    nodes = [ray.get_runtime_context().get_node_id()] * world
+    eval_set = read_eval(list_shards(run.examples, "eval"), cfg.eval_examples, rank, world) if eval_rows(run.examples) else None
+    w = Worker(
+        cfg, run, rank, world, device, model, net, optimizer, schedule,
+        autocast=torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext(),
+        use_nsp=use_nsp, vocab_dir=vocab_dir, num_examples=stream.num_examples, collate=collate, batches=batches,
+        eval_set=eval_set, eval_collate=Collator(vocab, masking, salt="eval"),
+        micro=cfg.batch_size // world // cfg.grad_accum, peak=peak_flops(device),
+        metrics_log=MetricsLog(run.output, start_step) if rank == 0 else None,
+        start_step=start_step, resumes=resumes,
+    )
+    w.nodes = [ray.get_runtime_context().get_node_id()] * world
     if world > 1:
-        dist.all_gather_object(nodes, nodes[0])
+        dist.all_gather_object(w.nodes, w.nodes[0])
     if rank == 0:
         print(f"[pretrain] {world} workers on {device.type}, steps {start_step}..{cfg.steps}, "
               f"{stream.num_examples} train examples, {time.strftime('%H:%M:%S')}", flush=True)
     model.train()
-    window = dict.fromkeys(SUM_KEYS, 0.0)
-    window_start, window_steps, grad_norm = time.perf_counter(), 0, 0.0
-    for step in range(start_step, cfg.steps):
-        micro_batches = [to_device(b) for b in next(batches)]
-        # dropout draws from a seed of (seed, step, rank): a resumed run draws the same
-        torch.manual_seed(stable_seed(cfg.seed, "dropout", step, rank) % (2**63))
-        counts = torch.tensor(
-            [float((b["masked_lm_ids"] != IGNORE).sum()) for b in micro_batches]
-            + [float((b["next_sentence_label"] != IGNORE).sum()) for b in micro_batches],
-            dtype=torch.float64, device=device,
-        ).view(2, -1).sum(1)
-        if world > 1:
-            dist.all_reduce(counts)
-        global_mlm, global_nsp = counts.clamp(min=1).tolist()
-        for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            with net.no_sync() if (world > 1 and not last) else nullcontext():
-                out = forward(net, batch)
-                # sums over the global counts, x world because DDP averages the gradients
-                objective = out.mlm_loss * out.mlm_count / global_mlm + out.nsp_loss * out.nsp_count / global_nsp
-                (objective * world).backward()
-            _accumulate(window, out, batch)
-            window["flops"] += flops_of(batch)
-        grad_norm = float(clip_grad_norm(model.parameters(), cfg.max_grad_norm))
-        lr = schedule.get_last_lr()[0]
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        window_steps += 1
-        done = step + 1
+    return w
 
-        is_log = done % cfg.log_every == 0 or done == cfg.steps
-        is_eval = (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps
-        is_ckpt = done % cfg.checkpoint_every == 0 or done == cfg.steps
-        if not (is_log or is_eval or is_ckpt):
-            continue
-        metrics: dict[str, Any] = {"step": done}
-        if is_log and window_steps:
-            window["skipped"] = collate.skipped
-            sums = _all_reduce(window, device)
-            seconds = time.perf_counter() - window_start
-            metrics.update(_sums_to_metrics(sums))
-            metrics.update(lr=lr, grad_norm=grad_norm, sequences_per_s=sums["sequences"] / seconds,
-                           tokens_per_s=sums["tokens"] / seconds, skipped_examples=sums["skipped"])
-            if peak:
-                metrics["mfu"] = sums["flops"] / (seconds * world * peak)
-            window = dict.fromkeys(SUM_KEYS, 0.0)
-            window_steps = 0
-        if is_eval and eval_set is not None and eval_urls:
-            metrics.update(evaluate())
-        if rank == 0 and len(metrics) > 1:
-            metrics_log.write(done, {k: v for k, v in metrics.items() if k != "step"}, tag=metric_tag)
-        if is_ckpt:
-            with tempfile.TemporaryDirectory(prefix="bertflow-ckpt-") as tmp:
-                ckpt = None
-                if rank == 0:
-                    state = {"step": done, "examples_seen": done * cfg.batch_size, "seed": cfg.seed, "resumed_at": resumes, "nodes": nodes,
-                             "epoch": done * cfg.batch_size // stream.num_examples,
-                             "epoch_offset": done * cfg.batch_size % stream.num_examples,
-                             "rng": "dropout: torch.manual_seed(hash(seed, 'dropout', step, rank)) every step"}
-                    save_checkpoint(tmp, model, optimizer, schedule, state)
-                    metrics_log.sync()
-                    ckpt = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=step_name(done))
-        else:
-            ray.train.report(metrics)
-        if done in cfg.crash_at:
-            _fault_drill(cfg, rank, world, done)
-        window_start = time.perf_counter()
 
-    batches.close()
+def resume(model, optimizer, schedule, rank: int) -> tuple[int, list[int]]:
+    """(the step to start at, the steps resumed at so far) from Ray Train's last checkpoint."""
+    import ray.train
+
+    from trainer.checkpoint import load, ray_checkpoint_folder
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0, []
+    with ray_checkpoint_folder(checkpoint, rank) as folder:
+        state = load(folder, model, optimizer, schedule)
     if rank == 0:
-        extra = {}
-        fs, path = _fs(vocab_dir)
-        for name in VOCAB_FILES:
-            if fs.exists(posixpath.join(path, name)):
-                with fs.open(posixpath.join(path, name), "rb") as f:
-                    extra[name] = f.read()
-        save_pretrained(model, join(cfg.output, "model"), model.config, extra_files=extra)
-        metrics_log.close()
+        print(f"[pretrain] resumed from step {state['step']} ({state['examples_seen']} examples seen)", flush=True)
+    return state["step"], state.get("resumed_at", []) + [state["step"]]
 
 
-def _fault_drill(cfg: PretrainConfig, rank: int, world: int, step: int) -> None:
-    """Kill a worker for real (``os._exit``, no exception, no cleanup) once per output folder,
-    after Ray Train has had the time to record the checkpoint just reported (its controller
-    polls workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default)."""
-    marker = join(cfg.output, f"_fault_drill_{step}")
-    fs, path = _fs(marker)
-    if rank != min(1, world - 1) or fs.exists(path):
-        return
-    fs.pipe(path, b"%d\n" % step)
-    time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2)) + 1)
-    print(f"[pretrain] fault drill: worker {rank} exits hard after step {step}", flush=True)
-    os._exit(1)
+def wrap(model, cfg: PretrainConfig, world: int, device):
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = torch.compile(model) if cfg.compile else model
+    if world > 1:
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return net
+
+
+def to_device(w: Worker, batch: dict) -> dict:
+    import torch
+
+    from contracts.layout import IGNORE_INDEX
+
+    batch = {k: v.to(w.device, non_blocking=True) for k, v in batch.items()}
+    if not w.use_nsp:
+        batch["next_sentence_label"] = torch.full_like(batch["next_sentence_label"], IGNORE_INDEX)
+    return batch
+
+
+def forward(w: Worker, module, batch: dict):
+    from trainer.model import BertForPreTraining
+
+    with w.autocast:
+        mlm_logits, nsp_logits = module(
+            batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], batch["masked_lm_positions"]
+        )
+    return BertForPreTraining.loss(mlm_logits, nsp_logits, batch["masked_lm_ids"], batch["next_sentence_label"])
+
+
+def train_step(w: Worker, step: int, window: Window) -> None:
+    """One optimizer step over this worker's micro-batches, summed into ``window``."""
+    import torch
+    import torch.distributed as dist
+
+    from contracts.hashing import stable_hash
+    from contracts.layout import IGNORE_INDEX
+    from trainer.optim import clip_grad_norm
+
+    micro_batches = [to_device(w, b) for b in next(w.batches)]
+    # dropout draws from a seed of (seed, step, rank): a resumed run draws the same
+    torch.manual_seed(stable_hash(w.cfg.seed, "dropout", step, w.rank) % (2**63))
+    counts = torch.tensor(
+        [float((b["masked_lm_ids"] != IGNORE_INDEX).sum()) for b in micro_batches]
+        + [float((b["next_sentence_label"] != IGNORE_INDEX).sum()) for b in micro_batches],
+        dtype=torch.float64, device=w.device,
+    ).view(2, -1).sum(1)
+    if w.world > 1:
+        dist.all_reduce(counts)
+    global_mlm, global_nsp = counts.clamp(min=1).tolist()
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with w.net.no_sync() if (w.world > 1 and not last) else nullcontext():
+            out = forward(w, w.net, batch)
+            # sums over the global counts, x world because DDP averages the gradients
+            objective = out.mlm_loss * out.mlm_count / global_mlm + out.nsp_loss * out.nsp_count / global_nsp
+            (objective * w.world).backward()
+        accumulate(window.sums, out, batch)
+        window.sums["flops"] += batch_flops(w.model.config, batch)
+    window.grad_norm = float(clip_grad_norm(w.model.parameters(), w.cfg.max_grad_norm))
+    window.lr = w.schedule.get_last_lr()[0]
+    w.optimizer.step()
+    w.schedule.step()
+    w.optimizer.zero_grad(set_to_none=True)
+    window.steps += 1
+
+
+def evaluate(w: Worker) -> dict[str, float]:
+    """The held-out metrics, over every worker's share."""
+    import torch
+
+    sums = new_sums()
+    w.model.eval()
+    with torch.no_grad():
+        for i in range(0, max(len(w.eval_set), 1), w.micro):
+            chunk = w.eval_set[i : i + w.micro]
+            if chunk:
+                batch = to_device(w, w.eval_collate(chunk))
+                accumulate(sums, forward(w, w.model, batch), batch)
+    w.model.train()
+    return sums_to_metrics(all_reduce_sums(sums, w.device), prefix="eval_")
+
+
+def window_metrics(w: Worker, window: Window) -> dict[str, float]:
+    """The log line of a window (all workers' sums)."""
+    window.sums["skipped"] = w.collate.skipped
+    sums = all_reduce_sums(window.sums, w.device)
+    seconds = window.seconds
+    metrics = sums_to_metrics(sums)
+    metrics.update(lr=window.lr, grad_norm=window.grad_norm, sequences_per_s=sums["sequences"] / seconds,
+                   tokens_per_s=sums["tokens"] / seconds, skipped_examples=sums["skipped"])
+    if w.peak:
+        metrics["mfu"] = sums["flops"] / (seconds * w.world * w.peak)
+    return metrics
+
+
+def due(cfg: PretrainConfig, done: int) -> tuple[bool, bool, bool]:
+    """Whether a log line, an evaluation, a checkpoint are due after ``done`` steps (all
+    three after the last)."""
+    last = done == cfg.steps
+    return (done % cfg.log_every == 0 or last,
+            bool(cfg.eval_every and done % cfg.eval_every == 0) or last,
+            done % cfg.checkpoint_every == 0 or last)
+
+
+def after_step(w: Worker, done: int, window: Window) -> Window:
+    """Log, evaluate and checkpoint as due, and report to Ray Train; the window to go on with."""
+    import ray.train
+
+    is_log, is_eval, is_ckpt = due(w.cfg, done)
+    if not (is_log or is_eval or is_ckpt):
+        return window
+    metrics: dict[str, Any] = {"step": done}
+    if is_log and window.steps:
+        metrics.update(window_metrics(w, window))
+        window = Window()
+    if is_eval and w.eval_set is not None:
+        metrics.update(evaluate(w))
+    if w.rank == 0 and len(metrics) > 1:
+        w.metrics_log.write(done, {k: v for k, v in metrics.items() if k != "step"}, tag=metric_tag)
+    if is_ckpt:
+        save_and_report(w, done, metrics)
+    else:
+        ray.train.report(metrics)
+    return window
+
+
+def save_and_report(w: Worker, done: int, metrics: dict) -> None:
+    """Report ``metrics`` with rank 0's checkpoint after ``done`` steps (Ray Train uploads it)."""
+    import ray.train
+
+    from trainer.checkpoint import save, step_name
+
+    with tempfile.TemporaryDirectory(prefix="bertflow-ckpt-") as tmp:
+        checkpoint = None
+        if w.rank == 0:
+            examples_seen = done * w.cfg.batch_size
+            state = {"step": done, "examples_seen": examples_seen, "seed": w.cfg.seed, "resumed_at": w.resumes,
+                     "nodes": w.nodes, "epoch": examples_seen // w.num_examples,
+                     "epoch_offset": examples_seen % w.num_examples,
+                     "rng": "dropout: torch.manual_seed(hash(seed, 'dropout', step, rank)) every step"}
+            save(tmp, w.model, w.optimizer, w.schedule, state)
+            w.metrics_log.sync()
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=step_name(done))
+
+
+def export(w: Worker) -> None:
+    """Rank 0 writes ``model/``: the weights, config.json and the vocab's files."""
+    from trainer.hf_folder import save_pretrained
+
+    extra = {}
+    fs, path = fs_for(w.vocab_dir)
+    for name in TOKENIZER_FILES:
+        if fs.exists(join(path, name)):
+            with fs.open(join(path, name), "rb") as f:
+                extra[name] = f.read()
+    save_pretrained(w.model, join(w.run.output, MODEL), w.model.config, extra_files=extra)
+    w.metrics_log.close()
+
+
+def train_loop(config: dict) -> None:
+    """The per-worker function Ray Train runs: ``{"config": PretrainConfig, "run": PretrainRun}`` as dicts."""
+    w = setup(PretrainConfig.model_validate(config["config"]), PretrainRun(**config["run"]))
+    window = Window()
+    for step in range(w.start_step, w.cfg.steps):
+        started = time.perf_counter()
+        train_step(w, step, window)
+        window.seconds += time.perf_counter() - started
+        window = after_step(w, step + 1, window)
+    w.batches.close()
+    if w.rank == 0:
+        export(w)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -471,65 +545,55 @@ def _progress_callback(total_steps: int):
     return Progress()
 
 
-def pretrain(cfg: PretrainConfig) -> dict[str, float]:
+def pretrain(cfg: PretrainConfig, run: PretrainRun) -> dict[str, float]:
     """Run (or resume) pretraining on the connected Ray cluster; returns the final metrics."""
-    from trainer.data import list_split
     from trainer.launch import torch_trainer
 
-    cfg.check()
-    vocab_folder(cfg)  # fail here, not in every worker
-    if not list_split(cfg.examples, "train"):
-        raise FileNotFoundError(f"no train-*.parquet in {cfg.examples}: is it a pretraining_data output?")
-    if cfg.init:
-        init_folder(cfg.init)
+    check_run(cfg, run)
+    if not eval_rows(run.examples):
+        log.warning("pretrain %s: no held-out examples in %s (eval-*.parquet missing or empty): no eval metrics",
+                    run.output, run.examples)
     trainer = torch_trainer(
-        train_loop, asdict(cfg), output=cfg.output, name=CHECKPOINTS, workers=cfg.workers,
-        cpus_per_worker=cfg.cpus_per_worker, gpus_per_worker=cfg.gpus_per_worker,
-        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints,
-        callbacks=[_progress_callback(cfg.steps)],
+        train_loop, {"config": cfg.model_dump(), "run": asdict(run)}, output=run.output, name=CHECKPOINTS,
+        workers=run.workers, cpus_per_worker=run.cpus_per_worker, gpus_per_worker=run.gpus_per_worker,
+        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=[_progress_callback(cfg.steps)],
     )
     started = time.time()
     result = trainer.fit()
     log.info("pretrain: fit took %.1f s", time.time() - started)
-    final = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
-    return final
+    return {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+
+
+def command_line(argv=None) -> tuple[PretrainConfig, PretrainRun, argparse.Namespace]:
+    """The settings, the wiring and the Ray flags of ``python -m trainer.pretrain``."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    wiring = p.add_argument_group("where and on what")
+    wiring.add_argument("--examples", required=True, help="an examples step's folder (any fsspec URL)")
+    wiring.add_argument("--output", required=True, help="the run's folder, seen by every worker (local, s3://, gs://)")
+    wiring.add_argument("--vocab", help="a folder with vocab.txt (default: the examples folder)")
+    wiring.add_argument("--workers", type=int, default=1, help="Ray Train workers (default: 1)")
+    wiring.add_argument("--cpus-per-worker", type=float, default=1, help="default: 1")
+    wiring.add_argument("--gpus-per-worker", type=float, default=0, help="default: 0")
+    wiring.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://host:10001); default: a local Ray")
+    wiring.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: workers x cpus-per-worker)")
+    add_arguments(p, PretrainConfig)
+    args = p.parse_args(argv)
+    cfg = parse(PretrainConfig, args, p)
+    run = PretrainRun(examples=examples_folder(args.examples, cfg.max_seq_length), output=args.output, vocab=args.vocab,
+                      init=cfg.init, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker)
+    return cfg, run, args
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--examples", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://host:10001); default: a local Ray")
-    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: workers x cpus-per-worker)")
-    for f in fields(PretrainConfig):
-        if f.name in ("examples", "output"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "model":
-            p.add_argument(flag, default=f.default, help="size name (tiny..large) or a JSON config")
-        elif f.name in ("compile",):
-            p.add_argument(flag, action="store_true")
-        elif f.name == "nsp":
-            p.add_argument(flag, choices=["on", "off", "auto"], default="auto")
-        elif f.name in ("vocab", "init"):
-            p.add_argument(flag)
-        elif f.name == "crash_at":
-            p.add_argument(flag, type=int, nargs="*", default=[], help=argparse.SUPPRESS)
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default)
-    args = vars(p.parse_args(argv))
-    address, num_cpus = args.pop("ray_address"), args.pop("num_cpus")
-    args["nsp"] = {"on": True, "off": False, "auto": None}[args["nsp"]]
-    if isinstance(args["model"], str) and args["model"].lstrip().startswith("{"):
-        args["model"] = json.loads(args["model"])
-    cfg = PretrainConfig(**args)
+    cfg, run, args = command_line(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_run(cfg, run)  # before Ray starts
     from trainer.launch import connect_ray
 
-    connect_ray(address, num_cpus or math.ceil(cfg.workers * cfg.cpus_per_worker),
-                math.ceil(cfg.workers * cfg.gpus_per_worker))
-    final = pretrain(cfg)
-    print(json.dumps(final, indent=2, sort_keys=True))
+    connect_ray(args.ray_address, args.num_cpus or math.ceil(run.workers * run.cpus_per_worker),
+                math.ceil(run.workers * run.gpus_per_worker))
+    print(json.dumps(pretrain(cfg, run), indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
