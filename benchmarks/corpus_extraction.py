@@ -49,12 +49,13 @@ NO_BEAM = """
 import sys
 from pathlib import Path
 from pipelines import wikipedia as w
+from pipelines.config import WikipediaConfig
 dump, out = sys.argv[1], Path(sys.argv[2])
 out.mkdir(parents=True)
 count = lambda name, n=1: None
 with open(out / "sentences.txt", "w", encoding="utf-8") as f:
     for split in w.plan_splits(dump):
-        for xml, where in w.read_pages(split, w.DEFAULT_MAX_PAGE_BYTES, count):
+        for xml, where in w.read_pages(split, WikipediaConfig(dump=dump).max_page_bytes, count):
             page = w.parse_page(xml, count, where)
             doc = page and w.page_document(page, split.dbname, count)
             if doc:
@@ -113,7 +114,7 @@ def run_one(name: str, repeat: int, workers: int, we_python: Path) -> dict:
     elif name == "bertflow functions, no Beam":
         cmd = [sys.executable, "-c", NO_BEAM, str(dump), str(out)]
     else:
-        cmd = [sys.executable, "-m", "pipelines.wikipedia", str(dump), str(out),
+        cmd = [sys.executable, "-m", "pipelines.wikipedia", "--dump", str(dump), "--output", str(out),
                "--workers", str(workers), "--num-shards", "4"]
     stats = measure(cmd, log=WORK / f"{out.name}.log")
     if name == "WikiExtractor":

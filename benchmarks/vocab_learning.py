@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines.local_runner import pipeline_options  # noqa: E402
 from pipelines import books, bert_tokenizer, vocab, wikipedia, wordpiece  # noqa: E402
+from pipelines.config import BooksConfig, VocabConfig, WikipediaConfig  # noqa: E402
 from contracts.layout import list_shards, read_vocab  # noqa: E402
 from pipelines.shards import read_rows  # noqa: E402
 
@@ -41,10 +42,10 @@ def corpus(work: Path, workers: int) -> list[str]:
     """The documents folders of the sample corpus, made once and reused."""
     folders = {"wiki": work / "wiki", "books": work / "books"}
     if not list_shards(str(folders["wiki"]), "documents"):
-        wikipedia.run(str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), str(folders["wiki"]), 4,
+        wikipedia.run(WikipediaConfig(dump=str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), num_shards=4), str(folders["wiki"]),
                       pipeline_options(direct_num_workers=workers))
     if not list_shards(str(folders["books"]), "documents"):
-        books.run(str(ROOT / "data/books/*.txt"), str(folders["books"]), 4, pipeline_options(direct_num_workers=workers))
+        books.run(BooksConfig(files=str(ROOT / "data/books/*.txt"), num_shards=4), str(folders["books"]), pipeline_options(direct_num_workers=workers))
     return [str(f) for f in folders.values()]
 
 
@@ -73,9 +74,9 @@ def score(tokens: list[str], heldout: list[list[str]]) -> dict:
 
 
 def run_ours(inputs: list[str], size: int, out: Path, workers: int) -> tuple[list[str], float, float]:
-    cfg = vocab.VocabConfig(vocab_size=size, heldout_fraction=HELDOUT_FRACTION, seed=SEED)
+    cfg = VocabConfig(vocab_size=size, heldout_fraction=HELDOUT_FRACTION, seed=SEED)
     start = time.perf_counter()
-    vocab.run(inputs, str(out), cfg, pipeline_options(direct_num_workers=workers))
+    vocab.run(cfg, inputs, str(out), pipeline_options(direct_num_workers=workers))
     step_s = time.perf_counter() - start
     with open(out / "word_counts.tsv", encoding="utf-8") as f:
         counts = list(wordpiece.read_word_counts(f))

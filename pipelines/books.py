@@ -1,7 +1,7 @@
 """Plain-text books to documents: sharded Parquet of ``id``, ``title``, ``sentences``.
 
-    python -m pipelines.books "data/books/*.txt" /tmp/books --num-shards 2
-    python -m pipelines.books "corpus/*.txt" /tmp/bert-format --format sentences
+    python -m pipelines.books --files "data/books/*.txt" --output /tmp/books --num-shards 2
+    python -m pipelines.books --files "corpus/*.txt" --output /tmp/bert-format --format sentences
 
 Two input formats (``--format``):
 
@@ -30,7 +30,9 @@ import apache_beam as beam
 import fsspec
 
 from contracts import storage
+from contracts.config import add_arguments, parse
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
+from pipelines.config import BooksConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
@@ -39,7 +41,6 @@ from pipelines.shards import WriteParquetShards, metric_counters
 log = logging.getLogger(__name__)
 
 NAMESPACE = "books"
-FORMATS = ("books", "sentences")
 
 # Gutenberg's markers, old and new: "*** START OF THE PROJECT GUTENBERG EBOOK EMMA ***",
 # "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*...", "End of the Project Gutenberg EBook".
@@ -204,44 +205,47 @@ class _ReadDocuments(beam.DoFn):
             yield doc
 
 
-def build(pipeline, files: str, output: str, num_shards: int, format: str = "books"):
+def build(pipeline, cfg: BooksConfig, output: str):
     """Add the job to ``pipeline``; returns the PCollection of written shards."""
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, not {format!r}")
-    urls = list_files(files)
+    urls = list_files(cfg.files)
     names = document_names(urls)
     return (
         pipeline
         | "Files" >> beam.Create([(u, names[u]) for u in urls])
         | "Spread" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(_ReadDocuments(format))
-        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, num_shards, key=lambda r: r["id"])
+        | "Read" >> beam.ParDo(_ReadDocuments(cfg.format))
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key=lambda r: r["id"])
     )
 
 
-def run(files: str, output: str, num_shards: int, options, format: str = "books") -> dict[str, int]:
-    """Run the job with Beam ``options``; returns its counters. Raises when no document
-    came out."""
+def run(cfg: BooksConfig, output: str, options) -> dict[str, int]:
+    """Run the job into ``output`` with Beam ``options``; returns its counters. Raises when
+    no document came out."""
     with worker_allocators(), beam.Pipeline(options=options) as p:
-        build(p, files, output, num_shards, format)
+        build(p, cfg, output)
     counters = {k: v for k, v in metric_counters(p.result).items() if not k.endswith("_rows")}
     if not counters.get("documents"):
-        raise RuntimeError(f"no documents in {files} (format {format}): {counters}. Check the path and the format.")
+        raise RuntimeError(f"no documents in {cfg.files} (format {cfg.format}): {counters}. "
+                           "Check the path and the format.")
     return counters
 
 
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.books", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output", required=True, help="output folder (any fsspec URL)")
+    ap.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
+    add_arguments(ap, BooksConfig)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", help="a file, glob, folder or URL of plain-text files")
-    parser.add_argument("output", help="output folder (any fsspec URL)")
-    parser.add_argument("--format", choices=FORMATS, default="books")
-    parser.add_argument("--num-shards", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
-    args = parser.parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    cfg = parse(BooksConfig, args, ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     freeze_heap()
-    options = pipeline_options(direct_num_workers=args.workers)
-    for name, value in run(args.files, args.output, args.num_shards, options, args.format).items():
+    for name, value in run(cfg, args.output, pipeline_options(direct_num_workers=args.workers)).items():
         print(f"{name}\t{value}")
 
 

@@ -58,7 +58,6 @@ import posixpath
 import uuid
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 
 import apache_beam as beam
 import fsspec
@@ -71,10 +70,11 @@ from contracts import storage
 from contracts.hashing import stable_hash, stable_hasher
 from contracts.layout import (CLS, DOCUMENTS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, STATS, TOKENIZER, VOCAB,
                               length_folder_name, list_shards, shard_name)
+from contracts.config import add_arguments, parse
 from contracts.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
-from pipelines.instances import (InstanceBatch, InstanceConfig, SentenceEncoder, Vocab, instance_configs, make_batches,
-                                 tokenize_documents)
+from pipelines.config import ExamplesConfig, InstanceConfig
+from pipelines.instances import InstanceBatch, SentenceEncoder, Vocab, make_batches, tokenize_documents
 from pipelines.shards import SPILL, drop_spill, merge_bounded, metric_counters, regroup, write_row_groups
 
 log = logging.getLogger(__name__)
@@ -83,42 +83,20 @@ SCHEMA = EXAMPLES_SCHEMA  # the name tests/pretrain_examples.py imports
 VOCAB_FILES = (VOCAB, TOKENIZER)  # what the examples folder carries of the vocabulary
 
 
-@dataclass
-class ExamplesConfig:
-    documents: list[str]  # documents folders (fsspec URLs)
-    vocab: str  # folder with vocab.txt and tokenizer.json
-    output: str  # output folder
-    # one per sequence length (one: the flat layout; several: a seq{L}/ folder each)
-    instances: InstanceConfig | list[InstanceConfig] = field(default_factory=InstanceConfig)
-    dupe_factor: int = 10
-    seed: int = 12345
-    eval_fraction: float = 0.01
-    num_shards: int = 16
-    docs_per_bucket: int = 256
+def length_folders(cfg: ExamplesConfig, output: str) -> list[str]:
+    """Where the instances of each length go: ``output`` for one length, else a ``seq{L}/``
+    folder each."""
+    lengths = cfg.seq_lengths()
+    return [output] if len(lengths) == 1 else [storage.join(output, length_folder_name(n)) for n in lengths]
 
-    def __post_init__(self):
-        if isinstance(self.instances, InstanceConfig):
-            self.instances = [self.instances]
-        lengths = [c.max_seq_length for c in self.instances]
-        if not lengths or len(set(lengths)) != len(lengths):
-            raise ValueError(f"give one or more distinct sequence lengths, got {lengths}")
-        if self.dupe_factor < 1:
-            raise ValueError("dupe_factor must be >= 1")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ValueError("eval_fraction must be in [0, 1)")
-        if self.num_shards < 1 or self.docs_per_bucket < 2:
-            raise ValueError("num_shards must be >= 1 and docs_per_bucket >= 2")
 
-    def folder(self, length: int) -> str:
-        """Where the instances of sequence length ``length`` go."""
-        if len(self.instances) == 1:
-            return self.output
-        return posixpath.join(self.output.rstrip("/"), length_folder_name(length))
+def eval_shards(cfg: ExamplesConfig) -> int:
+    # Eval shards hold about as many instances each as train shards do.
+    return max(1, math.ceil(cfg.num_shards * cfg.eval_fraction))
 
-    @property
-    def eval_shards(self) -> int:
-        # Eval shards hold about as many instances each as train shards do.
-        return max(1, math.ceil(self.num_shards * self.eval_fraction))
+
+# The job's settings stats.json records beside each length's instance settings.
+STATS_PARAMS = {"dupe_factor", "seed", "eval_fraction", "num_shards", "docs_per_bucket"}
 
 
 # --- the vocabulary folder -------------------------------------------------------------
@@ -532,15 +510,16 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
     return out
 
 
-def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
+def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: str, output: str) -> None:
     """Add the job's stages to ``p``: units of documents in, one shuffle of compact
     instance batches into shards."""
-    check_vocab_folder(cfg.vocab)  # fail before any work when the vocab is missing
-    units, total_docs = plan_units(cfg.documents, cfg.docs_per_bucket)
-    num_shards = {"train": cfg.num_shards, "eval": cfg.eval_shards}
-    folders = [cfg.folder(icfg.max_seq_length) for icfg in cfg.instances]
-    spill = posixpath.join(cfg.output.rstrip("/"), SPILL)
-    common = (cfg.vocab, cfg.instances, cfg.seed, cfg.dupe_factor, num_shards, spill)
+    check_vocab_folder(vocab)  # fail before any work when the vocab is missing
+    units, total_docs = plan_units(documents, cfg.docs_per_bucket)
+    num_shards = {"train": cfg.num_shards, "eval": eval_shards(cfg)}
+    instances = cfg.instance_configs()
+    folders = length_folders(cfg, output)
+    spill = storage.join(output, SPILL)
+    common = (vocab, instances, cfg.seed, cfg.dupe_factor, num_shards, spill)
     train = (
         p
         | "Units" >> beam.Create(units)
@@ -566,16 +545,15 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig) -> None:
     )
     # Once every shard is written (the count waits for all of them), the runs go.
     _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, spill)
-    common_params = {"dupe_factor": cfg.dupe_factor, "seed": cfg.seed, "eval_fraction": cfg.eval_fraction,
-                     "num_shards": cfg.num_shards, "docs_per_bucket": cfg.docs_per_bucket}
+    common_params = cfg.model_dump(include=STATS_PARAMS)
 
     def write_stats(counts: dict) -> None:
-        for i, icfg in enumerate(cfg.instances):
+        for i, icfg in enumerate(instances):
             stats = {}
             for split in SPLITS:
                 c = counts.get((i, split), zero_counts(icfg.max_seq_length))
                 stats[split] = summarize(c["lengths"], c["random_next"], c["short_target"], c["masked"], c["mask"], c["random"], c["kept"])
-            write_json(storage.join(folders[i], STATS), {**stats, "params": {**asdict(icfg), **common_params}})
+            write_json(storage.join(folders[i], STATS), {**stats, "params": {**icfg.model_dump(), **common_params}})
 
     (
         (train.stats, evals.stats)
@@ -605,16 +583,18 @@ class _SumCounts(beam.CombineFn):
 
 
 
-def run(cfg: ExamplesConfig, options) -> dict[str, int]:
-    """Run the job with Beam ``options``; returns its counters."""
-    storage.makedirs(cfg.output)
+def run(cfg: ExamplesConfig, documents: list[str], vocab: str, output: str, options) -> dict[str, int]:
+    """Run the job on the documents folders ``documents`` and the vocab folder ``vocab``
+    (vocab.txt and tokenizer.json) into ``output``, with Beam ``options``; returns its
+    counters."""
+    storage.makedirs(output)
     p = beam.Pipeline(options=options)
-    build(p, cfg)
+    build(p, cfg, documents, vocab, output)
     with worker_allocators():
         result = p.run()
         result.wait_until_finish()
-    for icfg in cfg.instances:
-        copy_vocab(cfg.vocab, cfg.folder(icfg.max_seq_length))
+    for folder in length_folders(cfg, output):
+        copy_vocab(vocab, folder)
     return metric_counters(result)
 
 
@@ -627,54 +607,23 @@ def copy_vocab(vocab_dir: str, output: str) -> None:
         write_bytes_atomic(storage.join(output, name), data)
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipelines.examples", description=__doc__.split("\n\n")[0])
     ap.add_argument("--documents", nargs="+", required=True, help="documents folders (any fsspec URL)")
     ap.add_argument("--vocab", required=True, help="folder with vocab.txt and tokenizer.json")
     ap.add_argument("--output", required=True, help="output folder")
-    ap.add_argument("--max-seq-length", type=int, nargs="+", default=[128], help="one or more lengths")
-    ap.add_argument("--max-predictions-per-seq", type=int, nargs="+", default=[20],
-                    help="one number, or one per --max-seq-length")
-    ap.add_argument("--masked-lm-prob", type=float, default=0.15)
-    ap.add_argument("--short-seq-prob", type=float, default=0.1)
-    ap.add_argument("--do-whole-word-mask", action="store_true")
-    ap.add_argument("--no-nsp", action="store_true", help="MLM only: pack full sequences, no sentence pairs")
-    ap.add_argument("--masking", choices=["static", "dynamic"], default="static")
-    ap.add_argument("--dupe-factor", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--eval-fraction", type=float, default=0.01)
-    ap.add_argument("--num-shards", type=int, default=16)
-    ap.add_argument("--docs-per-bucket", type=int, default=256)
     ap.add_argument("--workers", type=int, default=1, help="local FnApiRunner worker processes")
+    add_arguments(ap, ExamplesConfig)
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = parser()
     args = ap.parse_args(argv)
+    cfg = parse(ExamplesConfig, args, ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     freeze_heap()
-
-    predictions = args.max_predictions_per_seq
-    if len(predictions) == 1:
-        predictions = predictions * len(args.max_seq_length)
-    if len(predictions) != len(args.max_seq_length):
-        ap.error("--max-predictions-per-seq: give one number or one per --max-seq-length")
-    options = pipeline_options(direct_num_workers=args.workers)
-    cfg = ExamplesConfig(
-        documents=args.documents,
-        vocab=args.vocab,
-        output=args.output,
-        instances=instance_configs(
-            zip(args.max_seq_length, predictions),
-            masked_lm_prob=args.masked_lm_prob,
-            short_seq_prob=args.short_seq_prob,
-            do_whole_word_mask=args.do_whole_word_mask,
-            nsp=not args.no_nsp,
-            masking=args.masking,
-        ),
-        dupe_factor=args.dupe_factor,
-        seed=args.seed,
-        eval_fraction=args.eval_fraction,
-        num_shards=args.num_shards,
-        docs_per_bucket=args.docs_per_bucket,
-    )
-    counters = run(cfg, options)
+    counters = run(cfg, args.documents, args.vocab, args.output, pipeline_options(direct_num_workers=args.workers))
     print(json.dumps(counters, indent=2))
 
 

@@ -55,32 +55,7 @@ import numpy as np
 
 from contracts.hashing import stable_hash
 from contracts.layout import SpecialIds, read_vocab
-
-
-@dataclass(frozen=True)
-class InstanceConfig:
-    """How instances are cut and masked; the names are those of the original generator."""
-
-    max_seq_length: int = 128
-    max_predictions_per_seq: int = 20
-    masked_lm_prob: float = 0.15
-    short_seq_prob: float = 0.1
-    do_whole_word_mask: bool = False
-    nsp: bool = True
-    masking: str = "static"  # "static" (masked here) or "dynamic" (stored unmasked)
-
-    def __post_init__(self):
-        if self.max_seq_length < 8:
-            raise ValueError(f"max_seq_length must be >= 8, got {self.max_seq_length}")
-        if self.masking not in ("static", "dynamic"):
-            raise ValueError(f"masking must be 'static' or 'dynamic', got {self.masking!r}")
-
-
-def instance_configs(lengths: Iterable[tuple[int, int]], **shared) -> list[InstanceConfig]:
-    """One ``InstanceConfig`` per (max_seq_length, max_predictions_per_seq) pair, the other
-    settings ``shared``: the lengths one examples job makes."""
-    return [InstanceConfig(max_seq_length=length, max_predictions_per_seq=predictions, **shared)
-            for length, predictions in lengths]
+from pipelines.config import InstanceConfig
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import posixpath
-from dataclasses import asdict, dataclass
 from typing import Iterable
 
 import apache_beam as beam
@@ -32,31 +31,19 @@ import fsspec
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from contracts.config import add_arguments, parse
 from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, UNK, list_shards, read_vocab
 from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
+from .config import VocabConfig
 from .local_runner import freeze_heap, pipeline_options, worker_allocators
 from .shards import metric_counters, read_rows
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "vocab"
-
-
-@dataclass(frozen=True)
-class VocabConfig:
-    vocab_size: int = 30522  # lines of vocab.txt, reserved tokens included
-    lowercase: bool = True  # uncased: lowercase and strip accents, as bert-base-uncased
-    min_count: int = 1  # words seen fewer times are not learned from
-    min_piece_count: int = 2  # the learner's lowest count threshold (TF Text's lower_thresh)
-    max_words: int = 500_000  # the most frequent distinct words kept for learning (~2 KB each at peak)
-    num_unused: int = 0  # [unusedN] slots reserved for later use (bert-base has 994)
-    vocab_file: str | None = None  # reuse this vocab.txt instead of learning one
-    heldout_fraction: float = 0.02  # share of documents kept out of counting, for the report
-    seed: int = 12345
-    max_unique_chars: int = 1000  # alphabet size of the learner
 
 
 def is_heldout(doc_id: str, fraction: float, seed: int) -> bool:
@@ -247,7 +234,7 @@ def document_shards(inputs: list[str]) -> list[str]:
     return sorted(set(urls))
 
 
-def build(p: beam.Pipeline, inputs: list[str], output: str, cfg: VocabConfig, given_vocab: dict | None):
+def build(p: beam.Pipeline, cfg: VocabConfig, inputs: list[str], output: str, given_vocab: dict | None):
     """The job's graph. ``given_vocab`` ({"tokens", "file_bytes"}) replaces learning."""
     output = output.rstrip("/")
     docs = (
@@ -309,8 +296,9 @@ def build(p: beam.Pipeline, inputs: list[str], output: str, cfg: VocabConfig, gi
     )
 
 
-def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, float]:
-    """Run the job; returns flat counters (Beam's and the report's headline numbers)."""
+def run(cfg: VocabConfig, inputs: list[str], output: str, options) -> dict[str, float]:
+    """Run the job on the documents folders ``inputs`` into ``output`` with Beam
+    ``options``; returns flat counters (Beam's and the report's headline numbers)."""
     given_vocab = None
     if cfg.vocab_file:
         with fsspec.open(cfg.vocab_file, "rb") as f:
@@ -321,7 +309,7 @@ def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, 
     fs, path = fsspec.core.url_to_fs(output)
     fs.makedirs(path, exist_ok=True)
     p = beam.Pipeline(options=options)
-    build(p, inputs, output, cfg, given_vocab)
+    build(p, cfg, inputs, output, given_vocab)
     with worker_allocators():
         result = p.run()
         result.wait_until_finish()
@@ -341,38 +329,23 @@ def run(inputs: list[str], output: str, cfg: VocabConfig, options) -> dict[str, 
     return counters
 
 
-def main(argv: list[str] | None = None) -> None:
-    defaults = VocabConfig()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.vocab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--documents", nargs="+", required=True, help="documents folders (any fsspec URL)")
     ap.add_argument("--output", required=True, help="output folder")
-    ap.add_argument("--vocab-size", type=int, default=defaults.vocab_size)
-    ap.add_argument("--cased", action="store_true", help="keep case and accents (default: uncased)")
-    ap.add_argument("--min-count", type=int, default=defaults.min_count)
-    ap.add_argument("--max-words", type=int, default=defaults.max_words)
-    ap.add_argument("--min-piece-count", type=int, default=defaults.min_piece_count)
-    ap.add_argument("--num-unused", type=int, default=defaults.num_unused)
-    ap.add_argument("--vocab-file", help="reuse this vocab.txt instead of learning one")
-    ap.add_argument("--heldout-fraction", type=float, default=defaults.heldout_fraction)
-    ap.add_argument("--seed", type=int, default=defaults.seed)
     ap.add_argument("--workers", type=int, default=2, help="local FnApiRunner worker processes")
+    add_arguments(ap, VocabConfig)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = parser()
     args = ap.parse_args(argv)
+    cfg = parse(VocabConfig, args, ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     freeze_heap()
-    cfg = VocabConfig(
-        vocab_size=args.vocab_size,
-        lowercase=not args.cased,
-        min_count=args.min_count,
-        max_words=args.max_words,
-        min_piece_count=args.min_piece_count,
-        num_unused=args.num_unused,
-        vocab_file=args.vocab_file,
-        heldout_fraction=args.heldout_fraction,
-        seed=args.seed,
-    )
-    options = pipeline_options(direct_num_workers=args.workers)
-    counters = run(args.documents, args.output, cfg, options)
-    print(json.dumps({"config": asdict(cfg), "counters": counters}, indent=2))
+    counters = run(cfg, args.documents, args.output, pipeline_options(direct_num_workers=args.workers))
+    print(json.dumps({"config": cfg.model_dump(), "counters": counters}, indent=2))
 
 
 if __name__ == "__main__":

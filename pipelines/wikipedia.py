@@ -1,7 +1,7 @@
 """Wikipedia ``pages-articles`` dumps to documents: sharded Parquet of ``id``, ``title``,
 ``sentences``.
 
-    python -m pipelines.wikipedia data/wikipedia/enwiki-sample.xml.bz2 /tmp/wiki --num-shards 4 --workers 2
+    python -m pipelines.wikipedia --dump data/wikipedia/enwiki-sample.xml.bz2 --output /tmp/wiki --num-shards 4
 
 The input is one dump, a glob, a folder or a URL of ``*pages-articles*.xml.bz2`` files
 (plain ``.xml`` works too), single-stream or multistream. Work is split by file and, inside
@@ -33,8 +33,10 @@ import fsspec
 import pyarrow as pa
 
 from contracts import storage
+from contracts.config import add_arguments, parse
 from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
+from pipelines.config import WikipediaConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
@@ -50,7 +52,6 @@ READ_CHUNK = 1 << 20  # compressed bytes read at a time
 OUT_CHUNK = 4 << 20  # most decompressed bytes at a time
 MAX_SPLIT_BYTES = 32 << 20
 MIN_SPLIT_BYTES = 256 << 10
-DEFAULT_MAX_PAGE_BYTES = 32 << 20  # the largest real articles are a few MB of XML
 
 Count = Callable[..., None]  # count(name, n=1)
 
@@ -393,51 +394,51 @@ def _document_counts(doc: dict) -> dict[str, int]:
 SPILL_SCHEMA = pa.schema([*DOCUMENTS_SCHEMA, ("revision", pa.int64())])
 
 
-def build(pipeline, dump: str, output: str, num_shards: int, split_bytes: int | None = None,
-          max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES):
+def build(pipeline, cfg: WikipediaConfig, output: str):
     """Add the extraction to ``pipeline``; returns the PCollection of written shards."""
-    files = list_dumps(dump)
+    files = list_dumps(cfg.dump)
     return (
         pipeline
         | "Files" >> beam.Create(files)
-        | "PlanSplits" >> beam.ParDo(_PlanSplits(split_bytes))
+        | "PlanSplits" >> beam.ParDo(_PlanSplits(cfg.split_bytes))
         | "Spread" >> beam.Reshuffle()
-        | "Extract" >> beam.ParDo(_ExtractDocuments(max_page_bytes))
-        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, num_shards, key=_doc_id, pick=latest_revision,
-                                        spill_schema=SPILL_SCHEMA, count_row=_document_counts)
+        | "Extract" >> beam.ParDo(_ExtractDocuments(cfg.max_page_bytes))
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key=_doc_id,
+                                        pick=latest_revision, spill_schema=SPILL_SCHEMA, count_row=_document_counts)
     )
 
 
-def run(dump: str, output: str, num_shards: int, options, split_bytes: int | None = None,
-        max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> dict[str, int]:
-    """Run the extraction with Beam ``options``; returns its counters. Raises when no
-    document came out (nothing to build a corpus from)."""
+def run(cfg: WikipediaConfig, output: str, options) -> dict[str, int]:
+    """Run the extraction into ``output`` with Beam ``options``; returns its counters.
+    Raises when no document came out (nothing to build a corpus from)."""
     with worker_allocators(), beam.Pipeline(options=options) as p:
-        build(p, dump, output, num_shards, split_bytes, max_page_bytes)
+        build(p, cfg, output)
     counters = metric_counters(p.result)
     counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}
     if not counters.get("documents"):
         raise RuntimeError(
-            f"no documents extracted from {dump}: {counters}. Check that it is a "
+            f"no documents extracted from {cfg.dump}: {counters}. Check that it is a "
             "pages-articles dump (.xml.bz2) with articles (namespace 0) that are not redirects."
         )
     return counters
 
 
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.wikipedia", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output", required=True, help="output folder (any fsspec URL)")
+    ap.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
+    add_arguments(ap, WikipediaConfig)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dump", help="a dump file, glob, folder or URL of pages-articles*.xml.bz2")
-    parser.add_argument("output", help="output folder (any fsspec URL)")
-    parser.add_argument("--num-shards", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="local Beam worker processes")
-    parser.add_argument("--split-bytes", type=int, default=None, help="compressed bytes per work unit")
-    parser.add_argument("--max-page-bytes", type=int, default=DEFAULT_MAX_PAGE_BYTES)
-    args = parser.parse_args(argv)
+    ap = parser()
+    args = ap.parse_args(argv)
+    cfg = parse(WikipediaConfig, args, ap)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     freeze_heap()
-    options = pipeline_options(direct_num_workers=args.workers)
-    counters = run(args.dump, args.output, args.num_shards, options, args.split_bytes, args.max_page_bytes)
-    for name, value in counters.items():
+    for name, value in run(cfg, args.output, pipeline_options(direct_num_workers=args.workers)).items():
         print(f"{name}\t{value}")
 
 

@@ -8,6 +8,7 @@ import pytest
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines.local_runner import pipeline_options
 from pipelines import books
+from pipelines.config import BooksConfig
 from contracts.layout import list_shards
 from pipelines.shards import read_rows
 
@@ -32,8 +33,8 @@ def two_books(tmp_path_factory):
 
 def test_books_one_and_two_workers_same_bytes(two_books, tmp_path):
     out1, out2 = tmp_path / "w1", tmp_path / "w2"
-    c1 = books.run(str(two_books / "*.txt"), str(out1), 2, pipeline_options(direct_num_workers=1))
-    c2 = books.run(str(two_books), str(out2), 2, pipeline_options(direct_num_workers=2))
+    c1 = books.run(BooksConfig(files=str(two_books / "*.txt"), num_shards=2), str(out1), pipeline_options(direct_num_workers=1))
+    c2 = books.run(BooksConfig(files=str(two_books), num_shards=2), str(out2), pipeline_options(direct_num_workers=2))
     assert c1 == c2
     assert shard_bytes(out1) == shard_bytes(out2)
     assert c1["files"] == 2 and c1["documents"] == 2
@@ -65,7 +66,7 @@ def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path):
         + body[:3000].encode("utf-8"))
     (folder / "empty.txt").write_bytes(b"")
     out = tmp_path / "out"
-    counters = books.run(str(folder), str(out), 1, pipeline_options(direct_num_workers=2))
+    counters = books.run(BooksConfig(files=str(folder), num_shards=1), str(out), pipeline_options(direct_num_workers=2))
     assert counters["files"] == 3 and counters["files_empty"] == 1 and counters["documents"] == 2
     assert counters["gutenberg_headers_removed"] == 1 and counters["gutenberg_footers_removed"] == 1
     assert counters["lines_not_utf8"] == 1

@@ -19,7 +19,6 @@ from infra.spec import SpecError, SpecFile
 from contracts.layout import EXAMPLES_SCHEMA as SCHEMA
 from contracts.layout import examples_folder, list_shards
 from pipelines.examples import ExamplesConfig, run, split_of
-from pipelines.instances import InstanceConfig
 from pipelines.shards import read_rows
 from tests.book_documents import book_documents, vocab_folder, write_documents
 
@@ -42,11 +41,13 @@ def inputs(tmp_path_factory):
     return {"documents": [str(root / "books-a"), str(root / "books-b")], "vocab": str(root / "vocab"), "rows": rows}
 
 
-def config(inputs, output, **kw) -> ExamplesConfig:
-    instances = kw.pop("instances", None) or InstanceConfig(
-        **{k: kw.pop(k) for k in list(kw) if k in InstanceConfig.__dataclass_fields__})
-    base = dict(dupe_factor=2, eval_fraction=0.1, num_shards=3, docs_per_bucket=24)
-    return ExamplesConfig(documents=inputs["documents"], vocab=inputs["vocab"], output=str(output), instances=instances, **{**base, **kw})
+def config(**kw) -> ExamplesConfig:
+    return ExamplesConfig(**{"dupe_factor": 2, "eval_fraction": 0.1, "num_shards": 3, "docs_per_bucket": 24, **kw})
+
+
+def make(inputs, output, workers: int = 1, **kw) -> dict:
+    """The job on the test inputs into ``output``, with ``config(**kw)``; its counters."""
+    return run(config(**kw), inputs["documents"], inputs["vocab"], str(output), options(workers))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def outputs(inputs, tmp_path_factory):
     out = {}
     for workers in (1, 2):
         folder = tmp_path_factory.mktemp(f"examples-{workers}")
-        out[workers] = (folder, run(config(inputs, folder), options(workers)))
+        out[workers] = (folder, make(inputs, folder, workers))
     return out
 
 
@@ -85,7 +86,7 @@ def test_object_storage_output_equals_local_and_leaves_no_runs(inputs, outputs, 
     """Instances travel to the shard writers as run files under the output's ``_spill/``
     (on S3 here); they go when every shard is written."""
     out = f"{s3_bucket}/examples"
-    run(config(inputs, out), options(1))
+    make(inputs, out)
     fs, path = fsspec.core.url_to_fs(out)
     local = outputs[1][0]
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path)) == sorted(p.name for p in local.iterdir())
@@ -132,10 +133,9 @@ def test_several_lengths_in_one_job_equal_one_job_each(inputs, outputs, tmp_path
     """Both of BERT's phases from one reading of the documents: each length's folder holds
     the bytes a job making that length alone writes."""
     both = tmp_path / "both"
-    counters = run(config(inputs, both, instances=[InstanceConfig(), InstanceConfig(max_seq_length=64, max_predictions_per_seq=10)]),
-                   options(2))
+    counters = make(inputs, both, 2, max_seq_length=[128, 64], max_predictions_per_seq=[20, 10])
     alone64 = tmp_path / "alone64"
-    run(config(inputs, alone64, max_seq_length=64, max_predictions_per_seq=10), options(1))
+    make(inputs, alone64, max_seq_length=64, max_predictions_per_seq=10)
     assert sorted(p.name for p in both.iterdir()) == ["seq128", "seq64"]
     for folder, alone in ((both / "seq128", outputs[1][0]), (both / "seq64", alone64)):
         names = sorted(p.name for p in folder.iterdir())
@@ -160,8 +160,8 @@ def test_several_lengths_in_one_job_equal_one_job_each(inputs, outputs, tmp_path
 def test_eval_split_is_disjoint_by_document(inputs, tmp_path):
     # Unmasked, unpaired, full sequences: every instance is a span of exactly one document.
     folder = tmp_path / "ex"
-    cfg = config(inputs, folder, nsp=False, masking="dynamic", short_seq_prob=0.0, eval_fraction=0.25, dupe_factor=1)
-    run(cfg, options(2))
+    cfg = config(nsp=False, masking="dynamic", short_seq_prob=0.0, eval_fraction=0.25, dupe_factor=1)
+    run(cfg, inputs["documents"], inputs["vocab"], str(folder), options(2))
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(vocab_folder() / "tokenizer.json"))
@@ -198,8 +198,7 @@ def test_bad_documents_are_counted_and_skipped(inputs, tmp_path):
         {"id": None, "title": "no id", "sentences": ["A sentence."]},
     ]
     write_table(pa.Table.from_pylist(rows, schema=DOCS), str(docs / "documents-00000-of-00001.parquet"))
-    cfg = ExamplesConfig(documents=[str(docs)], vocab=inputs["vocab"], output=str(tmp_path / "out"), dupe_factor=1, num_shards=1)
-    counters = run(cfg, options(1))
+    counters = run(ExamplesConfig(dupe_factor=1, num_shards=1), [str(docs)], inputs["vocab"], str(tmp_path / "out"), options(1))
     assert counters["documents_malformed"] == 1 and counters["documents_empty"] == 2
     assert counters["documents_read"] == 42 and counters["instances"] > 0
 
@@ -208,9 +207,9 @@ def test_clear_errors_for_unusable_inputs(inputs, tmp_path):
     (tmp_path / "novocab").mkdir()
     (tmp_path / "nodocs").mkdir()
     with pytest.raises(FileNotFoundError, match="has no vocab.txt: give the output folder of a vocab step"):
-        run(ExamplesConfig(documents=inputs["documents"], vocab=str(tmp_path / "novocab"), output=str(tmp_path / "o")), options(1))
+        run(ExamplesConfig(), inputs["documents"], str(tmp_path / "novocab"), str(tmp_path / "o"), options(1))
     with pytest.raises(FileNotFoundError, match="holds no documents"):
-        run(ExamplesConfig(documents=[str(tmp_path / "nodocs")], vocab=inputs["vocab"], output=str(tmp_path / "o")), options(1))
+        run(ExamplesConfig(), [str(tmp_path / "nodocs")], inputs["vocab"], str(tmp_path / "o"), options(1))
 
 
 # --- the step kind, through the runner ---------------------------------------------------

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines.local_runner import pipeline_options
 from pipelines import vocab as vocab_job
+from pipelines.config import VocabConfig
 from contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
 from contracts.layout import read_vocab, shard_name
 from pipelines.bert_tokenizer import build_tokenizer
@@ -68,7 +69,7 @@ def inputs(tmp_path_factory) -> list[str]:
     return [str(root / "books-a"), str(root / "books-b")]
 
 
-CFG = vocab_job.VocabConfig(vocab_size=2000, min_count=2, num_unused=3, heldout_fraction=0.05, seed=7)
+CFG = VocabConfig(vocab_size=2000, min_count=2, num_unused=3, heldout_fraction=0.05, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def learned(inputs, tmp_path_factory):
     runs = {}
     for workers in (1, 2):
         out = tmp_path_factory.mktemp(f"vocab-w{workers}")
-        counters = vocab_job.run(inputs, str(out), CFG, pipeline_options(direct_num_workers=workers))
+        counters = vocab_job.run(CFG, inputs, str(out), pipeline_options(direct_num_workers=workers))
         runs[workers] = (out, counters)
     return runs
 

@@ -10,6 +10,7 @@ import pytest
 from infra.kinds import KINDS, Resources, StepContext
 from pipelines.local_runner import pipeline_options
 from pipelines import wikipedia
+from pipelines.config import WikipediaConfig
 from pipelines.multistream import renumber, split_dump, write_multistream
 from contracts.layout import list_shards
 from pipelines.shards import read_rows
@@ -31,7 +32,7 @@ def documents(folder):
 def single_stream(tmp_path_factory):
     """The sample as published (one bz2 stream), one worker."""
     out = tmp_path_factory.mktemp("single")
-    counters = wikipedia.run(SAMPLE, str(out), 3, pipeline_options(direct_num_workers=1))
+    counters = wikipedia.run(WikipediaConfig(dump=SAMPLE, num_shards=3), str(out), pipeline_options(direct_num_workers=1))
     return out, counters
 
 
@@ -80,7 +81,7 @@ def test_multistream_two_workers_and_the_kind_give_the_same_bytes(single_stream,
     # The plain dump beside the multistream one: every page twice, each document once.
     (dump.parent / "enwiki-pages-articles.xml.bz2").write_bytes(Path(SAMPLE).read_bytes())
     out3 = tmp_path / "out3"
-    counters3 = wikipedia.run(str(dump.parent), str(out3), 3, pipeline_options(direct_num_workers=2))
+    counters3 = wikipedia.run(WikipediaConfig(dump=str(dump.parent), num_shards=3), str(out3), pipeline_options(direct_num_workers=2))
     assert counters3["pages_read"] == 2 * 206
     assert counters3["documents_duplicate"] == 105 and counters3["documents"] == 105
     assert shard_bytes(out3) == shard_bytes(out1)
@@ -140,8 +141,8 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
     (folder / "d-pages-articles.xml.bz2").write_bytes(b"")
 
     out = tmp_path / "out"
-    counters = wikipedia.run(str(folder), str(out), 2, pipeline_options(direct_num_workers=2),
-                             split_bytes=1 << 16, max_page_bytes=1 << 20)
+    counters = wikipedia.run(WikipediaConfig(dump=str(folder), num_shards=2, split_bytes=1 << 16, max_page_bytes=1 << 20),
+                             str(out), pipeline_options(direct_num_workers=2))
     assert counters["files"] == 4 and counters["files_empty"] == 1
     assert counters["bz2_streams_corrupt"] == 1
     assert counters["bz2_streams_truncated"] == 1
@@ -172,4 +173,4 @@ def test_nothing_extracted_fails_with_a_message(tmp_path):
     dump = tmp_path / "enwiki-pages-articles.xml.bz2"
     dump.write_bytes(bz2.compress(head + b"".join(redirects) + tail))
     with pytest.raises(RuntimeError, match="no documents extracted"):
-        wikipedia.run(str(dump), str(tmp_path / "out"), 1, pipeline_options(direct_num_workers=1))
+        wikipedia.run(WikipediaConfig(dump=str(dump), num_shards=1), str(tmp_path / "out"), pipeline_options(direct_num_workers=1))
