@@ -141,7 +141,7 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     import statistics
 
     from trainer.finetune.heads import HeadConfig
-    from trainer.model import load_config, load_pretrained
+    from trainer.hf_folder import load_config, load_pretrained
     from trainer.optim import build_optimizer
 
     task, train = load_task(cfg, cpus)

@@ -33,7 +33,8 @@ def init_folder():
 def tiny_bert(init_folder, tmp_path_factory):
     """A random 2-layer BERT folder in the transformers layout, with the real tokenizer;
     no dropout, so a two-worker trial can be compared with a one-worker run."""
-    from trainer.model import BertConfig, BertModel, save_pretrained
+    from trainer.hf_folder import save_pretrained
+    from trainer.model import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
@@ -76,7 +77,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     from trainer.finetune.fanout import finetune
     from trainer.finetune.heads import BertForSequenceClassification, HeadConfig
     from trainer.finetune.trial import train_loop
-    from trainer.model import load_pretrained
+    from trainer.hf_folder import load_pretrained
 
     out = str(tmp_path / "ft")
     # The file has no column "nope": that trial fails inside its Ray Train workers. Each trial

@@ -137,7 +137,7 @@ def train_loop(config: dict) -> None:
     torch.set_num_threads(max(1, int(trial.cpus_per_worker)))
     torch.manual_seed(cfg.seed)
 
-    from trainer.model import load_config, load_pretrained
+    from trainer.hf_folder import load_config, load_pretrained
     from trainer.optim import build_optimizer, build_schedule, clip_grad_norm
 
     from trainer.checkpoint import CHECKPOINTS, load_latest, save_to
@@ -269,7 +269,7 @@ def train_loop(config: dict) -> None:
     result["train_examples"] = len(train.features)
     result["train_skipped"] = train.skipped
 
-    from trainer.model import save_pretrained
+    from trainer.hf_folder import save_pretrained
     save_pretrained(model, join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))
     timer.add("save", t)
     result["phase_seconds"] = {k: round(v, 2) for k, v in timer.seconds.items()}
