@@ -236,3 +236,25 @@ def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):
 
     fsspec.filesystem("memory").rm("/ckpt-test/checkpoints/step-0000003/checkpoint.json")
     assert checkpoint.latest(root).endswith("step-0000002")
+
+
+def test_ray_started_from_a_step_thread_outlives_the_thread():
+    # Steps run in threads; a local Ray's GCS dies with the thread that started it unless
+    # connect_ray starts it from a thread that lives as long as the process.
+    import threading
+    import time
+
+    import ray
+
+    from trainer.launch import connect_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    t = threading.Thread(target=connect_ray, kwargs={"num_cpus": 1})
+    t.start()
+    t.join()
+    try:
+        time.sleep(2)
+        assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
+    finally:
+        ray.shutdown()

@@ -18,7 +18,7 @@ Where the time goes, and what we do about it:
   encoder layer except its keys and values (nothing else reads its other rows);
 - the loader pads per batch, and the encoder then skips the padding: between attentions
   it holds only the real tokens, packed (``TokenLayout``), so its matmuls, LayerNorms and
-  dropout do no work on padding, about half of a batch of short texts.
+  dropout do no work on padding.
 
 Sizes by name (``BertConfig.from_name``) follow the BERT tables (Turc et al. 2019 for the
 small ones). Reading and writing transformers folders: ``trainer.hf_folder``.
@@ -289,8 +289,7 @@ class TokenLayout:
     """Where the real tokens of a padded [B, S] batch are, so that the encoder computes on
     them alone. Between attentions the hidden states are packed, [N, H] for the N real
     tokens: the linear layers, LayerNorms, GELU and dropout (nearly all of the work at
-    BERT's lengths) then skip the padding, which is about half of a per-batch-padded batch
-    of short texts. Attention alone needs [B, S]: it unpacks Q, K and V into it, with zeros
+    BERT's lengths) then skip the padding. Attention alone needs [B, S]: it unpacks Q, K and V into it, with zeros
     at the padding the key mask hides, and packs its output back. (NVIDIA's BERT calls this
     "unpadding"; the numbers at the real tokens are the padded computation's.)
 
