@@ -150,141 +150,6 @@ class BertConfig:
 # --------------------------------------------------------------------------- encoder
 
 
-class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        seq_len = input_ids.shape[1]
-        # positions [0, S) broadcast over the batch; no buffer, so nothing extra in the state dict
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings.weight[:seq_len]
-        return self.dropout(self.LayerNorm(x))
-
-
-class BertSelfAttention(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
-        self.dropout_p = config.attention_probs_dropout_prob
-
-    def forward(self, x: torch.Tensor, layout: "TokenLayout",
-                queries: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` [N, H] (the real tokens, see ``TokenLayout``) attends to itself -> [N, H];
-        or, given ``queries`` [B, Q, H] (some rows of ``x``), only those rows attend to all
-        of ``x`` and the result is [B, Q, H]."""
-        b, s, h = layout.batch, layout.seq_len, x.shape[-1]
-        if queries is None:
-            # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
-            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-            qkv = layout.unpack(F.linear(x, w, bias)).view(b, s, 3, self.num_heads, self.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
-        else:
-            w = torch.cat([self.key.weight, self.value.weight])
-            bias = torch.cat([self.key.bias, self.value.bias])
-            kv = layout.unpack(F.linear(x, w, bias)).view(b, s, 2, self.num_heads, self.head_dim)
-            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-            q = self.query(queries).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=layout.mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
-        out = out.transpose(1, 2).reshape(b, q.shape[2], h)
-        return out if queries is not None else layout.pack(out)
-
-
-class BertSelfOutput(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # post-LayerNorm
-
-
-class BertAttention(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
-
-    def forward(self, x: torch.Tensor, layout: "TokenLayout",
-                queries: torch.Tensor | None = None) -> torch.Tensor:
-        residual = x if queries is None else queries
-        return self.output(self.self(x, layout, queries), residual)
-
-
-class BertIntermediate(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.dense(x))  # exact erf GELU, as BERT's "gelu"
-
-
-class BertOutput(BertSelfOutput):
-    def __init__(self, config: BertConfig):
-        nn.Module.__init__(self)
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-
-class BertLayer(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.attention = BertAttention(config)
-        self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
-
-    def forward(self, x: torch.Tensor, layout: "TokenLayout",
-                queries: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attention(x, layout, queries)
-        return self.output(self.intermediate(x), x)
-
-
-class BertEncoder(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
-
-    def forward(self, x: torch.Tensor, layout: "TokenLayout",
-                only_at: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` [N, H], the real tokens packed (see ``TokenLayout``) -> [B, S, H], zero at
-        padding; or, with ``only_at`` [B, Q] positions, the output at those positions only,
-        [B, Q, H]: the last layer then computes just those rows (its queries, output
-        projection and feed-forward; keys and values still cover the whole sequence), which
-        gives the same numbers as gathering after a full last layer at a fraction of its cost."""
-        last = len(self.layer) - 1
-        for i, layer in enumerate(self.layer):
-            if i == last and only_at is not None:
-                return layer(x, layout, queries=layout.rows(x, only_at))
-            x = layer(x, layout)
-        return layout.unpack(x) if only_at is None else layout.rows(x, only_at)
-
-
-class BertPooler(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-
-    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(sequence_output[:, 0]))
-
-
 class TokenLayout:
     """Where the real tokens of a padded [B, S] batch are, so that the encoder computes on
     them alone. Between attentions the hidden states are packed, [N, H] for the N real
@@ -328,6 +193,141 @@ class TokenLayout:
         if self.index is not None:
             flat = self.packed_row[flat]
         return x.index_select(0, flat.flatten()).view(*positions.shape, x.shape[-1])
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        # positions [0, S) broadcast over the batch; no buffer, so nothing extra in the state dict
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings.weight[:seq_len]
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [N, H] (the real tokens, see ``TokenLayout``) attends to itself -> [N, H];
+        or, given ``queries`` [B, Q, H] (some rows of ``x``), only those rows attend to all
+        of ``x`` and the result is [B, Q, H]."""
+        b, s, h = layout.batch, layout.seq_len, x.shape[-1]
+        if queries is None:
+            # one matmul for Q, K, V; the weights stay three named parameters (transformers' names)
+            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+            bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            qkv = layout.unpack(F.linear(x, w, bias)).view(b, s, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, S, head_dim]
+        else:
+            w = torch.cat([self.key.weight, self.value.weight])
+            bias = torch.cat([self.key.bias, self.value.bias])
+            kv = layout.unpack(F.linear(x, w, bias)).view(b, s, 2, self.num_heads, self.head_dim)
+            k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+            q = self.query(queries).view(b, -1, self.num_heads, self.head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=layout.mask, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        out = out.transpose(1, 2).reshape(b, q.shape[2], h)
+        return out if queries is not None else layout.pack(out)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # post-LayerNorm
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        residual = x if queries is None else queries
+        return self.output(self.self(x, layout, queries), residual)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(x))  # exact erf GELU, as BERT's "gelu"
+
+
+class BertOutput(BertSelfOutput):
+    def __init__(self, config: BertConfig):
+        nn.Module.__init__(self)
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout,
+                queries: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attention(x, layout, queries)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, layout: TokenLayout,
+                only_at: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [N, H], the real tokens packed (see ``TokenLayout``) -> [B, S, H], zero at
+        padding; or, with ``only_at`` [B, Q] positions, the output at those positions only,
+        [B, Q, H]: the last layer then computes just those rows (its queries, output
+        projection and feed-forward; keys and values still cover the whole sequence), which
+        gives the same numbers as gathering after a full last layer at a fraction of its cost."""
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            if i == last and only_at is not None:
+                return layer(x, layout, queries=layout.rows(x, only_at))
+            x = layer(x, layout)
+        return layout.unpack(x) if only_at is None else layout.rows(x, only_at)
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(sequence_output[:, 0]))
 
 
 def init_weights(module: nn.Module, std: float) -> None:

@@ -6,8 +6,8 @@
 One Ray Train ``TorchTrainer`` run (DDP: gloo on CPU, NCCL on GPU). Everything the run
 writes lives in its output folder (local, s3://, gs://):
 
-    checkpoints/step-NNNNNNN/   model.safetensors, optimizer.pt (optimizer + schedule),
-                                state.json (step, data position, seed); the last K kept
+    checkpoints/step-NNNNNNN/   the last K checkpoints (``trainer.checkpoint``): weights,
+                                optimizer + schedule, state.json (step, data position, seed)
     metrics.jsonl               one JSON line per log/eval step
     tensorboard/                the same scalars for TensorBoard
     model/                      config.json, model.safetensors, vocab + tokenizer files:
