@@ -36,7 +36,6 @@ from importlib import metadata
 from contracts import storage
 from contracts.config import hashed
 
-from . import engines
 from .kinds import KINDS, Resources, StepContext
 from .spec import Workflow
 
@@ -224,10 +223,6 @@ class Runner:
                 beam={"runner": self.wf.beam.runner, "options": dict(self.wf.beam.options),
                       "job_name": f"bertflow-{p.name}-{p.hash}".lower().replace("_", "-")},
                 ray=self.wf.ray.model_dump(),
-                beam_options=functools.partial(self._beam_options, p),
-                ray_init=functools.partial(
-                    engines.ray_init, self.wf.ray.address, self.wf.ray.num_cpus, self.wf.ray.num_gpus
-                ),
                 log=logger,
             )
             counters = kind().run(ctx) or {}
@@ -275,13 +270,6 @@ class Runner:
                 logger.exception("could not record the failure of %s", p.name)
         finally:
             events.put(outcome)
-
-    def _beam_options(self, p: PlannedStep, **overrides):
-        beam = self.wf.beam
-        if beam.runner.lower() not in engines.LOCAL_RUNNERS:
-            # Remote runners show the job by name: make it say which step it is.
-            overrides.setdefault("job_name", f"bertflow-{p.name}-{p.hash}".lower().replace("_", "-"))
-        return engines.beam_options(beam.runner, beam.options, **overrides)
 
     # -- logs, status, records ---------------------------------------------------------
 

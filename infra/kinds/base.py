@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -54,9 +54,6 @@ class StepContext:
     # pipelines.local_runner.pipeline_options, a Ray kind `ray` to trainer.launch.connect_ray.
     beam: dict[str, Any] = field(default_factory=dict)  # runner, options, job_name
     ray: dict[str, Any] = field(default_factory=dict)  # address, num_cpus, num_gpus
-    # TRANSITIONAL (removed once every kind uses `beam` / `ray`)
-    beam_options: Callable[..., Any] | None = None
-    ray_init: Callable[[], None] | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("bertflow.step"))
 
     def input(self, name: str) -> str:
