@@ -34,9 +34,9 @@ from contracts.config import add_arguments, parse
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import BooksConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
-from pipelines.counters import Counters
 from pipelines.sentences import split_sentences
-from pipelines.shards import WriteParquetShards, metric_counters
+from pipelines.counters import Counters, metric_counters
+from pipelines.shards import WriteParquetShards
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ def build(pipeline, cfg: BooksConfig, output: str):
         | "Files" >> beam.Create([(u, names[u]) for u in urls])
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(_ReadDocuments(cfg.format))
-        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key=lambda r: r["id"])
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key="id")
     )
 
 

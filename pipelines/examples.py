@@ -55,9 +55,7 @@ import logging
 import math
 import os
 import posixpath
-import uuid
 from collections import Counter
-from collections.abc import Iterable
 
 import apache_beam as beam
 import fsspec
@@ -75,7 +73,8 @@ from contracts.storage import write_bytes_atomic, write_json
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.config import ExamplesConfig, InstanceConfig
 from pipelines.instances import InstanceBatch, SentenceEncoder, Vocab, make_batches, tokenize_documents
-from pipelines.shards import SPILL, drop_spill, merge_bounded, metric_counters, regroup, write_row_groups
+from pipelines.counters import Counters, metric_counters
+from pipelines.shards import SPILL, MergeShards, Runs, merge_all, regroup, write_row_groups
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,7 @@ def bucket_of(seed: int, uid: str, buckets: int) -> int:
 # What travels to the shard writers: a bundle's instances, per (length, split, shard), in
 # an lz4-compressed IPC run file (about 3 bytes per token, instead of a pickled Python
 # dict per instance). `_order` and `_iid` order the rows of a shard; not written.
-SHUFFLED = pa.schema([*SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
+SHUFFLED = pa.schema([*EXAMPLES_SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
 
 
 def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
@@ -214,79 +213,10 @@ def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SHUFFLED)
 
 
-# A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then cut per (length,
-# split, shard), sorted in shard order and written as run files of RUN_BATCH_ROWS-row
-# record batches; a shard's writer merges its runs holding about one batch of each, at
-# most shards.MERGE_FAN_IN runs at a time (a shard has a run per flush of every worker:
-# their number grows with the corpus, about 100 at 320 MB of text).
+# A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then written as runs,
+# one per (length, split, shard), sorted in shard order (``shards.Runs``).
 RUN_BYTES = 32 << 20
-RUN_BATCH_ROWS = 1024
 ORDER = [("_order", "ascending"), ("_iid", "ascending")]  # the rows' order in a shard
-
-
-def write_run(spill: str, tables: Iterable[pa.Table]) -> str:
-    """``tables``, one after another, as a new lz4-compressed Arrow IPC file under
-    ``spill``; returns its URL."""
-    fs, path = fsspec.core.url_to_fs(spill)
-    fs.makedirs(path, exist_ok=True)
-    run = posixpath.join(path, f"{uuid.uuid4().hex}.arrow")
-    with fs.open(run, "wb") as f:
-        with pa.ipc.new_file(f, SHUFFLED, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-            for table in tables:
-                writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
-    return fs.unstrip_protocol(run)
-
-
-class _Run:
-    """A run file sorted in ``ORDER``, read one record batch at a time: ``rows`` are its
-    loaded rows not yet merged, ``orders`` their ``_order`` column."""
-
-    def __init__(self, url: str):
-        self.file = fsspec.open(url, "rb").open()
-        self.reader = pa.ipc.open_file(self.file)
-        self.unread = iter(range(self.reader.num_record_batches))
-        self.rows, self.orders = SHUFFLED.empty_table(), np.empty(0, np.uint64)
-        self.more = self.load()
-
-    def load(self) -> bool:
-        """Append the next record batch to ``rows``; False (and the file closed) at the end."""
-        i = next(self.unread, None)
-        if i is None:
-            self.file.close()
-            return False
-        batch = self.reader.get_batch(i)
-        self.rows = pa.concat_tables([self.rows, pa.Table.from_batches([batch])])
-        self.orders = np.concatenate([self.orders, batch.column("_order").to_numpy()])
-        return True
-
-    def take_through(self, bound: int) -> pa.Table:
-        """The loaded rows with ``_order <= bound``, removed from ``rows``."""
-        n = int(np.searchsorted(self.orders, bound, side="right"))
-        taken, self.rows, self.orders = self.rows.slice(0, n), self.rows.slice(n), self.orders[n:]
-        if not len(self.orders) and self.more:
-            self.more = self.load()
-        return taken
-
-
-def merge_all(urls: list[str], spill: str):
-    """The rows of run files, each sorted in ``ORDER``, as tables in ``ORDER``, merging at
-    most ``MERGE_FAN_IN`` runs at once (``shards.merge_bounded``; longer runs go under
-    ``spill``)."""
-    return merge_bounded(urls, merge_runs, lambda tables: write_run(spill, tables))
-
-
-def merge_runs(urls: list[str]):
-    """The rows of run files, each sorted in ``ORDER``, as tables in ``ORDER``."""
-    runs = [run for run in map(_Run, urls) if len(run.orders)]
-    while runs:
-        # Every row at or below the least of the runs' last loaded orders is loaded (rows
-        # with that very order may go on in a run's next batch: those are loaded first).
-        bound = min(run.orders[-1] for run in runs)
-        for run in runs:
-            while run.orders[-1] == bound and run.more:
-                run.more = run.load()
-        yield pa.concat_tables([run.take_through(bound) for run in runs]).sort_by(ORDER)
-        runs = [run for run in runs if len(run.orders)]
 
 
 def batch_counts(batch: InstanceBatch, max_seq_length: int, mask_id: int) -> dict:
@@ -380,28 +310,23 @@ class _Instances(beam.DoFn):
             table = pa.concat_tables(tables)
             shard_of = np.concatenate(orders) % np.uint64(self.shards[split])
             for shard in np.unique(shard_of).tolist():
-                self.pending.setdefault((i, split, shard), []).append(table.filter(pa.array(shard_of == shard)))
-            self.pending_bytes += table.nbytes
+                self.runs.add((i, split, shard), table.filter(pa.array(shard_of == shard)))
         self.no_partner.inc(counts["nsp_no_partner"])
-        if self.pending_bytes >= RUN_BYTES:
+        if self.runs.nbytes >= RUN_BYTES:
             yield from self.write_runs()
 
     def start_bundle(self):
-        self.pending: dict[tuple[int, str, int], list[pa.Table]] = {}
-        self.pending_bytes = 0
+        self.runs = Runs(self.spill, SHUFFLED, ORDER)
 
     def finish_bundle(self):
         for out in self.write_runs():
             yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
 
     def write_runs(self):
-        """The bundle's pending instances as run files, one per (length, split, shard): the
-        shuffle moves only their URLs, so memory does not grow with the corpus (the local
-        runner holds what it shuffles)."""
-        for key, tables in sorted(self.pending.items()):
-            run = write_run(self.spill, [pa.concat_tables(tables).sort_by(ORDER)])
+        """The bundle's pending instances as runs: the shuffle moves only their URLs, so
+        memory does not grow with the corpus (the local runner holds what it shuffles)."""
+        for key, run in self.runs.flush():
             yield beam.pvalue.TaggedOutput("rows", (key, run))
-        self.pending, self.pending_bytes = {}, 0
 
     def emit_stats(self, split: str, stats: list[dict]):
         for i, counts in enumerate(stats):
@@ -445,26 +370,21 @@ class _EvalInstances(_Instances):
         yield from self.emit_stats("eval", stats)
 
 
-class _WriteShard(beam.DoFn):
-    """((length index, split, shard), [run URLs or None]) -> one Parquet shard, rows in
-    hash order, in the length's folder."""
+class _ExampleShard:
+    """((length index, split, shard), run URLs) -> one Parquet shard, rows in hash order,
+    in the length's folder."""
 
     def __init__(self, folders: list[str], shards: dict[str, int], spill: str):
         self.folders, self.shards, self.spill = folders, shards, spill
+        self.count = Counters("examples")
 
-    def setup(self):
-        freeze_heap()
-
-    def process(self, element):
-        (i, split, shard), parts = element
-        runs = merge_all(sorted(p for p in parts if p is not None), self.spill)
+    def __call__(self, key: tuple[int, str, int], runs: list[str]) -> tuple[str, int]:
+        i, split, shard = key
         name = shard_name(split, shard, self.shards[split])
-        groups = regroup(t.select(SCHEMA.names) for t in runs)
-        rows = write_row_groups(groups, posixpath.join(self.folders[i].rstrip("/"), name), SCHEMA)
-        counter = f"{split}_rows" if len(self.folders) == 1 else f"{posixpath.basename(self.folders[i])}_{split}_rows"
-        beam.metrics.Metrics.counter("examples", counter).inc(rows)
-        yield name, rows
-
+        groups = regroup(t.select(EXAMPLES_SCHEMA.names) for t in merge_all(runs, ORDER, self.spill))
+        rows = write_row_groups(groups, storage.join(self.folders[i], name), EXAMPLES_SCHEMA)
+        self.count(f"{split}_rows" if len(self.folders) == 1 else f"{posixpath.basename(self.folders[i])}_{split}_rows", rows)
+        return name, rows
 
 
 def summarize(lengths: list[int], random_next: int, short_target: int | None, masked: int, mask: int, random_: int, kept: int) -> dict:
@@ -534,17 +454,8 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: st
         | "GroupEvalBuckets" >> beam.GroupByKey()
         | "EvalInstances" >> beam.ParDo(_EvalInstances(*common)).with_outputs("rows", "stats")
     )
-    # One None per shard so that empty shards are written too.
-    every = p | "EveryShard" >> beam.Create([((i, split, s), None) for i in range(len(folders))
-                                              for split in SPLITS for s in range(num_shards[split])])
-    written = (
-        (train.rows, evals.rows, every)
-        | "AllParts" >> beam.Flatten()
-        | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(_WriteShard(folders, num_shards, spill))
-    )
-    # Once every shard is written (the count waits for all of them), the runs go.
-    _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, spill)
+    shard_keys = [(i, split, s) for i in range(len(folders)) for split in SPLITS for s in range(num_shards[split])]
+    _ = (train.rows, evals.rows) | "Shards" >> MergeShards(shard_keys, _ExampleShard(folders, num_shards, spill), spill)
     common_params = cfg.model_dump(include=STATS_PARAMS)
 
     def write_stats(counts: dict) -> None:

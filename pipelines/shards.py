@@ -1,32 +1,33 @@
-"""Deterministic sharded Parquet output for Beam jobs, on any fsspec storage.
+"""Deterministic sharded Parquet output for Beam jobs, on any fsspec storage: the one
+spill and merge of the documents and the examples jobs.
 
-Rows go to shard ``hash(key) % num_shards`` and are sorted by key inside their shard,
-so the bytes of every file depend only on the rows, never on worker count, bundle
-boundaries or runner. Every shard file exists even when empty, so a reader can trust
-``-of-NNNNN``. Each file is written under a temporary name and renamed into place.
+A job's rows go to a shard by a hash and are sorted inside it, so the bytes of every file
+depend only on the rows, never on worker count, bundle boundaries or runner. Every shard
+file exists even when empty, so a reader can trust ``-of-NNNNN``; each is written under a
+temporary name and renamed into place.
 
-Memory is bounded whatever the corpus size: the rows themselves never go through the
-runner's shuffle (the local FnApiRunner keeps a shuffle in its own memory). Each bundle
-sorts its rows and spills them, per shard, into run files under ``_spill/`` of the output
-(a new run once ``spill_bytes`` are buffered); only the run files' names are shuffled.
-Each shard's writer merges its runs, holding one row group of each (64 rows, or fewer
-once they hold 1 MB of text) and at most ``MERGE_FAN_IN`` runs at once (past that, just
-enough runs are first merged into a longer one), and writes row group after row group
-(8192 rows, or fewer once they hold 16 MB of text: a row group of whole books).
-``_spill/`` is removed once every shard is written.
+Memory is bounded whatever the corpus size: the rows never go through the runner's
+shuffle (the local FnApiRunner holds a shuffle in its own memory). Each bundle sorts its
+rows and spills them, per shard, as run files under ``_spill/`` of the output (``Runs``:
+Arrow IPC, lz4, in record batches of ``RUN_BATCH_ROWS`` rows or about ``RUN_BATCH_BYTES``);
+only the runs' URLs are shuffled (``MergeShards``). Each shard's writer merges its runs
+holding about one record batch of each and at most ``MERGE_FAN_IN`` runs at once (past
+that, just enough runs are first merged into a longer one: ``merge_bounded``), and writes
+row group after row group. ``_spill/`` is removed once every shard is written.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import posixpath
+import operator
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
 import apache_beam as beam
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
@@ -37,8 +38,12 @@ from contracts.storage import atomic_file
 from pipelines.counters import Counters
 from pipelines.local_runner import freeze_heap
 
+Order = list[tuple[str, str]]  # pyarrow's sort keys: [(column, "ascending"), ...]
+
+# --- Parquet shards ----------------------------------------------------------------------
+
 ROW_GROUP_ROWS = 8192
-ROW_GROUP_BYTES = 16 << 20  # of text, for rows written from Python (row_groups)
+ROW_GROUP_BYTES = 16 << 20  # of text (``text_bytes``): a row group of whole books stays small
 
 
 def write_table(table: pa.Table, url: str) -> None:
@@ -62,202 +67,49 @@ def write_row_groups(groups: Iterable[pa.Table], url: str, schema: pa.Schema) ->
     return written
 
 
-def regroup(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS) -> Iterator[pa.Table]:
-    """The rows of ``tables`` (any sizes, in order) as tables of ``rows`` rows, the last
-    one shorter: with ``write_row_groups``, the bytes ``write_table`` writes for them all."""
+def text_bytes(table: pa.Table) -> np.ndarray:
+    """A cheap size of each row: 64, plus the characters of its strings, plus 8 per list
+    item (the text is the bulk of a document)."""
+    size = np.full(table.num_rows, 64, np.int64)
+    for column in table.columns:
+        if pa.types.is_string(column.type):
+            size += pc.fill_null(pc.utf8_length(column), 0).to_numpy()
+        elif pa.types.is_list(column.type):
+            items = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+            size += 8 * items
+            if pa.types.is_string(column.type.value_type):
+                chars = pc.fill_null(pc.utf8_length(pc.list_flatten(column)), 0).to_numpy()
+                total = np.concatenate([[0], np.cumsum(chars, dtype=np.int64)])
+                ends = np.cumsum(items)
+                size += total[ends] - total[ends - items]
+    return size
+
+
+def regroup(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes: int | None = None) -> Iterator[pa.Table]:
+    """The rows of ``tables`` (any sizes, in order) as tables of ``rows`` rows, or, with
+    ``max_bytes``, fewer once they hold that much (``text_bytes``); the last one shorter.
+    The cut depends only on the rows: with ``write_row_groups``, the bytes ``write_table``
+    writes for them all (when no group is cut short by its text)."""
     pending: list[pa.Table] = []
-    buffered = 0
+    count = size = 0
     for table in tables:
-        pending.append(table)
-        buffered += table.num_rows
-        while buffered >= rows:
-            joined = pa.concat_tables(pending)
-            yield joined.slice(0, rows)
-            pending, buffered = [joined.slice(rows)], buffered - rows
-    if buffered:
+        sizes = text_bytes(table) if max_bytes else None
+        start = 0
+        while start < table.num_rows:
+            end = min(table.num_rows, start + rows - count)
+            if sizes is not None:
+                total = size + np.cumsum(sizes[start:end])
+                full = int(np.searchsorted(total, max_bytes, side="left"))  # the row that fills the group
+                end = min(end, start + full + 1)
+                size = int(total[end - start - 1])
+            pending.append(table.slice(start, end - start))
+            count += end - start
+            start = end
+            if count == rows or (sizes is not None and size >= max_bytes):
+                yield pa.concat_tables(pending)
+                pending, count, size = [], 0, 0
+    if count:
         yield pa.concat_tables(pending)
-
-
-def row_groups(rows: Iterable[dict], schema: pa.Schema, max_rows: int = ROW_GROUP_ROWS,
-               max_bytes: int = ROW_GROUP_BYTES) -> Iterator[pa.Table]:
-    """Rows as tables of ``max_rows`` rows, or fewer once they hold ``max_bytes`` (by
-    ``_row_bytes``): a row group of whole books stays small enough to hold as Python
-    rows."""
-    group, size = [], 0
-    for row in rows:
-        group.append(row)
-        size += _row_bytes(row)
-        if len(group) == max_rows or size >= max_bytes:
-            yield pa.Table.from_pylist(group, schema=schema)
-            group, size = [], 0
-    if group:
-        yield pa.Table.from_pylist(group, schema=schema)
-
-
-SPILL = "_spill"
-SPILL_BYTES = 16 << 20  # text buffered per bundle before a run is written (64 MB: 337 MiB at x32 of the wiki sample, 324 at 16)
-# A run's row groups, which a merge reads one at a time from each run it merges.
-RUN_GROUP_ROWS = 64
-RUN_GROUP_BYTES = 1 << 20
-# Runs merged at once. A shard gets a run from every flush of every worker, so their
-# number grows with the corpus (a full Wikipedia dump: about a thousand 16 MB flushes).
-MERGE_FAN_IN = 64
-
-
-def merge_bounded(runs: list[str], merge: Callable[[list[str]], Iterable], write_run: Callable[[Iterable], str]) -> Iterable:
-    """``merge(runs)``, merging at most ``MERGE_FAN_IN`` runs at once: past that, runs are
-    first merged into new runs (``write_run(merged) -> URL``), oldest first, each new run
-    going to the back, just enough of them that ``MERGE_FAN_IN`` are left, so that a
-    writer's memory does not grow with the number of runs and few rows are written twice
-    (100 runs: 37 merged first, then 64). Runs merged this way are left to the job's end,
-    when the spill folder goes: a retried bundle finds them."""
-    while len(runs) > MERGE_FAN_IN:
-        take = min(MERGE_FAN_IN, len(runs) - MERGE_FAN_IN + 1)
-        runs = [*runs[take:], write_run(merge(runs[:take]))]
-    return merge(runs)
-
-
-def _write_run(folder: str, rows: Iterable[dict], schema: pa.Schema) -> str:
-    """Rows, in key order, as a new Parquet run file under ``folder`` (not compressed:
-    read once, then deleted); returns its URL."""
-    fs, path = storage.fs_for(folder)
-    fs.makedirs(path, exist_ok=True)
-    run = posixpath.join(path, f"{uuid.uuid4().hex}.parquet")
-    with fs.open(run, "wb") as f, pq.ParquetWriter(f, schema, compression="none") as writer:
-        for group in row_groups(rows, schema, RUN_GROUP_ROWS, RUN_GROUP_BYTES):
-            writer.write_table(group)
-    return storage.url_of(fs, run)
-
-
-def _row_bytes(row: dict) -> int:
-    """A cheap size estimate: the strings' lengths (the bulk of a document)."""
-    n = 64
-    for v in row.values():
-        if isinstance(v, str):
-            n += len(v)
-        elif isinstance(v, list):
-            n += sum(len(x) + 8 if isinstance(x, str) else 8 for x in v)
-    return n
-
-
-class _SpillRuns(beam.DoFn):
-    """Rows -> (shard, run file URL): per bundle, each shard's rows sorted by key, written
-    as Parquet runs of ``schema``."""
-
-    def __init__(self, spill: str, schema: pa.Schema, num_shards: int, key, spill_bytes: int):
-        self.spill, self.schema, self.num_shards, self.key = spill, schema, num_shards, key
-        self.spill_bytes = spill_bytes
-
-    def setup(self):
-        freeze_heap()
-
-    def start_bundle(self):
-        self.rows: dict[int, list[dict]] = {}
-        self.buffered = 0
-
-    def process(self, row):
-        self.rows.setdefault(stable_hash(self.key(row)) % self.num_shards, []).append(row)
-        self.buffered += _row_bytes(row)
-        if self.buffered >= self.spill_bytes:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        for shard_run in self._flush():
-            yield GlobalWindows.windowed_value(shard_run)
-
-    def _flush(self):
-        for shard, rows in sorted(self.rows.items()):
-            rows.sort(key=self.key)
-            yield shard, _write_run(posixpath.join(self.spill, f"{shard:05d}"), rows, self.schema)
-        self.rows, self.buffered = {}, 0
-
-
-class _MergeRuns(beam.DoFn):
-    """(shard, [run URLs or None]) -> the shard file: the runs merged in key order, one
-    row per key (``pick`` chooses among rows with the same key), ``schema``'s columns.
-    Runs merged in groups first go under ``spill`` (``spill_schema``: all the rows'
-    fields)."""
-
-    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key, pick, count_row,
-                 spill: str, spill_schema: pa.Schema):
-        self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
-        self.key, self.pick, self.count_row = key, pick, count_row
-        self.spill, self.spill_schema = spill, spill_schema
-        self.count = Counters("shards")
-
-    def setup(self):
-        freeze_heap()
-
-    def process(self, element):
-        index, runs = element
-        runs = sorted(r for r in runs if r is not None)  # a fixed order for equal keys
-        folder = posixpath.join(self.spill, f"{index:05d}")
-        merged = merge_bounded(runs, self._merge, lambda rows: _write_run(folder, rows, self.spill_schema))
-        name = shard_name(self.prefix, index, self.num_shards)
-        rows = (self._one_row(list(same)) for _, same in itertools.groupby(merged, key=self.key))
-        written = write_row_groups(row_groups(rows, self.schema), posixpath.join(self.output.rstrip("/"), name), self.schema)
-        self.count(f"{self.prefix}_rows", written)
-        yield name, written
-
-    def _merge(self, runs: list[str]) -> Iterator[dict]:
-        return heapq.merge(*(read_rows([run]) for run in runs), key=self.key)
-
-    def _one_row(self, same: list[dict]) -> dict:
-        if len(same) > 1:
-            self.count(f"{self.prefix}_duplicate", len(same) - 1)
-        row = self.pick(same) if len(same) > 1 else same[0]
-        for counter, n in (self.count_row(row) if self.count_row else {}).items():
-            self.count(counter, n)
-        return {c: row[c] for c in self.schema.names}
-
-
-def first_by_content(rows: list[dict]) -> dict:
-    """Of rows with one key, the least by content (a choice that does not depend on which
-    row arrived first)."""
-    return min(rows, key=lambda r: repr(sorted(r.items())))
-
-
-class WriteParquetShards(beam.PTransform):
-    """``rows | WriteParquetShards(output, "documents", schema, 8, key=lambda r: r["id"])``
-
-    ``key`` picks the shard and orders rows within it; rows with the same key are one row
-    in the output: ``pick(rows)`` (default: the least by content; counted as
-    ``{prefix}_duplicate``). Rows may carry more fields than ``schema`` (what ``pick``
-    needs, say): ``spill_schema`` then names them all. ``count_row(row) -> {name: n}`` adds
-    Beam counters over the rows written. Returns a PCollection of ``(file name, rows)``.
-    """
-
-    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key: Callable[[dict], Any],
-                 pick: Callable[[list[dict]], dict] = first_by_content, spill_schema: pa.Schema | None = None,
-                 count_row: Callable[[dict], dict[str, int]] | None = None, spill_bytes: int = SPILL_BYTES):
-        super().__init__()
-        if num_shards < 1:
-            raise ValueError("num_shards must be >= 1")
-        self.output, self.prefix, self.schema = output, prefix, schema
-        self.num_shards, self.key, self.pick = num_shards, key, pick
-        self.spill_schema, self.count_row, self.spill_bytes = spill_schema or schema, count_row, spill_bytes
-
-    def expand(self, rows):
-        n = self.num_shards
-        spill = posixpath.join(self.output.rstrip("/"), SPILL)
-        runs = rows | "Spill" >> beam.ParDo(_SpillRuns(spill, self.spill_schema, n, self.key, self.spill_bytes))
-        # One None per shard so that empty shards are written too.
-        every = rows.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
-        written = (
-            (runs, every)
-            | "Flatten" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "MergeRuns" >> beam.ParDo(_MergeRuns(self.output, self.prefix, self.schema, n, self.key, self.pick,
-                                                   self.count_row, spill, self.spill_schema))
-        )
-        # Once every shard is written (the count waits for all of them), the runs go.
-        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, spill)
-        return written
-
-
-def drop_spill(_, url: str) -> None:
-    """``storage.remove_tree(url)`` as a ``beam.Map`` step (the element is ignored)."""
-    storage.remove_tree(url)
 
 
 def read_rows(urls: Iterable[str], columns: list[str] | None = None):
@@ -269,9 +121,274 @@ def read_rows(urls: Iterable[str], columns: list[str] | None = None):
                 yield from pf.read_row_group(i, columns=columns).to_pylist()
 
 
-def metric_counters(result) -> dict[str, int]:
-    """Beam counters of a finished pipeline as ``{name: value}`` (committed values)."""
-    out: dict[str, int] = {}
-    for c in result.metrics().query()["counters"]:
-        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(c.committed or 0)
-    return dict(sorted(out.items()))
+# --- runs: sorted Arrow IPC files under the output's _spill/ ------------------------------
+
+SPILL = "_spill"
+RUN_BATCH_ROWS = 1024
+RUN_BATCH_BYTES = 1 << 20
+# Runs merged at once. A shard gets a run from every flush of every worker, so their
+# number grows with the corpus.
+MERGE_FAN_IN = 64
+
+
+def write_run(folder: str, tables: Iterable[pa.Table], schema: pa.Schema) -> str:
+    """``tables`` (sorted, one after another) as a new lz4-compressed Arrow IPC file
+    under ``folder``, in record batches of at most ``RUN_BATCH_ROWS`` rows and about
+    ``RUN_BATCH_BYTES`` (a merge holds one batch of each run); returns its URL."""
+    fs, path = storage.fs_for(folder)
+    fs.makedirs(path, exist_ok=True)
+    run = f"{path.rstrip('/')}/{uuid.uuid4().hex}.arrow"
+    with fs.open(run, "wb") as f:
+        with pa.ipc.new_file(f, schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+            for table in tables:
+                rows = max(1, min(RUN_BATCH_ROWS, RUN_BATCH_BYTES * table.num_rows // max(1, table.nbytes)))
+                writer.write_table(table, max_chunksize=rows)
+    return storage.url_of(fs, run)
+
+
+class Runs:
+    """A bundle's rows on their way to the shard writers: tables added per shard key,
+    written by ``flush`` as one run per key, sorted in ``order``, under ``folder``."""
+
+    def __init__(self, folder: str, schema: pa.Schema, order: Order):
+        self.folder, self.schema, self.order = folder, schema, order
+        self.pending: dict[Any, list[pa.Table]] = {}
+        self.nbytes = 0  # Arrow bytes pending
+
+    def add(self, key: Any, table: pa.Table) -> None:
+        self.pending.setdefault(key, []).append(table)
+        self.nbytes += table.nbytes
+
+    def flush(self) -> list[tuple[Any, str]]:
+        """(key, run URL) of every key with pending rows; nothing is pending after."""
+        runs = [(key, write_run(self.folder, [pa.concat_tables(tables).sort_by(self.order)], self.schema))
+                for key, tables in sorted(self.pending.items())]
+        self.pending, self.nbytes = {}, 0
+        return runs
+
+
+class _Run:
+    """A run file read one record batch at a time: ``rows`` are its loaded rows not yet
+    merged, ``keys`` their first sort column."""
+
+    def __init__(self, url: str, column: str):
+        self.file = fsspec.open(url, "rb").open()
+        self.reader = pa.ipc.open_file(self.file)
+        self.column = column
+        self.unread = iter(range(self.reader.num_record_batches))
+        self.rows = self.reader.schema.empty_table()
+        self.keys = self.rows.column(column).to_numpy()
+        self.more = self.load()
+
+    def load(self) -> bool:
+        """Append the next record batch to ``rows``; False (and the file closed) at the end."""
+        i = next(self.unread, None)
+        if i is None:
+            self.file.close()
+            return False
+        batch = self.reader.get_batch(i)
+        self.rows = pa.concat_tables([self.rows, pa.Table.from_batches([batch])])
+        self.keys = np.concatenate([self.keys, batch.column(self.column).to_numpy(zero_copy_only=False)])
+        return True
+
+    def take_through(self, bound) -> pa.Table:
+        """The loaded rows whose key is at most ``bound``, removed from ``rows``."""
+        n = int(np.searchsorted(self.keys, bound, side="right"))
+        taken, self.rows, self.keys = self.rows.slice(0, n), self.rows.slice(n), self.keys[n:]
+        if not len(self.keys) and self.more:
+            self.more = self.load()
+        return taken
+
+
+def merge_runs(urls: list[str], order: Order) -> Iterator[pa.Table]:
+    """The rows of run files, each sorted in ``order``, as tables in ``order``. Rows with
+    the same first sort key always come in one table."""
+    runs = [run for run in (_Run(url, order[0][0]) for url in urls) if len(run.keys)]
+    while runs:
+        # Every row at or below the least of the runs' last loaded keys is loaded (rows
+        # with that very key may go on in a run's next batch: those are loaded first).
+        bound = min(run.keys[-1] for run in runs)
+        for run in runs:
+            while run.keys[-1] == bound and run.more:
+                run.more = run.load()
+        yield pa.concat_tables([run.take_through(bound) for run in runs]).sort_by(order)
+        runs = [run for run in runs if len(run.keys)]
+
+
+def merge_bounded(runs: list[str], merge: Callable[[list[str]], Iterable], write_run: Callable[[Iterable], str]) -> Iterable:
+    """``merge(runs)``, merging at most ``MERGE_FAN_IN`` runs at once: past that, runs are
+    first merged into new runs (``write_run(merged) -> URL``), oldest first, each new run
+    going to the back, just enough of them that ``MERGE_FAN_IN`` are left, so that a
+    writer's memory does not grow with the number of runs and few rows are written twice.
+    Runs merged this way are left to the job's end, when the spill folder goes: a retried
+    bundle finds them."""
+    while len(runs) > MERGE_FAN_IN:
+        take = min(MERGE_FAN_IN, len(runs) - MERGE_FAN_IN + 1)
+        runs = [*runs[take:], write_run(merge(runs[:take]))]
+    return merge(runs)
+
+
+def merge_all(urls: list[str], order: Order, folder: str) -> Iterator[pa.Table]:
+    """``merge_runs`` of any number of runs, at most ``MERGE_FAN_IN`` at once (longer runs
+    go under ``folder``)."""
+    if not urls:
+        return iter(())
+    with fsspec.open(urls[0], "rb") as f:
+        schema = pa.ipc.open_file(f).schema
+    return merge_bounded(urls, lambda runs: merge_runs(runs, order), lambda tables: write_run(folder, tables, schema))
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, write: Callable[[Any, list[str]], tuple[str, int]]):
+        self.write = write
+
+    def setup(self):
+        freeze_heap()
+
+    def process(self, element):
+        key, runs = element
+        yield self.write(key, sorted(r for r in runs if r is not None))  # a fixed order for equal keys
+
+
+class MergeShards(beam.PTransform):
+    """``(runs, more_runs) | MergeShards(keys, write, spill)``: (shard key, run URL) pairs
+    grouped per shard, and every shard of ``keys`` (one with no run too) written by
+    ``write(key, its run URLs) -> (file name, rows)``. ``spill`` is removed once all are
+    written. Returns the PCollection of (file name, rows)."""
+
+    def __init__(self, keys: list, write: Callable[[Any, list[str]], tuple[str, int]], spill: str):
+        super().__init__()
+        self.keys, self.write, self.spill = keys, write, spill
+
+    def expand(self, runs):
+        runs = tuple(runs) if isinstance(runs, (tuple, list)) else (runs,)
+        every = runs[0].pipeline | "EveryShard" >> beam.Create([(key, None) for key in self.keys])
+        written = (
+            (*runs, every)
+            | "Flatten" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(_WriteShard(self.write))
+        )
+        # Once every shard is written (the count waits for all of them), the runs go.
+        _ = written | "AllWritten" >> beam.combiners.Count.Globally() | "DropSpill" >> beam.Map(drop_spill, self.spill)
+        return written
+
+
+def drop_spill(_, url: str) -> None:
+    """``storage.remove_tree(url)`` as a ``beam.Map`` step (the element is ignored)."""
+    storage.remove_tree(url)
+
+
+# --- rows from Python: the corpus jobs' documents ------------------------------------------
+
+SPILL_BYTES = 16 << 20  # of text a bundle buffers before it writes its runs
+
+
+def _row_bytes(row: dict) -> int:
+    """``text_bytes`` of one Python row."""
+    n = 64
+    for v in row.values():
+        if isinstance(v, str):
+            n += len(v)
+        elif isinstance(v, list):
+            n += sum(len(x) + 8 if isinstance(x, str) else 8 for x in v)
+    return n
+
+
+class _SpillRows(beam.DoFn):
+    """Rows -> (shard, run URL): per bundle, each shard's rows as a run sorted by ``key``."""
+
+    def __init__(self, spill: str, schema: pa.Schema, num_shards: int, key: str, spill_bytes: int):
+        self.spill, self.schema, self.num_shards, self.key = spill, schema, num_shards, key
+        self.spill_bytes = spill_bytes
+
+    def setup(self):
+        freeze_heap()
+
+    def start_bundle(self):
+        self.runs = Runs(self.spill, self.schema, [(self.key, "ascending")])
+        self.rows: dict[int, list[dict]] = {}
+        self.buffered = 0
+
+    def process(self, row):
+        self.rows.setdefault(stable_hash(row[self.key]) % self.num_shards, []).append(row)
+        self.buffered += _row_bytes(row)
+        if self.buffered >= self.spill_bytes:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for shard_run in self._flush():
+            yield GlobalWindows.windowed_value(shard_run)
+
+    def _flush(self):
+        for shard, rows in self.rows.items():
+            self.runs.add(shard, pa.Table.from_pylist(rows, schema=self.schema))
+        self.rows, self.buffered = {}, 0
+        return self.runs.flush()
+
+
+class _RowShard:
+    """A shard's runs -> its Parquet file: one row per key (``pick``), ``schema``'s columns,
+    row groups of ``ROW_GROUP_ROWS`` rows or ``ROW_GROUP_BYTES`` of text."""
+
+    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key: str, pick, count_rows,
+                 spill: str):
+        self.output, self.prefix, self.schema, self.num_shards = output, prefix, schema, num_shards
+        self.key, self.pick, self.count_rows, self.spill = key, pick, count_rows, spill
+        self.count = Counters("shards")
+
+    def __call__(self, index: int, runs: list[str]) -> tuple[str, int]:
+        merged = merge_all(runs, [(self.key, "ascending")], self.spill)
+        tables = (self._one_per_key(table) for table in merged)
+        name = shard_name(self.prefix, index, self.num_shards)
+        written = write_row_groups(regroup(tables, max_bytes=ROW_GROUP_BYTES), storage.join(self.output, name), self.schema)
+        self.count(f"{self.prefix}_rows", written)
+        return name, written
+
+    def _one_per_key(self, table: pa.Table) -> pa.Table:
+        keys = table.column(self.key).to_numpy(zero_copy_only=False)
+        if (keys[1:] == keys[:-1]).any():
+            kept = []
+            for _, same in itertools.groupby(table.to_pylist(), key=operator.itemgetter(self.key)):
+                same = list(same)
+                if len(same) > 1:
+                    self.count(f"{self.prefix}_duplicate", len(same) - 1)
+                kept.append(self.pick(same) if len(same) > 1 else same[0])
+            table = pa.Table.from_pylist(kept, schema=table.schema)
+        if self.count_rows and table.num_rows:
+            for counter, n in self.count_rows(table).items():
+                self.count(counter, n)
+        return table.select(self.schema.names)
+
+
+def first_by_content(rows: list[dict]) -> dict:
+    """Of rows with one key, the least by content (a choice that does not depend on which
+    row arrived first)."""
+    return min(rows, key=lambda r: repr(sorted(r.items())))
+
+
+class WriteParquetShards(beam.PTransform):
+    """``rows | WriteParquetShards(output, "documents", schema, 8, key="id")``
+
+    The column ``key`` picks the shard and orders rows within it; rows with the same key
+    are one row in the output: ``pick(rows)`` (default: the least by content; counted as
+    ``{prefix}_duplicate``). Rows may carry more fields than ``schema`` (what ``pick``
+    needs, say): ``spill_schema`` then names them all. ``count_rows(table) -> {name: n}``
+    adds Beam counters over the rows written. Returns a PCollection of ``(file name, rows)``.
+    """
+
+    def __init__(self, output: str, prefix: str, schema: pa.Schema, num_shards: int, key: str,
+                 pick: Callable[[list[dict]], dict] = first_by_content, spill_schema: pa.Schema | None = None,
+                 count_rows: Callable[[pa.Table], dict[str, int]] | None = None, spill_bytes: int = SPILL_BYTES):
+        super().__init__()
+        if num_shards < 1:
+            raise ValueError("num_shards must be >= 1")
+        self.output, self.prefix, self.schema = output, prefix, schema
+        self.num_shards, self.key, self.pick = num_shards, key, pick
+        self.spill_schema, self.count_rows, self.spill_bytes = spill_schema or schema, count_rows, spill_bytes
+
+    def expand(self, rows):
+        spill = storage.join(self.output, SPILL)
+        runs = rows | "Spill" >> beam.ParDo(_SpillRows(spill, self.spill_schema, self.num_shards, self.key, self.spill_bytes))
+        write = _RowShard(self.output, self.prefix, self.schema, self.num_shards, self.key, self.pick, self.count_rows, spill)
+        return runs | "Merge" >> MergeShards(list(range(self.num_shards)), write, spill)

@@ -39,7 +39,8 @@ from contracts.storage import write_bytes_atomic, write_json
 from . import bert_tokenizer, wordpiece
 from .config import VocabConfig
 from .local_runner import freeze_heap, pipeline_options, worker_allocators
-from .shards import metric_counters, read_rows
+from .counters import metric_counters
+from .shards import read_rows
 
 log = logging.getLogger(__name__)
 

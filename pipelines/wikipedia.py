@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 import apache_beam as beam
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from contracts import storage
 from contracts.config import add_arguments, parse
@@ -38,9 +39,9 @@ from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import WikipediaConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
-from pipelines.counters import Counters
+from pipelines.counters import Counters, metric_counters
 from pipelines.sentences import split_sentences
-from pipelines.shards import WriteParquetShards, metric_counters
+from pipelines.shards import WriteParquetShards
 from pipelines.wikitext import to_paragraphs
 
 log = logging.getLogger(__name__)
@@ -375,10 +376,6 @@ class _ExtractDocuments(beam.DoFn):
                 yield doc
 
 
-def _doc_id(doc: dict) -> str:
-    return doc["id"]
-
-
 def latest_revision(docs: list[dict]) -> dict:
     """Of documents with one id (a page in two files of the input, say the plain and the
     multistream dump of one wiki): the latest revision, ties broken by content, never by
@@ -386,9 +383,11 @@ def latest_revision(docs: list[dict]) -> dict:
     return max(docs, key=lambda d: (d["revision"], d["title"], d["sentences"]))
 
 
-def _document_counts(doc: dict) -> dict[str, int]:
+def _document_counts(docs: pa.Table) -> dict[str, int]:
     # Sentences have single spaces (the cleaner collapses whitespace).
-    return {"documents": 1, "sentences": len(doc["sentences"]), "words": sum(s.count(" ") + 1 for s in doc["sentences"])}
+    sentences = pc.list_flatten(docs.column("sentences"))
+    spaces = pc.sum(pc.count_substring(sentences, " ")).as_py() or 0
+    return {"documents": docs.num_rows, "sentences": len(sentences), "words": spaces + len(sentences)}
 
 
 SPILL_SCHEMA = pa.schema([*DOCUMENTS_SCHEMA, ("revision", pa.int64())])
@@ -403,8 +402,8 @@ def build(pipeline, cfg: WikipediaConfig, output: str):
         | "PlanSplits" >> beam.ParDo(_PlanSplits(cfg.split_bytes))
         | "Spread" >> beam.Reshuffle()
         | "Extract" >> beam.ParDo(_ExtractDocuments(cfg.max_page_bytes))
-        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key=_doc_id,
-                                        pick=latest_revision, spill_schema=SPILL_SCHEMA, count_row=_document_counts)
+        | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key="id",
+                                        pick=latest_revision, spill_schema=SPILL_SCHEMA, count_rows=_document_counts)
     )
 
 
