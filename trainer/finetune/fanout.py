@@ -80,9 +80,13 @@ def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
         except Exception as write_error:  # the trial's own error is what the table reports
             log.warning("trial %s/%s: could not write error.txt: %s: %s", trial.task.name, trial.setting_id,
                         type(write_error).__name__, write_error)
-        return {"status": "failed", "error": error, "task": trial.task.name, "type": trial.task.type,
-                "setting": trial.setting, "setting_id": trial.setting_id, "metric": trial.task.main_metric,
-                "seconds": time.time() - t0}
+        return {**failed(trial, error), "seconds": time.time() - t0}
+
+
+def failed(trial: TrialConfig, error: str) -> dict[str, Any]:
+    """The result of a trial that failed with ``error``."""
+    return {"status": "failed", "error": error, "task": trial.task.name, "type": trial.task.type,
+            "setting": trial.setting, "setting_id": trial.setting_id, "metric": trial.task.main_metric}
 
 
 def short_error(text: str) -> str:
@@ -117,10 +121,7 @@ def run_grid(trials: list[TrialConfig], max_concurrent: int | None = None) -> li
             try:
                 results[i] = ray.get(ref)
             except Exception as e:  # the driving task itself died (worker crash, OOM kill)
-                t = trials[i]
-                results[i] = {"status": "failed", "error": short_error(f"{type(e).__name__}: {e}"), "task": t.task.name,
-                              "type": t.task.type, "setting": t.setting, "setting_id": t.setting_id,
-                              "metric": t.task.main_metric}
+                results[i] = failed(trials[i], short_error(f"{type(e).__name__}: {e}"))
             r = results[i]
             log.info("trial %s/%s: %s %s", r["task"], r["setting_id"], r["status"],
                      r.get("error") or f"dev {r['metric']} {r['dev'].get(r['metric'], float('nan')):.4f}")

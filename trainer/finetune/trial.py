@@ -6,7 +6,9 @@ workers each run ``train_loop``:
 1. load the tokenizer and the encoder from the ``init`` folder, put the task's head on it;
 2. train for ``epochs`` with AdamW and a linear schedule (warmup ``warmup_ratio`` of the
    steps); each epoch's batches are a permutation seeded by (seed, epoch), split across
-   the workers, so the global batch and the step count do not depend on the worker count;
+   the workers (each weighing its loss by its share of the batch; one with none of a
+   last, small batch steps at weight 0), so the global batch, the step count and the
+   logged loss do not depend on the worker count;
 3. every ``log_every_steps`` steps rank 0 logs the train loss and learning rate to
    ``metrics.jsonl`` and ``tensorboard/`` in the trial folder; after each epoch it
    evaluates on dev (after the last epoch only when ``eval_every_epoch`` is off), logs
