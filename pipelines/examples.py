@@ -78,6 +78,8 @@ from pipelines.shards import SPILL, MergeShards, Runs, merge_all, regroup, write
 
 log = logging.getLogger(__name__)
 
+NAMESPACE = "examples"  # of the Beam counters
+
 SCHEMA = EXAMPLES_SCHEMA  # the name tests/pretrain_examples.py imports
 VOCAB_FILES = (VOCAB, TOKENIZER)  # what the examples folder carries of the vocabulary
 
@@ -169,10 +171,10 @@ def plan_units(folders: list[str], docs_per_bucket: int) -> tuple[list[Unit], in
     return units, total
 
 
-def read_unit(unit: Unit, bad) -> list[tuple[str, list[str]]]:
+def read_unit(unit: Unit, count: Counters) -> list[tuple[str, list[str]]]:
     """A unit's documents as (uid, sentences); the uid is prefixed with the input's index,
     so that two inputs may reuse an id. Rows without an id or with sentences that are not
-    strings are counted (``bad``), logged and skipped."""
+    strings are counted (``documents_malformed``), logged and skipped."""
     docs = []
     for index, url, group in unit:
         with fsspec.open(url, "rb") as f:
@@ -180,7 +182,7 @@ def read_unit(unit: Unit, bad) -> list[tuple[str, list[str]]]:
         for row in rows:
             doc_id, sentences = row.get("id"), row.get("sentences")
             if doc_id is None or sentences is None or any(not isinstance(s, str) for s in sentences):
-                bad.inc()
+                count("documents_malformed")
                 log.warning("%s: skipping document %r: no id or sentences that are not strings", url, doc_id)
                 continue
             docs.append((f"{index}/{doc_id}", sentences))
@@ -254,13 +256,7 @@ class _Instances(beam.DoFn):
     def __init__(self, vocab_dir: str, cfgs: list[InstanceConfig], seed: int, dupe_factor: int, shards: dict[str, int], spill: str):
         self.vocab_dir, self.cfgs, self.seed, self.dupe_factor, self.shards = vocab_dir, cfgs, seed, dupe_factor, shards
         self.spill = spill
-        self.read = beam.metrics.Metrics.counter("examples", "documents_read")
-        self.empty = beam.metrics.Metrics.counter("examples", "documents_empty")
-        self.tokens = beam.metrics.Metrics.counter("examples", "input_tokens")
-        self.words = beam.metrics.Metrics.counter("examples", "input_words")
-        self.duplicates = beam.metrics.Metrics.counter("examples", "documents_duplicate_id")
-        self.no_partner = beam.metrics.Metrics.counter("examples", "nsp_no_partner")
-        self.instances = beam.metrics.Metrics.counter("examples", "instances")
+        self.count = Counters(NAMESPACE)
 
     def setup(self):
         freeze_heap()
@@ -276,9 +272,9 @@ class _Instances(beam.DoFn):
         document (the one whose sentences sort first), so that instance ids stay unique."""
         unique: dict[str, list[str]] = {}
         for uid, sentences in sorted(docs):
-            self.read.inc()
+            self.count("documents_read")
             if uid in unique:
-                self.duplicates.inc()
+                self.count("documents_duplicate_id")
                 log.warning("documents: id %s appears more than once; keeping one", uid)
                 continue
             unique[uid] = sentences
@@ -291,16 +287,16 @@ class _Instances(beam.DoFn):
         docs, words_before = [], self.encoder.words
         for doc in tokenize_documents(self.encoder, bucket):  # once, for every length
             if doc is None:
-                self.empty.inc()
+                self.count("documents_empty")
             else:
-                self.tokens.inc(len(doc.tokens))
+                self.count("input_tokens", len(doc.tokens))
                 docs.append(doc)
-        self.words.inc(self.encoder.words - words_before)
+        self.count("input_words", self.encoder.words - words_before)
         counts: Counter = Counter()
         for i, cfg in enumerate(self.cfgs):
             tables, orders = [], []
             for batch in make_batches(docs, cfg, self.vocab, self.seed, self.dupe_factor, counts):
-                self.instances.inc(len(batch))
+                self.count("instances", len(batch))
                 stats[i] = add_counts(stats[i], batch_counts(batch, cfg.max_seq_length, self.vocab.mask_id))
                 # The order of rows in the shards: a hash of the instance id; the shard: its residue.
                 orders.append(np.fromiter(map(self.order_of, batch.ids), dtype=np.uint64, count=len(batch)))
@@ -311,7 +307,7 @@ class _Instances(beam.DoFn):
             shard_of = np.concatenate(orders) % np.uint64(self.shards[split])
             for shard in np.unique(shard_of).tolist():
                 self.runs.add((i, split, shard), table.filter(pa.array(shard_of == shard)))
-        self.no_partner.inc(counts["nsp_no_partner"])
+        self.count("nsp_no_partner", counts["nsp_no_partner"])
         if self.runs.nbytes >= RUN_BYTES:
             yield from self.write_runs()
 
@@ -341,11 +337,10 @@ class _UnitInstances(_Instances):
     def __init__(self, *args, eval_fraction: float, eval_buckets: int, docs_per_bucket: int):
         super().__init__(*args)
         self.eval_fraction, self.eval_buckets, self.docs_per_bucket = eval_fraction, eval_buckets, docs_per_bucket
-        self.malformed = beam.metrics.Metrics.counter("examples", "documents_malformed")
 
     def process(self, unit):
         docs = []
-        for uid, sentences in read_unit(unit, self.malformed):
+        for uid, sentences in read_unit(unit, self.count):
             if split_of(self.seed, uid, self.eval_fraction) == "eval":
                 yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
             else:
@@ -376,7 +371,7 @@ class _ExampleShard:
 
     def __init__(self, folders: list[str], shards: dict[str, int], spill: str):
         self.folders, self.shards, self.spill = folders, shards, spill
-        self.count = Counters("examples")
+        self.count = Counters(NAMESPACE)
 
     def __call__(self, key: tuple[int, str, int], runs: list[str]) -> tuple[str, int]:
         i, split, shard = key

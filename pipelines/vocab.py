@@ -39,7 +39,7 @@ from contracts.storage import write_bytes_atomic, write_json
 from . import bert_tokenizer, wordpiece
 from .config import VocabConfig
 from .local_runner import freeze_heap, pipeline_options, worker_allocators
-from .counters import metric_counters
+from .counters import Counters, metric_counters
 from .shards import read_rows
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ class ReadDocuments(beam.DoFn):
     """A documents shard URL -> ``(id, sentences)``; malformed rows counted and logged."""
 
     def __init__(self):
-        self.read = beam.metrics.Metrics.counter(NAMESPACE, "documents_read")
-        self.malformed = beam.metrics.Metrics.counter(NAMESPACE, "documents_malformed")
+        self.count = Counters(NAMESPACE)
 
     def setup(self):
         freeze_heap()
@@ -65,10 +64,10 @@ class ReadDocuments(beam.DoFn):
         for i, row in enumerate(read_rows([url], columns=["id", "sentences"])):
             doc_id, sentences = row.get("id"), row.get("sentences")
             if not isinstance(doc_id, str) or not isinstance(sentences, list):
-                self.malformed.inc()
+                self.count("documents_malformed")
                 log.warning("%s row %d: no id or no sentences list, skipped", url, i)
                 continue
-            self.read.inc()
+            self.count("documents_read")
             yield doc_id, [s for s in sentences if isinstance(s, str)]
 
 
@@ -79,7 +78,7 @@ class CountWords(beam.DoFn):
 
     def __init__(self, lowercase: bool, max_entries: int = 200_000):
         self.lowercase, self.max_entries = lowercase, max_entries
-        self.words = beam.metrics.Metrics.counter(NAMESPACE, "words_counted")
+        self.count = Counters(NAMESPACE)
 
     def setup(self):
         freeze_heap()
@@ -96,7 +95,7 @@ class CountWords(beam.DoFn):
         for word in self._split(" ".join(sentences)):
             counts[word] = counts.get(word, 0) + 1
             n += 1
-        self.words.inc(n)
+        self.count("words_counted", n)
         if len(counts) > self.max_entries:
             yield from counts.items()
             self._counts = {}
