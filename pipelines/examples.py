@@ -56,6 +56,7 @@ import math
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import fsspec
@@ -136,8 +137,25 @@ def check_vocab_folder(vocab_dir: str) -> Vocab:
 # --- Beam stages ------------------------------------------------------------------------
 
 
-def split_of(seed: int, doc_id: str, eval_fraction: float) -> str:
-    return "eval" if stable_hash(seed, "split", doc_id) < eval_fraction * 2.0**64 else "train"
+def split_of(seed: int, uid: str, eval_fraction: float, least: int | None = None) -> str:
+    """``eval`` when the document's split hash falls under ``eval_fraction``, or when it is
+    ``least``, the least split hash of the corpus (so that the eval split is never empty;
+    when any hash falls under the fraction, the least does too)."""
+    h = stable_hash(seed, "split", uid)
+    return "eval" if h < eval_fraction * 2.0**64 or h == least else "train"
+
+
+def split_hashes(unit: Unit, seed: int) -> Iterator[int]:
+    """The split hash of every document of a unit that has an id (its id column only)."""
+    hash_of = stable_hasher(seed, "split")
+    for index, url, group in unit:
+        with fsspec.open(url, "rb") as f:
+            ids = pq.ParquetFile(f).read_row_group(group, columns=["id"]).column("id").to_pylist()
+        yield from (hash_of(uid_of(index, doc_id)) for doc_id in ids if doc_id is not None)
+
+
+def least(hashes: Iterable[int | None]) -> int | None:
+    return min((h for h in hashes if h is not None), default=None)
 
 
 def num_buckets(num_docs: float, docs_per_bucket: int) -> int:
@@ -171,6 +189,12 @@ def plan_units(folders: list[str], docs_per_bucket: int) -> tuple[list[Unit], in
     return units, total
 
 
+def uid_of(index: int, doc_id: str) -> str:
+    """A document's id in the job: prefixed with its input's index, so that two inputs may
+    reuse an id."""
+    return f"{index}/{doc_id}"
+
+
 def read_unit(unit: Unit, count: Counters) -> list[tuple[str, list[str]]]:
     """A unit's documents as (uid, sentences); the uid is prefixed with the input's index,
     so that two inputs may reuse an id. Rows without an id or with sentences that are not
@@ -185,7 +209,7 @@ def read_unit(unit: Unit, count: Counters) -> list[tuple[str, list[str]]]:
                 count("documents_malformed")
                 log.warning("%s: skipping document %r: no id or sentences that are not strings", url, doc_id)
                 continue
-            docs.append((f"{index}/{doc_id}", sentences))
+            docs.append((uid_of(index, doc_id), sentences))
     return docs
 
 
@@ -338,10 +362,10 @@ class _UnitInstances(_Instances):
         super().__init__(*args)
         self.eval_fraction, self.eval_buckets, self.docs_per_bucket = eval_fraction, eval_buckets, docs_per_bucket
 
-    def process(self, unit):
+    def process(self, unit, least=None):
         docs = []
         for uid, sentences in read_unit(unit, self.count):
-            if split_of(self.seed, uid, self.eval_fraction) == "eval":
+            if split_of(self.seed, uid, self.eval_fraction, least) == "eval":
                 yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
             else:
                 docs.append((uid, sentences))
@@ -435,15 +459,17 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: st
     folders = length_folders(cfg, output)
     spill = storage.join(output, SPILL)
     common = (vocab, instances, cfg.seed, cfg.dupe_factor, num_shards, spill)
-    train = (
-        p
-        | "Units" >> beam.Create(units)
-        | "Spread" >> beam.Reshuffle()
-        | "TrainInstances" >> beam.ParDo(_UnitInstances(
-            *common, eval_fraction=cfg.eval_fraction, docs_per_bucket=cfg.docs_per_bucket,
-            eval_buckets=num_buckets(total_docs * cfg.eval_fraction, cfg.docs_per_bucket))
-        ).with_outputs("rows", "stats", "eval_docs")
-    )
+    spread = p | "Units" >> beam.Create(units) | "Spread" >> beam.Reshuffle()
+    least_hash = None
+    if cfg.eval_fraction > 0 and total_docs >= 2:
+        # One cheap pass over the ids: the document with the least split hash is eval.
+        least_hash = beam.pvalue.AsSingleton(
+            spread | "SplitHashes" >> beam.FlatMap(split_hashes, cfg.seed) | "Least" >> beam.CombineGlobally(least))
+    train = spread | "TrainInstances" >> beam.ParDo(
+        _UnitInstances(*common, eval_fraction=cfg.eval_fraction, docs_per_bucket=cfg.docs_per_bucket,
+                       eval_buckets=num_buckets(total_docs * cfg.eval_fraction, cfg.docs_per_bucket)),
+        least=least_hash,
+    ).with_outputs("rows", "stats", "eval_docs")
     evals = (
         train.eval_docs
         | "GroupEvalBuckets" >> beam.GroupByKey()

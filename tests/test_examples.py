@@ -276,3 +276,31 @@ def test_bad_params_name_their_key(inputs, tmp_path, params, message):
     with pytest.raises(SpecError) as e:
         SpecFile(spec(inputs, str(tmp_path), **params), tmp_path / "w.yaml").workflow("w")
     assert message in str(e.value)
+
+
+def test_a_tiny_eval_fraction_still_holds_out_one_document(inputs, tmp_path):
+    """With eval_fraction > 0 and two or more documents the eval split is never empty:
+    the document with the least split hash is held out even when no hash falls under the
+    fraction (90 documents at 1e-6: none would)."""
+    from contracts.hashing import stable_hash
+
+    counters = make(inputs, tmp_path / "ex", eval_fraction=1e-6, dupe_factor=1, nsp=False, masking="dynamic",
+                    short_seq_prob=0.0)
+    assert counters["eval_rows"] > 0 and counters["train_rows"] > 0
+    uids = [f"{index}/{r['id']}" for index, folder in enumerate(inputs["documents"])
+            for r in read_rows(list_shards(folder, "documents"), columns=["id"])]
+    least = min(uids, key=lambda uid: stable_hash(12345, "split", uid))
+    assert not any(split_of(12345, uid, 1e-6) == "eval" for uid in uids)
+    # Every eval instance is a span of that one document.
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(vocab_folder() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    index, doc_id = least.split("/", 1)
+    doc = next(r for r in read_rows(list_shards(inputs["documents"][int(index)], "documents")) if r["id"] == doc_id)
+    text = "," + ",".join(str(t) for e in tok.encode_batch(doc["sentences"], add_special_tokens=False) for t in e.ids) + ","
+    for r in read_rows(list_shards(str(tmp_path / "ex"), "eval")):
+        assert "," + ",".join(map(str, r["input_ids"][1:-1])) + "," in text
+    stats = json.loads((tmp_path / "ex" / "stats.json").read_text())
+    assert stats["eval"]["instances"] == counters["eval_rows"] and stats["params"]["eval_fraction"] == 1e-6
