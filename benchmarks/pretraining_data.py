@@ -162,7 +162,7 @@ def run_original(work: Path, text: Path, tag: str) -> dict:
 
 
 def original_stats(work: Path, output: Path) -> dict:
-    from pipelines.examples import summarize
+    from pipelines.stats import summarize
 
     script = work / "read_tfrecords.py"
     script.write_text(READ_TFRECORDS)

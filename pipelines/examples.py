@@ -11,26 +11,22 @@ copy of the ``vocab.txt`` and ``tokenizer.json`` the ids refer to.
 The job, stage by stage:
 
 1. the work units are runs of consecutive row groups of the documents shards, at least
-   ``docs_per_bucket`` documents each (planned from the Parquet footers: no counting
-   pass); each is read by one worker, so the bulk of the raw text never goes through the
-   runner's shuffle (the local runner would hold it all in memory);
-2. per unit: its documents are split into ``eval`` (``hash(seed, id)`` under
-   ``eval_fraction``) and ``train``. The train documents are grouped into buckets by a
-   hash of the id (about ``docs_per_bucket`` documents each: a bucket is where random-next
-   partners come from, see ``pipelines.instances``). The eval documents, a small share,
-   are shuffled into eval buckets that span the corpus (a unit holds too few of them to
-   pair); per bucket, in one step: tokenize every sentence (each distinct word once, see
-   ``SentenceEncoder``; empty documents are counted and dropped), make every instance (``dupe_factor``
-   passes per document, each with its own random stream seeded from (seed, document id,
-   pass)) as flat numpy columns, mask them all at once, count the statistics, and cut
-   the instances by output shard; a bundle's instances, up to 32 MB, go sorted by a hash
-   of the instance id (a deterministic order) into run files under ``_spill/`` (Arrow
-   IPC, lz4: about 3 bytes per token, never a Python object per instance); only the
-   runs' URLs go through the runner's shuffle, so its memory does not grow with the corpus;
-3. the runs are grouped by (split, shard); each shard's runs are merged a record batch of
-   each at a time and written row group by row group, so a writer's memory does not grow
-   with the shard either; the statistics' counts are summed by a Beam combiner into
-   ``stats.json``; ``_spill/`` is removed once every shard is written.
+   ``docs_per_bucket`` documents each (``pipelines.documents``, from the Parquet footers);
+   each is read by one worker, so the raw text never goes through the runner's shuffle
+   (the local runner would hold it all in memory);
+2. per unit: its documents are split into ``eval`` and ``train`` by a hash of the id
+   (the least hash of the corpus is always eval, so that the eval split is never empty).
+   The train documents are grouped into buckets by a hash of the id (about
+   ``docs_per_bucket`` each: where random-next partners come from); the eval documents,
+   a small share, are shuffled into eval buckets that span the corpus. Per bucket, in one
+   step: tokenize every sentence (``pipelines.tokens``), make and mask every instance as
+   flat numpy columns (``pipelines.instances``), count the statistics
+   (``pipelines.stats``), and cut the instances by output shard; a bundle's instances go,
+   sorted by a hash of the instance id, into runs under ``_spill/`` (``pipelines.shards``);
+   only the runs' URLs go through the shuffle;
+3. each shard's runs are merged and written row group by row group, so a writer's memory
+   does not grow with the shard; the statistics' counts are summed into ``stats.json``;
+   ``_spill/`` is removed once every shard is written.
 
 Units and buckets depend on the documents and their layout, never on the worker count,
 so the output bytes do not either.
@@ -56,32 +52,32 @@ import math
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.transforms.window import GlobalWindows
 
 from contracts import storage
-from contracts.hashing import stable_hash, stable_hasher
-from contracts.layout import (CLS, DOCUMENTS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, STATS, TOKENIZER, VOCAB,
-                              length_folder_name, list_shards, shard_name)
 from contracts.config import add_arguments, parse
+from contracts.hashing import stable_hasher
+from contracts.layout import (CLS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, STATS, TOKENIZER, VOCAB, length_folder_name,
+                              shard_name)
 from contracts.storage import write_bytes_atomic, write_json
-from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.config import ExamplesConfig, InstanceConfig
-from pipelines.instances import InstanceBatch, SentenceEncoder, Vocab, make_batches, tokenize_documents
 from pipelines.counters import Counters, metric_counters
+from pipelines.documents import bucket_of, least, num_buckets, plan_units, read_unit, split_hashes, split_of
+from pipelines.instances import SHUFFLED, batch_table, make_batches
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.shards import SPILL, MergeShards, Runs, merge_all, regroup, write_row_groups
+from pipelines.stats import SumCounts, add_counts, batch_counts, summarize, zero_counts
+from pipelines.tokens import SentenceEncoder, Vocab, tokenize_documents
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "examples"  # of the Beam counters
 
-SCHEMA = EXAMPLES_SCHEMA  # the name tests/pretrain_examples.py imports
 VOCAB_FILES = (VOCAB, TOKENIZER)  # what the examples folder carries of the vocabulary
 
 
@@ -137,138 +133,10 @@ def check_vocab_folder(vocab_dir: str) -> Vocab:
 # --- Beam stages ------------------------------------------------------------------------
 
 
-def split_of(seed: int, uid: str, eval_fraction: float, least: int | None = None) -> str:
-    """``eval`` when the document's split hash falls under ``eval_fraction``, or when it is
-    ``least``, the least split hash of the corpus (so that the eval split is never empty;
-    when any hash falls under the fraction, the least does too)."""
-    h = stable_hash(seed, "split", uid)
-    return "eval" if h < eval_fraction * 2.0**64 or h == least else "train"
-
-
-def split_hashes(unit: Unit, seed: int) -> Iterator[int]:
-    """The split hash of every document of a unit that has an id (its id column only)."""
-    hash_of = stable_hasher(seed, "split")
-    for index, url, group in unit:
-        with fsspec.open(url, "rb") as f:
-            ids = pq.ParquetFile(f).read_row_group(group, columns=["id"]).column("id").to_pylist()
-        yield from (hash_of(uid_of(index, doc_id)) for doc_id in ids if doc_id is not None)
-
-
-def least(hashes: Iterable[int | None]) -> int | None:
-    return min((h for h in hashes if h is not None), default=None)
-
-
-def num_buckets(num_docs: float, docs_per_bucket: int) -> int:
-    return max(1, math.ceil(num_docs / docs_per_bucket))
-
-
-Unit = tuple  # ((input index, shard URL, row group), ...): consecutive row groups
-
-
-def plan_units(folders: list[str], docs_per_bucket: int) -> tuple[list[Unit], int]:
-    """The work units, and the documents in all: consecutive row groups of the documents
-    shards, at least ``docs_per_bucket`` documents a unit (a row group is 8192 documents
-    at most), from the Parquet footers (no data is read)."""
-    units: list[Unit] = []
-    current: list[tuple[int, str, int]] = []
-    rows = total = 0
-    for index, url in document_shards(folders):
-        with fsspec.open(url, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
-        for group in range(meta.num_row_groups):
-            n = meta.row_group(group).num_rows
-            if not n:
-                continue
-            current.append((index, url, group))
-            rows, total = rows + n, total + n
-            if rows >= docs_per_bucket:
-                units.append(tuple(current))
-                current, rows = [], 0
-    if current:  # too few for a unit of their own: they join the last one
-        units[-1:] = [(*units[-1], *current)] if units else [tuple(current)]
-    return units, total
-
-
-def uid_of(index: int, doc_id: str) -> str:
-    """A document's id in the job: prefixed with its input's index, so that two inputs may
-    reuse an id."""
-    return f"{index}/{doc_id}"
-
-
-def read_unit(unit: Unit, count: Counters) -> list[tuple[str, list[str]]]:
-    """A unit's documents as (uid, sentences); the uid is prefixed with the input's index,
-    so that two inputs may reuse an id. Rows without an id or with sentences that are not
-    strings are counted (``documents_malformed``), logged and skipped."""
-    docs = []
-    for index, url, group in unit:
-        with fsspec.open(url, "rb") as f:
-            rows = pq.ParquetFile(f).read_row_group(group, columns=["id", "sentences"]).to_pylist()
-        for row in rows:
-            doc_id, sentences = row.get("id"), row.get("sentences")
-            if doc_id is None or sentences is None or any(not isinstance(s, str) for s in sentences):
-                count("documents_malformed")
-                log.warning("%s: skipping document %r: no id or sentences that are not strings", url, doc_id)
-                continue
-            docs.append((uid_of(index, doc_id), sentences))
-    return docs
-
-
-def bucket_of(seed: int, uid: str, buckets: int) -> int:
-    return stable_hash(seed, "bucket", uid) % buckets
-
-
-# What travels to the shard writers: a bundle's instances, per (length, split, shard), in
-# an lz4-compressed IPC run file (about 3 bytes per token, instead of a pickled Python
-# dict per instance). `_order` and `_iid` order the rows of a shard; not written.
-SHUFFLED = pa.schema([*EXAMPLES_SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
-
-
-def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
-    def lists(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))
-
-    columns = [
-        lists(batch.input_ids, batch.offsets, pa.int32()),
-        lists(batch.token_type_ids, batch.offsets, pa.int8()),
-        lists(batch.masked_lm_positions, batch.mask_offsets, pa.int32()),
-        lists(batch.masked_lm_ids, batch.mask_offsets, pa.int32()),
-        pa.array(batch.next_sentence_label, pa.int8()),
-        pa.array(order, pa.uint64()),
-        pa.array(batch.ids, pa.string()),
-    ]
-    return pa.Table.from_arrays(columns, schema=SHUFFLED)
-
-
 # A bundle's instances are buffered up to RUN_BYTES (Arrow bytes), then written as runs,
 # one per (length, split, shard), sorted in shard order (``shards.Runs``).
 RUN_BYTES = 32 << 20
 ORDER = [("_order", "ascending"), ("_iid", "ascending")]  # the rows' order in a shard
-
-
-def batch_counts(batch: InstanceBatch, max_seq_length: int, mask_id: int) -> dict:
-    """The statistics' counts of a batch (summed over batches, then ``summarize``d)."""
-    lengths = np.diff(batch.offsets)
-    where = np.repeat(batch.offsets[:-1], np.diff(batch.mask_offsets)) + batch.masked_lm_positions
-    token = batch.input_ids[where]
-    mask = token == mask_id
-    kept = ~mask & (token == batch.masked_lm_ids)
-    return {
-        "lengths": np.bincount(np.minimum(lengths, max_seq_length), minlength=max_seq_length + 1).tolist(),
-        "random_next": int(batch.next_sentence_label.sum()),
-        "short_target": int(batch.short_target.sum()),
-        "masked": len(where),
-        "mask": int(mask.sum()),
-        "kept": int(kept.sum()),
-        "random": int(len(where) - mask.sum() - kept.sum()),
-    }
-
-
-def add_counts(a: dict, b: dict) -> dict:
-    return {k: [x + y for x, y in zip(a[k], b[k])] if k == "lengths" else a[k] + b[k] for k in a}
-
-
-def zero_counts(max_seq_length: int) -> dict:
-    return {"lengths": [0] * (max_seq_length + 1), "random_next": 0, "short_target": 0, "masked": 0, "mask": 0, "kept": 0, "random": 0}
 
 
 class _Instances(beam.DoFn):
@@ -406,49 +274,6 @@ class _ExampleShard:
         return name, rows
 
 
-def summarize(lengths: list[int], random_next: int, short_target: int | None, masked: int, mask: int, random_: int, kept: int) -> dict:
-    """The statistics of one split from its counts; ``lengths[n]`` instances have n tokens.
-    (The benchmark applies the same function to the original generator's output.)"""
-    instances = sum(lengths)
-    tokens = sum(n * c for n, c in enumerate(lengths))
-    max_len = len(lengths) - 1
-    width = max(1, (max_len + 15) // 16)
-    histogram = {}  # "lo-hi" tokens -> instances
-    for lo in range(1, max_len + 1, width):
-        hi = min(max_len, lo + width - 1)
-        histogram[f"{lo}-{hi}"] = sum(lengths[lo : hi + 1])
-
-    def share(n, d):
-        return round(n / d, 6) if d else 0.0
-
-    return {
-        "instances": instances,
-        "tokens": tokens,
-        "mean_length": share(tokens, instances),
-        "short_share": share(sum(lengths[: max_len // 2]), instances),  # under half the max length
-        "full_share": share(lengths[max_len], instances),
-        "short_target_share": share(short_target, instances) if short_target is not None else None,
-        "nsp_random_rate": share(random_next, instances),
-        "masked_tokens": masked,
-        "masked_per_token": share(masked, tokens),
-        "mask_share": share(mask, masked),
-        "random_share": share(random_, masked),
-        "kept_share": share(kept, masked),
-        "length_histogram": histogram,
-    }
-
-
-def document_shards(folders: list[str]) -> list[tuple[int, str]]:
-    """(input index, shard URL) for every documents shard of every input folder."""
-    out = []
-    for index, folder in enumerate(folders):
-        shards = list_shards(folder, DOCUMENTS)
-        if not shards:
-            raise FileNotFoundError(f"{folder} holds no documents-*.parquet: give the output folder of a wikipedia or books step")
-        out.extend((index, url) for url in shards)
-    return out
-
-
 def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: str, output: str) -> None:
     """Add the job's stages to ``p``: units of documents in, one shuffle of compact
     instance batches into shards."""
@@ -490,29 +315,10 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: st
     (
         (train.stats, evals.stats)
         | "AllStats" >> beam.Flatten()
-        | "SumStats" >> beam.CombinePerKey(_SumCounts())
+        | "SumStats" >> beam.CombinePerKey(SumCounts())
         | "OneDict" >> beam.combiners.ToDict()
         | "WriteStats" >> beam.Map(write_stats)
     )
-
-
-class _SumCounts(beam.CombineFn):
-    def create_accumulator(self):
-        return None
-
-    def add_input(self, acc, counts):
-        return counts if acc is None else add_counts(acc, counts)
-
-    def merge_accumulators(self, accs):
-        out = None
-        for acc in accs:
-            if acc is not None:
-                out = acc if out is None else add_counts(out, acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
 
 
 def run(cfg: ExamplesConfig, documents: list[str], vocab: str, output: str, options) -> dict[str, int]:

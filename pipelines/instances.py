@@ -45,175 +45,19 @@ Where we differ, on purpose:
 from __future__ import annotations
 
 import bisect
-import itertools
 import random
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from contracts.hashing import stable_hash
-from contracts.layout import SpecialIds, read_vocab
+from contracts.layout import EXAMPLES_SCHEMA
 from pipelines.config import InstanceConfig
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """What instance making needs from ``vocab.txt``: its size, the special ids, and which
-    ids are ``##`` continuation pieces (for whole-word masking)."""
-
-    size: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    continuation: np.ndarray = field(repr=False)  # bool per id
-
-    @classmethod
-    def from_tokens(cls, tokens: Sequence[str], where: str = "vocab.txt") -> "Vocab":
-        ids = SpecialIds.of(list(tokens), where)
-        continuation = np.fromiter((t.startswith("##") for t in tokens), dtype=bool, count=len(tokens))
-        return cls(ids.size, ids.cls, ids.sep, ids.mask, continuation)
-
-    @classmethod
-    def read(cls, url: str) -> "Vocab":
-        """The vocabulary of the vocab.txt at ``url``."""
-        return cls.from_tokens(read_vocab(url), url)
-
-
-@dataclass
-class Document:
-    """A tokenized document: every sentence's ids concatenated, and where each starts."""
-
-    id: str
-    tokens: np.ndarray  # int32, all sentences back to back
-    bounds: np.ndarray  # int64, sentence i is tokens[bounds[i]:bounds[i + 1]]
-
-    @property
-    def num_sentences(self) -> int:
-        return len(self.bounds) - 1
-
-    def sentence_length(self, i: int) -> int:
-        return int(self.bounds[i + 1] - self.bounds[i])
-
-    def span(self, start: int, end: int) -> list[int]:
-        """The ids of sentences ``start`` .. ``end - 1``, as one list."""
-        return self.tokens[self.bounds[start] : self.bounds[end]].tolist()
-
-
-def document_from_ids(doc_id: str, sentences: Sequence[Sequence[int]]) -> Document | None:
-    """A ``Document`` from per-sentence ids; empty sentences are dropped, and a document
-    with no tokens at all is ``None``."""
-    kept = [s for s in sentences if len(s)]
-    if not kept:
-        return None
-    lengths = np.fromiter((len(s) for s in kept), dtype=np.int64, count=len(kept))
-    bounds = np.zeros(len(kept) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=bounds[1:])
-    tokens = np.fromiter((t for s in kept for t in s), dtype=np.int32, count=int(bounds[-1]))
-    return Document(doc_id, tokens, bounds)
-
-
-class SentenceEncoder:
-    """Token ids of many sentences, each distinct word encoded once.
-
-    BERT's normalizer works character by character and its pre-tokenizer splits at every
-    space, so a sentence's ids are its space-separated words' ids back to back. Words
-    repeat (Zipf), so the ids of the words seen lately are kept, and only new words go
-    through ``tokenizers``; the rest is dict lookups and numpy gathers. The cache is
-    cleared before it would pass ``max_words`` words (one call's words are always kept),
-    so memory does not grow with the corpus.
-
-    A tokenizer whose pre-tokenizer or normalizer is not BERT's (or which has an added
-    token with a space in it) may tokenize across spaces: then every sentence goes through
-    ``tokenizers`` whole.
-    """
-
-    def __init__(self, tokenizer, max_words: int = 1 << 18):  # some 30 MB of words and ids
-        self.tokenizer = tokenizer
-        self.max_words = max_words
-        self.by_word = type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer" and (
-            tokenizer.normalizer is None or type(tokenizer.normalizer).__name__ == "BertNormalizer"
-        ) and not any(" " in t.content for t in tokenizer.get_added_tokens_decoder().values())
-        self.words = 0  # non-empty space-separated words encoded so far (a counter)
-        self._clear()
-
-    def _clear(self):
-        self.index: dict[str, int] = {}  # word -> its row in starts / lengths
-        self.starts = np.zeros(0, np.int64)  # where each word's ids start in `ids`
-        self.lengths = np.zeros(0, np.int64)
-        self.ids = np.zeros(0, np.int32)
-
-    def _encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(all ids back to back, ids per text), from ``tokenizers`` directly."""
-        ids = [e.ids for e in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        return np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum())), lengths
-
-    def encode(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(every sentence's ids back to back as int32, ids per sentence)."""
-        if not self.by_word:
-            self.words += sum(map(len, map(str.split, sentences)))
-            return self._encode(sentences)
-        split = [s.split(" ") for s in sentences]
-        words = list(itertools.chain.from_iterable(split))
-        self.words += len(words) - words.count("")
-        distinct = set(words)
-        new = list(distinct - self.index.keys())
-        if len(self.index) + len(new) > self.max_words:
-            self._clear()
-            new = list(distinct)
-        if new:
-            ids, lengths = self._encode(new)
-            starts = np.zeros(len(new), np.int64)
-            np.cumsum(lengths[:-1], out=starts[1:])
-            self.index.update(zip(new, range(len(self.index), len(self.index) + len(new))))
-            self.starts = np.concatenate([self.starts, starts + len(self.ids)])
-            self.lengths = np.concatenate([self.lengths, lengths])
-            self.ids = np.concatenate([self.ids, ids])
-        rows = np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))
-        word_lengths = self.lengths[rows]
-        tokens = self.ids[_ranges(self.starts[rows], word_lengths)]
-        # every sentence has at least one word ("".split(" ") == [""])
-        first_word = np.zeros(len(split), np.int64)
-        np.cumsum(np.fromiter(map(len, split), dtype=np.int64, count=len(split))[:-1], out=first_word[1:])
-        return tokens, np.add.reduceat(word_lengths, first_word) if len(split) else np.zeros(0, np.int64)
-
-
-def tokenize_document(encoder: SentenceEncoder, doc_id: str, sentences: Sequence[str]) -> Document | None:
-    """Tokenize a document's sentences (no special tokens, no truncation, no padding)."""
-    return tokenize_documents(encoder, [(doc_id, sentences)])[0]
-
-
-def tokenize_documents(encoder: SentenceEncoder, docs: Sequence[tuple[str, Sequence[str]]]) -> list[Document | None]:
-    """Tokenize many documents (``(id, sentences)``) in one call over all their sentences:
-    the per-call overhead is paid once per bucket, not once per document. ``None`` where a
-    document has no tokens."""
-    tokens, lengths = encoder.encode([s for _, doc in docs for s in doc])
-    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    out, k = [], 0
-    for doc_id, doc in docs:
-        kept = lengths[k : k + len(doc)]
-        kept = kept[kept > 0]  # empty sentences are dropped
-        if not len(kept):
-            out.append(None)
-        else:
-            bounds = np.zeros(len(kept) + 1, dtype=np.int64)
-            np.cumsum(kept, out=bounds[1:])
-            out.append(Document(doc_id, tokens[starts[k] : starts[k + len(doc)]], bounds))
-        k += len(doc)
-    return out
-
-
-@dataclass
-class Instance:
-    input_ids: list[int]
-    token_type_ids: list[int]
-    masked_lm_positions: list[int]
-    masked_lm_ids: list[int]
-    next_sentence_label: int  # 1: B is a random next sentence, 0: B is the true continuation
-    short_target: bool  # drawn from a short target length (for the statistics)
+from pipelines.masking import MaskDraws, mask_batch, whole_word_mask
+from pipelines.tokens import Document, Vocab, ranges
 
 
 def _trims(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
@@ -239,136 +83,6 @@ def _trims(len_a: int, len_b: int, max_num_tokens: int, rng: random.Random) -> t
     front_a = rng.getrandbits(cut_a).bit_count() if cut_a else 0
     front_b = rng.getrandbits(cut_b).bit_count() if cut_b else 0
     return front_a, cut_a - front_a, front_b, cut_b - front_b
-
-
-def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random):
-    """Trim the longer of the two segments, one token at a time from its front or back at
-    random, until both fit in ``max_num_tokens``. Returns the trimmed (a, b)."""
-    fa, ba, fb, bb = _trims(len(tokens_a), len(tokens_b), max_num_tokens, rng)
-    return tokens_a[fa : len(tokens_a) - ba], tokens_b[fb : len(tokens_b) - bb]
-
-
-def num_to_predict(length: int, cfg: InstanceConfig) -> int:
-    """How many positions a sequence of ``length`` tokens (specials included) masks."""
-    return min(cfg.max_predictions_per_seq, max(1, int(round(length * cfg.masked_lm_prob))))
-
-
-# --- masking --------------------------------------------------------------------------------
-
-
-@dataclass
-class MaskDraws:
-    """The random numbers masking uses, one of each per token position of a batch:
-    ``select`` ranks the candidates (the n smallest are masked), ``action`` picks [MASK]
-    (< 0.8), kept (0.8-0.9) or random (>= 0.9), ``random_id`` is the random token."""
-
-    select: np.ndarray  # float64
-    action: np.ndarray  # float64
-    random_id: np.ndarray  # int32
-
-    @classmethod
-    def draw(cls, seed: int, n: int, vocab_size: int) -> "MaskDraws":
-        g = np.random.Generator(np.random.PCG64(seed))
-        uniform = g.random(2 * n)  # the same numbers as two calls of n, in one
-        return cls(uniform[:n], uniform[n:], g.integers(0, vocab_size, n, dtype=np.int32))
-
-    @classmethod
-    def concat(cls, parts: Sequence["MaskDraws"]) -> "MaskDraws":
-        if not parts:
-            return cls(np.zeros(0), np.zeros(0), np.zeros(0, np.int32))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("select", "action", "random_id")))
-
-
-def mask_batch(ids: np.ndarray, offsets: np.ndarray, special: np.ndarray, cfg: InstanceConfig, vocab: Vocab, draws: MaskDraws):
-    """Static masks for a batch of sequences at once (numpy, no Python loop per token).
-
-    ``ids``: every sequence's ids back to back, sequence i is ``ids[offsets[i]:offsets[i+1]]``;
-    ``special``: True where a position may not be masked ([CLS], [SEP]). Each sequence
-    masks ``num_to_predict`` of its other positions, a uniform random subset (those with the
-    smallest ``draws.select``; the original shuffles the candidates and takes the first n,
-    the same law). Returns (masked ids, positions, original ids, positions offsets), with
-    positions ascending within each sequence.
-    """
-    n = len(offsets) - 1
-    lengths = np.diff(offsets)
-    if n == 0 or lengths.max(initial=0) == 0:
-        return ids.copy(), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(n + 1, np.int64)
-    width = int(lengths.max())
-    want = np.minimum(cfg.max_predictions_per_seq, np.maximum(1, np.rint(lengths * cfg.masked_lm_prob).astype(np.int64)))
-    row = np.repeat(np.arange(n), lengths)
-    col = np.arange(len(ids)) - offsets[row]
-    # Rank keys in a (sequences x positions) table: candidates in [0, 1), specials 2,
-    # padding 3, so that neither is ever among the n smallest of a candidate.
-    keys = np.full((n, width), 3.0)
-    keys[row, col] = np.where(special, 2.0, draws.select)
-    k = min(cfg.max_predictions_per_seq, width)
-    cols = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < width else np.argsort(keys, axis=1)
-    ranked = np.take_along_axis(keys, cols, axis=1)
-    order = np.argsort(ranked, axis=1, kind="stable")
-    cols, ranked = np.take_along_axis(cols, order, axis=1), np.take_along_axis(ranked, order, axis=1)
-    chosen = (np.arange(cols.shape[1])[None, :] < want[:, None]) & (ranked < 2.0)
-    # Ascending positions per sequence: unchosen slots sort last, then are dropped.
-    cols = np.sort(np.where(chosen, cols, width), axis=1)
-    count = chosen.sum(axis=1)
-    keep = np.arange(cols.shape[1])[None, :] < count[:, None]
-    positions = cols[keep].astype(np.int32)  # row-major: grouped by sequence
-    where = offsets[:-1].repeat(count) + positions  # flat index into ids
-    labels = ids[where]
-    action = draws.action[where]
-    out = ids.copy()
-    out[where[action < 0.8]] = vocab.mask_id
-    rand = action >= 0.9
-    out[where[rand]] = draws.random_id[where[rand]]
-    pos_offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(count, out=pos_offsets[1:])
-    return out, positions, labels.astype(np.int32), pos_offsets
-
-
-def whole_word_mask(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random):
-    """Whole-word masking of one sequence (a word: a piece and its ``##`` continuations is
-    masked whole or not at all). Returns (masked tokens, positions ascending, original ids)."""
-    special = (vocab.cls_id, vocab.sep_id)
-    n = num_to_predict(len(tokens), cfg)
-    groups: list[list[int]] = []
-    for i, t in enumerate(tokens):
-        if t in special:
-            continue
-        if groups and vocab.continuation[t] and groups[-1][-1] == i - 1:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    rng.shuffle(groups)
-    chosen: list[int] = []
-    for group in groups:
-        if len(chosen) >= n:
-            break
-        if len(chosen) + len(group) > n:
-            continue  # a word that does not fit whole is skipped, as in the original
-        chosen.extend(group)
-    chosen.sort()
-    output = list(tokens)
-    labels = []
-    for i in chosen:
-        labels.append(tokens[i])
-        if rng.random() < 0.8:
-            output[i] = vocab.mask_id
-        elif rng.random() < 0.5:
-            pass  # kept as it is
-        else:
-            output[i] = rng.randint(0, vocab.size - 1)
-    return output, chosen, labels
-
-
-def mask_tokens(tokens: list[int], cfg: InstanceConfig, vocab: Vocab, rng: random.Random):
-    """Masked-LM predictions for one sequence: (masked tokens, positions, original ids),
-    positions ascending. The same code as the batched path (``mask_batch``), for one row."""
-    if cfg.do_whole_word_mask:
-        return whole_word_mask(tokens, cfg, vocab, rng)
-    ids = np.asarray(tokens, dtype=np.int32)
-    special = (ids == vocab.cls_id) | (ids == vocab.sep_id)
-    draws = MaskDraws.draw(rng.getrandbits(64), len(ids), vocab.size)
-    out, positions, labels, _ = mask_batch(ids, np.array([0, len(ids)]), special, cfg, vocab, draws)
-    return out.tolist(), positions.tolist(), labels.tolist()
 
 
 # --- instance layout: spans of the bucket's tokens ---------------------------------------------
@@ -459,12 +173,6 @@ def packed_spans(own: list[int], cfg: InstanceConfig, rng: random.Random):
         yield lo, hi, 0, 0, False, short
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + n)`` for every (s, n), without a Python loop."""
-    ends = np.cumsum(lengths)
-    return np.arange(int(ends[-1]) if len(ends) else 0) - np.repeat(ends - lengths - starts, lengths)
-
-
 @dataclass
 class InstanceBatch:
     """Instances as flat columns: instance i is ``input_ids[offsets[i]:offsets[i+1]]``, its
@@ -483,13 +191,6 @@ class InstanceBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def instances(self) -> Iterator[Instance]:
-        o, m = self.offsets.tolist(), self.mask_offsets.tolist()
-        ids, types = self.input_ids.tolist(), self.token_type_ids.tolist()
-        pos, lab = self.masked_lm_positions.tolist(), self.masked_lm_ids.tolist()
-        for i, (label, short) in enumerate(zip(self.next_sentence_label.tolist(), self.short_target.tolist())):
-            yield Instance(ids[o[i] : o[i + 1]], types[o[i] : o[i + 1]], pos[m[i] : m[i + 1]], lab[m[i] : m[i + 1]], label, short)
-
 
 def assemble(tokens: np.ndarray, spans: list[tuple], ids: list[str], passes: list[tuple[int, int]], cfg: InstanceConfig, vocab: Vocab) -> InstanceBatch:
     """Gather ``[CLS] A [SEP] B [SEP]`` (or ``[CLS] A [SEP]`` when packed) for every span
@@ -504,7 +205,7 @@ def assemble(tokens: np.ndarray, spans: list[tuple], ids: list[str], passes: lis
     # Five pieces per instance: [CLS], A, [SEP], B, [SEP] (B and its [SEP] empty when packed).
     starts = np.stack([cls * ones, a_lo, sep * ones, b_lo, sep * ones], axis=1).ravel()
     lengths = np.stack([ones, a_len, ones, b_len, ones if cfg.nsp else 0 * ones], axis=1).ravel()
-    input_ids = source[_ranges(starts, lengths)]
+    input_ids = source[ranges(starts, lengths)]
     token_type_ids = np.repeat(np.tile(np.array([0, 0, 0, 1, 1], np.int8), n), lengths)
     per = lengths.reshape(n, 5).sum(axis=1)
     offsets = np.zeros(n + 1, np.int64)
@@ -560,23 +261,18 @@ def _bucket_tokens(docs: Sequence[Document]) -> tuple[np.ndarray, list[list[int]
     return tokens, bounds
 
 
-def make_batch(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed: int, dupe_factor: int, counts: Counter | None = None) -> InstanceBatch:
-    """Every instance of a bucket of documents, as one ``InstanceBatch``.
+def make_batches(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed: int, dupe_factor: int,
+                 counts: Counter | None = None, docs_per_batch: int = 32) -> Iterator[InstanceBatch]:  # fmt: skip
+    """Every instance of a bucket of documents, as ``InstanceBatch``es of
+    ``docs_per_batch`` documents' instances (partners still from the whole bucket), so that
+    the masking arrays stay small whatever the bucket; the cut changes nothing else.
 
     ``docs`` must be in a fixed order (the caller sorts by id) and have distinct ids; each
     document's partners are the bucket's other documents. Pass ``dupe`` of document ``doc``
     draws from ``random.Random(stable_hash(seed, doc.id, dupe))``: first a seed for its
-    masks, then its layout.
+    masks, then its layout. ``counts["nsp_no_partner"]`` counts the pairs that wanted a
+    random next sentence and had no other document to take it from.
     """
-    tokens, bounds = _bucket_tokens(docs)
-    return _batch_of(docs, range(len(docs)), tokens, bounds, cfg, vocab, seed, dupe_factor, counts)
-
-
-def make_batches(docs: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, seed: int, dupe_factor: int,
-                 counts: Counter | None = None, docs_per_batch: int = 32) -> Iterator[InstanceBatch]:  # fmt: skip
-    """``make_batch``'s instances, made ``docs_per_batch`` documents at a time (partners still
-    from the whole bucket): the same instances, with a bounded working set (the masking
-    arrays of a whole bucket of long documents at dupe 10 would be hundreds of MB)."""
     tokens, bounds = _bucket_tokens(docs)
     for first in range(0, len(docs), docs_per_batch):
         which = range(first, min(first + docs_per_batch, len(docs)))
@@ -600,34 +296,24 @@ def _batch_of(docs, which, tokens, bounds, cfg, vocab, seed, dupe_factor, counts
     return assemble(tokens, spans, ids, passes, cfg, vocab)
 
 
-def bucket_instances(
-    docs: Sequence[Document],
-    cfg: InstanceConfig,
-    vocab: Vocab,
-    seed: int,
-    dupe_factor: int,
-    counts: Counter | None = None,
-) -> Iterator[tuple[str, Instance]]:
-    """Every instance of a bucket, as ``(instance id, instance)`` (``make_batch``, row by
-    row). The instance id ``"{doc id}:{dupe}:{k}"`` is unique and stable."""
-    batch = make_batch(docs, cfg, vocab, seed, dupe_factor, counts)
-    yield from zip(batch.ids, batch.instances())
+# Instances on their way to the shard writers (``shards.Runs``): the examples columns, and
+# `_order` and `_iid` that order the rows of a shard (not written).
+SHUFFLED = pa.schema([*EXAMPLES_SCHEMA, ("_order", pa.uint64()), ("_iid", pa.string())])
 
 
-def nsp_instances(doc: Document, partners: Sequence[Document], cfg: InstanceConfig, vocab: Vocab, rng: random.Random, counts: Counter | None = None) -> list[Instance]:
-    """Sentence-pair instances of one pass over ``doc``; random next sentences come from
-    ``partners`` (other documents, never ``doc``)."""
-    tokens, bounds = _bucket_tokens([doc, *partners])
-    mask_seed = rng.getrandbits(64)
-    spans = list(nsp_spans(0, bounds, cfg, rng, counts))
-    batch = assemble(tokens, spans, [str(k) for k in range(len(spans))], [(len(spans), mask_seed)], cfg, vocab)
-    return list(batch.instances())
+def batch_table(batch: InstanceBatch, order: np.ndarray) -> pa.Table:
+    """A batch as Arrow columns of ``SHUFFLED``; ``order``: each instance's ``_order``."""
 
+    def lists(values: np.ndarray, offsets: np.ndarray, type_: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, type=type_))
 
-def packed_instances(doc: Document, cfg: InstanceConfig, vocab: Vocab, rng: random.Random) -> list[Instance]:
-    """MLM-only instances of one pass over ``doc`` (see ``packed_spans``)."""
-    tokens, bounds = _bucket_tokens([doc])
-    mask_seed = rng.getrandbits(64)
-    spans = list(packed_spans(bounds[0], cfg, rng))
-    batch = assemble(tokens, spans, [str(k) for k in range(len(spans))], [(len(spans), mask_seed)], cfg, vocab)
-    return list(batch.instances())
+    columns = [
+        lists(batch.input_ids, batch.offsets, pa.int32()),
+        lists(batch.token_type_ids, batch.offsets, pa.int8()),
+        lists(batch.masked_lm_positions, batch.mask_offsets, pa.int32()),
+        lists(batch.masked_lm_ids, batch.mask_offsets, pa.int32()),
+        pa.array(batch.next_sentence_label, pa.int8()),
+        pa.array(order, pa.uint64()),
+        pa.array(batch.ids, pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=SHUFFLED)

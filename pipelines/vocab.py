@@ -33,13 +33,14 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from contracts.config import add_arguments, parse
 from contracts.hashing import stable_hash
-from contracts.layout import DOCUMENTS, UNK, list_shards, read_vocab
+from contracts.layout import UNK, read_vocab
 from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
 from .config import VocabConfig
 from .local_runner import freeze_heap, pipeline_options, worker_allocators
 from .counters import Counters, metric_counters
+from .documents import document_shards
 from .shards import read_rows
 
 log = logging.getLogger(__name__)
@@ -223,23 +224,12 @@ def _report(heldout: dict, corpus: dict, cut: dict, vocab: dict, cfg: VocabConfi
     }
 
 
-def document_shards(inputs: list[str]) -> list[str]:
-    """Every documents shard of every input folder; an input without any is an error."""
-    urls = []
-    for folder in inputs:
-        found = list_shards(folder, DOCUMENTS)
-        if not found:
-            raise FileNotFoundError(f"{folder}: no documents-*.parquet shards (is it a documents step's output?)")
-        urls += found
-    return sorted(set(urls))
-
-
 def build(p: beam.Pipeline, cfg: VocabConfig, inputs: list[str], output: str, given_vocab: dict | None):
     """The job's graph. ``given_vocab`` ({"tokens", "file_bytes"}) replaces learning."""
     output = output.rstrip("/")
     docs = (
         p
-        | "Shards" >> beam.Create(document_shards(inputs))
+        | "Shards" >> beam.Create(sorted({url for _, url in document_shards(inputs)}))
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadDocuments())
     )

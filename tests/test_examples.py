@@ -18,7 +18,9 @@ from infra.runner import Runner
 from infra.spec import SpecError, SpecFile
 from contracts.layout import EXAMPLES_SCHEMA as SCHEMA
 from contracts.layout import examples_folder, list_shards
-from pipelines.examples import ExamplesConfig, run, split_of
+from pipelines.config import ExamplesConfig
+from pipelines.documents import split_of
+from pipelines.examples import run
 from pipelines.shards import read_rows
 from tests.book_documents import book_documents, vocab_folder, write_documents
 

@@ -8,19 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipelines.instances import (
-    InstanceConfig,
-    SentenceEncoder,
-    Vocab,
-    bucket_instances,
-    document_from_ids,
-    mask_tokens,
-    num_to_predict,
-    nsp_instances,
-    packed_instances,
-    tokenize_document,
-    truncate_seq_pair,
-)
+from pipelines.config import InstanceConfig
+from pipelines.instances import _trims, batch_table, make_batches
+from pipelines.masking import MaskDraws, mask_batch, num_to_predict
+from pipelines.tokens import Document, SentenceEncoder, Vocab, tokenize_documents
 from tests.book_documents import book_documents, vocab_folder
 
 
@@ -37,20 +28,40 @@ def docs():
     tokenizer.no_truncation()
     tokenizer.no_padding()
     rows = book_documents(paragraphs_per_book=60)
-    encoder = SentenceEncoder(tokenizer)
-    out = [tokenize_document(encoder, r["id"], r["sentences"]) for r in rows]
+    out = tokenize_documents(SentenceEncoder(tokenizer), [(r["id"], r["sentences"]) for r in rows])
     return sorted((d for d in out if d is not None), key=lambda d: d.id)
+
+
+class Row(dict):
+    __getattr__ = dict.__getitem__
+
+
+def rows(docs, cfg, vocab, seed=7, dupe_factor=2, counts=None, **kw) -> list[Row]:
+    """A bucket's instances as the job makes them (``make_batches``) and ships them
+    (``batch_table``): the examples columns, ``_iid``, and the batch's ``short_target``."""
+    out = []
+    for batch in make_batches(docs, cfg, vocab, seed, dupe_factor, counts, **kw):
+        table = batch_table(batch, np.zeros(len(batch), np.uint64))
+        out += [Row(r, short_target=s) for r, s in zip(table.to_pylist(), batch.short_target.tolist())]
+    return out
 
 
 def all_instances(docs, vocab, dupe_factor=2, **kw):
     cfg = InstanceConfig(**kw)
-    return cfg, [inst for _, inst in bucket_instances(docs, cfg, vocab, seed=7, dupe_factor=dupe_factor)]
+    return cfg, rows(docs, cfg, vocab, dupe_factor=dupe_factor)
+
+
+def document(doc_id: str, sentences: list[list[int]]) -> Document:
+    """A document of the given per-sentence ids (as ``tokenize_documents`` makes one)."""
+    bounds = np.zeros(len(sentences) + 1, np.int64)
+    np.cumsum([len(s) for s in sentences], out=bounds[1:])
+    return Document(doc_id, np.array([t for s in sentences for t in s], np.int32), bounds)
 
 
 def test_tokenized_documents_are_real(docs, vocab):
     assert len(docs) > 50
     doc = docs[5]
-    assert doc.num_sentences > 3 and len(doc.tokens) == doc.bounds[-1]
+    assert len(doc.bounds) - 1 > 3 and len(doc.tokens) == doc.bounds[-1]
     assert vocab.size == 30522 and (vocab.cls_id, vocab.sep_id, vocab.mask_id) == (101, 102, 103)
 
 
@@ -85,19 +96,24 @@ def test_static_masks_follow_the_count_rule(docs, vocab):
 
 def test_mask_shares_are_80_10_10(vocab):
     cfg = InstanceConfig(max_seq_length=128, max_predictions_per_seq=20)
-    rng = random.Random(3)
-    tokens = [vocab.cls_id] + [2000 + (i % 5000) for i in range(120)] + [vocab.sep_id]
-    shares = Counter()
-    for _ in range(3000):
-        out, pos, labels = mask_tokens(tokens, cfg, vocab, rng)
-        assert len(pos) == 18 and labels == [tokens[p] for p in pos]
-        assert all(out[i] == tokens[i] for i in range(len(tokens)) if i not in set(pos))
-        for p in pos:
-            shares["mask" if out[p] == vocab.mask_id else "kept" if out[p] == tokens[p] else "random"] += 1
-    total = sum(shares.values())
-    assert abs(shares["mask"] / total - 0.8) < 0.01
-    assert abs(shares["kept"] / total - 0.1) < 0.01
-    assert abs(shares["random"] / total - 0.1) < 0.01
+    tokens = np.array([vocab.cls_id] + [2000 + (i % 5000) for i in range(120)] + [vocab.sep_id], np.int32)
+    n = 3000
+    ids = np.tile(tokens, n)
+    offsets = np.arange(n + 1) * len(tokens)
+    special = (ids == vocab.cls_id) | (ids == vocab.sep_id)
+    out, positions, labels, pos_offsets = mask_batch(ids, offsets, special, cfg, vocab, MaskDraws.draw(3, len(ids), vocab.size))
+    assert np.diff(pos_offsets).tolist() == [18] * n
+    where = np.repeat(offsets[:-1], 18) + positions
+    assert (labels == ids[where]).all() and not special[where].any()
+    unmasked = np.ones(len(ids), bool)
+    unmasked[where] = False
+    assert (out[unmasked] == ids[unmasked]).all()
+    mask = out[where] == vocab.mask_id
+    kept = ~mask & (out[where] == ids[where])
+    total = len(where)
+    assert abs(mask.sum() / total - 0.8) < 0.01
+    assert abs(kept.sum() / total - 0.1) < 0.01
+    assert abs((total - mask.sum() - kept.sum()) / total - 0.1) < 0.01
 
 
 def test_whole_word_masking_masks_whole_words(docs, vocab):
@@ -124,12 +140,12 @@ def test_whole_word_masking_masks_whole_words(docs, vocab):
 
 def test_random_next_comes_from_another_document(vocab):
     # Every document's ids are its own (doc k uses 1000 + 100k ...), so B's source is visible.
-    docs = [document_from_ids(f"d{k}", [[1000 + 100 * k + j] * (3 + j) for j in range(6)]) for k in range(5)]
+    docs = [document(f"d{k}", [[1000 + 100 * k + j] * (3 + j) for j in range(6)]) for k in range(5)]
     cfg = InstanceConfig(max_seq_length=24, masking="dynamic", short_seq_prob=0.3)
     owner = lambda t: (t - 1000) // 100  # noqa: E731
     labels = Counter()
-    for iid, inst in bucket_instances(docs, cfg, vocab, seed=1, dupe_factor=20):
-        doc = int(iid.split(":")[0][1:])
+    for inst in rows(docs, cfg, vocab, seed=1, dupe_factor=20):
+        doc = int(inst._iid.split(":")[0][1:])
         n_a = inst.token_type_ids.index(1) - 2
         a, b = inst.input_ids[1 : n_a + 1], inst.input_ids[n_a + 2 : -1]
         assert {owner(t) for t in a} == {doc}
@@ -143,35 +159,32 @@ def test_random_next_comes_from_another_document(vocab):
 
 
 def test_single_document_bucket_never_pairs_with_itself(vocab):
-    doc = document_from_ids("alone", [[2000 + j] * 5 for j in range(8)])
+    doc = document("alone", [[2000 + j] * 5 for j in range(8)])
     cfg = InstanceConfig(max_seq_length=32, masking="dynamic")
     counts = Counter()
-    instances = list(nsp_instances(doc, [], cfg, vocab, random.Random(0), counts))
+    instances = rows([doc], cfg, vocab, seed=0, dupe_factor=1, counts=counts)
     assert instances and all(i.next_sentence_label == 0 for i in instances)
     assert counts["nsp_no_partner"] > 0
 
 
-def test_truncate_seq_pair_trims_the_longer_side_from_both_ends():
+def test_truncation_trims_the_longer_side_from_both_ends():
     ends = Counter()
     for seed in range(200):
-        a, b = list(range(100, 160)), list(range(200, 220))
-        ta, tb = truncate_seq_pair(a, b, 50, random.Random(seed))
-        assert len(ta) + len(tb) == 50
-        assert tb == b  # A was longer until it was shorter than B... it never got there
-        assert ta == a[ta[0] - 100 : ta[0] - 100 + len(ta)]  # a contiguous span of A
-        ends["front"] += ta[0] > 100
-        ends["back"] += ta[-1] < 159
+        front_a, back_a, front_b, back_b = _trims(60, 20, 50, random.Random(seed))
+        assert front_a + back_a == 30 and front_b == back_b == 0  # A stays the longer: only A is cut
+        ends["front"] += front_a > 0
+        ends["back"] += back_a > 0
     assert ends["front"] > 150 and ends["back"] > 150
     # Both long: they end within one token of each other.
-    ta, tb = truncate_seq_pair(list(range(80)), list(range(70)), 40, random.Random(1))
-    assert len(ta) + len(tb) == 40 and abs(len(ta) - len(tb)) <= 1
+    fa, ba, fb, bb = _trims(80, 70, 40, random.Random(1))
+    assert (80 - fa - ba) + (70 - fb - bb) == 40 and abs((80 - fa - ba) - (70 - fb - bb)) <= 1
 
 
 def test_packed_mlm_only_keeps_every_token_in_order(docs, vocab):
     cfg = InstanceConfig(max_seq_length=64, nsp=False, short_seq_prob=0.0, masking="dynamic")
     lengths = []
     for doc in docs[:20]:
-        instances = list(packed_instances(doc, cfg, vocab, random.Random(0)))
+        instances = rows([doc], cfg, vocab, seed=0, dupe_factor=1)
         lengths += [len(i.input_ids) for i in instances[:-1]]
         body = []
         for inst in instances:
@@ -193,20 +206,18 @@ def test_short_seq_prob_makes_short_targets(docs, vocab):
 
 def test_instances_are_deterministic_and_ids_unique(docs, vocab):
     cfg = InstanceConfig()
-    first = list(bucket_instances(docs[:20], cfg, vocab, seed=5, dupe_factor=3))
-    again = list(bucket_instances(docs[:20], cfg, vocab, seed=5, dupe_factor=3))
-    other = list(bucket_instances(docs[:20], cfg, vocab, seed=6, dupe_factor=3))
+    first = rows(docs[:20], cfg, vocab, seed=5, dupe_factor=3)
+    again = rows(docs[:20], cfg, vocab, seed=5, dupe_factor=3)
+    other = rows(docs[:20], cfg, vocab, seed=6, dupe_factor=3)
     assert first == again and first != other
-    assert len({iid for iid, _ in first}) == len(first)
+    assert len({i._iid for i in first}) == len(first)
     # Different dupes of a document mask differently.
-    by_dupe = {iid: i for iid, i in first}
+    by_dupe = {i._iid: i for i in first}
     doc = docs[0].id
     assert by_dupe[f"{doc}:0:0"].masked_lm_positions != by_dupe[f"{doc}:1:0"].masked_lm_positions
 
 
 def test_truncation_cuts_as_many_tokens_from_each_side_as_the_original_loop():
-    from pipelines.instances import _trims
-
     rng = random.Random(0)
     for len_a in range(0, 40, 3):
         for len_b in range(0, 40, 5):
@@ -244,14 +255,10 @@ def test_batched_masks_match_the_rule_per_sequence(docs, vocab):
 
 def test_batches_of_a_bucket_are_the_whole_bucket(docs, vocab):
     # Making a bucket's instances a few documents at a time changes nothing but the cut.
-    from pipelines.instances import make_batch, make_batches
-
     cfg = InstanceConfig(max_seq_length=64)
-    whole = make_batch(docs[:25], cfg, vocab, seed=3, dupe_factor=2)
-    parts = list(make_batches(docs[:25], cfg, vocab, seed=3, dupe_factor=2, docs_per_batch=7))
-    assert len(parts) == 4
-    assert [i for p in parts for i in p.ids] == whole.ids
-    assert [i for p in parts for i in p.instances()] == list(whole.instances())
+    whole = rows(docs[:25], cfg, vocab, seed=3, docs_per_batch=25)
+    assert len(list(make_batches(docs[:25], cfg, vocab, 3, 2, docs_per_batch=7))) == 4
+    assert rows(docs[:25], cfg, vocab, seed=3, docs_per_batch=7) == whole
 
 
 TRICKY = [

@@ -16,6 +16,7 @@ from infra.kinds import KINDS, Resources, StepContext
 from pipelines.local_runner import pipeline_options
 from pipelines import vocab as vocab_job
 from pipelines.config import VocabConfig
+from pipelines.documents import document_shards
 from contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
 from contracts.layout import read_vocab, shard_name
 from pipelines.bert_tokenizer import build_tokenizer
@@ -211,4 +212,4 @@ def test_params_are_checked_with_clear_messages():
 
 def test_an_input_without_documents_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no documents-"):
-        vocab_job.document_shards([str(tmp_path)])
+        document_shards([str(tmp_path)])

@@ -16,7 +16,7 @@ from . import Input, StepKind, register
 @register
 class PretrainingData(StepKind):
     name = "pretraining_data"
-    version = 3  # 3: buckets per documents row group
+    version = 4  # 4: the eval split is never empty when eval_fraction > 0
     Params = ExamplesConfig
     inputs = {"documents": Input(many=True), "vocab": Input()}
 
