@@ -59,7 +59,7 @@ class SentenceEncoder:
     ``tokenizers`` whole.
     """
 
-    def __init__(self, tokenizer, max_words: int = 1 << 18):  # some 30 MB of words and ids
+    def __init__(self, tokenizer, max_words: int = 1 << 18):
         self.tokenizer = tokenizer
         self.max_words = max_words
         self.by_word = type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer" and (

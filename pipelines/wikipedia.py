@@ -349,10 +349,8 @@ class _PlanSplits(beam.DoFn):
         if not splits:
             self.count("files_empty")
             log.warning("empty dump file skipped: %s", url)
-        # In a scattered order: the local runner deals the splits out to its workers in turn,
-        # in the order they come (its Reshuffle keeps that order), so on the benchmark's
-        # dump of a repeated sample, 2 splits a copy, one worker got every first half:
-        # twice the work of the other.
+        # In a scattered order: the local runner deals the splits out to its workers in
+        # turn, in the order they come, and neighbouring splits may differ in work.
         yield from sorted(splits, key=lambda s: stable_hash(s.url, s.start))
 
 
