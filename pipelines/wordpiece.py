@@ -39,6 +39,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from contracts.layout import SPECIALS
+
 log = logging.getLogger(__name__)
 
 JOINER = "##"  # BERT's prefix for a piece that continues a word
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--word-counts", required=True, help="word<TAB>count lines (any fsspec URL)")
     ap.add_argument("--size", type=int, required=True, help="vocabulary size, reserved tokens included")
-    ap.add_argument("--reserved", nargs="*", default=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    ap.add_argument("--reserved", nargs="*", default=list(SPECIALS))
     ap.add_argument("--output", required=True, help="vocab.txt to write")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
