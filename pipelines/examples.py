@@ -230,10 +230,10 @@ class _UnitInstances(_Instances):
         super().__init__(*args)
         self.eval_fraction, self.eval_buckets, self.docs_per_bucket = eval_fraction, eval_buckets, docs_per_bucket
 
-    def process(self, unit, least=None):
+    def process(self, unit, least_hash=None):
         docs = []
         for uid, sentences in read_unit(unit, self.count):
-            if split_of(self.seed, uid, self.eval_fraction, least) == "eval":
+            if split_of(self.seed, uid, self.eval_fraction, least_hash) == "eval":
                 yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
             else:
                 docs.append((uid, sentences))
@@ -293,7 +293,7 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: st
     train = spread | "TrainInstances" >> beam.ParDo(
         _UnitInstances(*common, eval_fraction=cfg.eval_fraction, docs_per_bucket=cfg.docs_per_bucket,
                        eval_buckets=num_buckets(total_docs * cfg.eval_fraction, cfg.docs_per_bucket)),
-        least=least_hash,
+        least_hash=least_hash,
     ).with_outputs("rows", "stats", "eval_docs")
     evals = (
         train.eval_docs
