@@ -71,9 +71,9 @@ def main() -> None:
 
     print("building examples from data/ with the real pipelines ...", file=sys.stderr)
     if not (docs / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.books", str(ROOT / "data/books/*.txt"), str(docs), "--num-shards", "2", "--workers", "2")
+        sh("pipelines.books", "--files", str(ROOT / "data/books/*.txt"), "--output", str(docs), "--num-shards", "2", "--workers", "2")
     if not (wiki / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.wikipedia", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), str(wiki), "--num-shards", "2", "--workers", "2")
+        sh("pipelines.wikipedia", "--dump", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), "--output", str(wiki), "--num-shards", "2", "--workers", "2")
     if not (examples / "stats.json").exists():
         sh("pipelines.examples", "--documents", str(docs), str(wiki), "--vocab", vocab_folder(), "--output", str(examples),
            "--max-seq-length", str(args.max_seq_length), "--dupe-factor", str(args.dupe_factor),
