@@ -65,12 +65,6 @@ def hashed(model: BaseModel) -> dict:
     return strip(model.model_dump(mode="json"), model)
 
 
-def operational_values(model: BaseModel) -> dict:
-    """The operational fields of ``model`` (top level), as JSON."""
-    dumped = model.model_dump(mode="json")
-    return {name: dumped[name] for name, field in type(model).model_fields.items() if is_operational(field)}
-
-
 # --- the command line ------------------------------------------------------------------
 
 
@@ -105,9 +99,6 @@ def _argument(annotation: Any) -> dict[str, Any]:
         lists = [k for k in kinds if k.get("nargs")]
         if lists:
             return {**lists[0], "_one_or_more": True}
-        scalar = [k for k in kinds if "type" in k or "choices" in k]
-        if scalar and all("choices" not in k for k in kinds):
-            return {"type": json_or_text}
     return {"type": json_or_text}
 
 

@@ -38,8 +38,9 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
 
 def split_of(seed: int, uid: str, eval_fraction: float, least: int | None = None) -> str:
     """``eval`` when the document's split hash falls under ``eval_fraction``, or when it is
-    ``least``, the least split hash of the corpus (so that the eval split is never empty;
-    when any hash falls under the fraction, the least does too)."""
+    ``least``, the least split hash of the corpus (so that the eval split holds a document
+    unless that one is empty or malformed; when any hash falls under the fraction, the
+    least does too)."""
     h = stable_hash(seed, "split", uid)
     return "eval" if h < eval_fraction * 2.0**64 or h == least else "train"
 

@@ -15,7 +15,8 @@ The job, stage by stage:
    each is read by one worker, so the raw text never goes through the runner's shuffle
    (the local runner would hold it all in memory);
 2. per unit: its documents are split into ``eval`` and ``train`` by a hash of the id
-   (the least hash of the corpus is always eval, so that the eval split is never empty).
+   (the least hash of the corpus is always eval, so that the eval split is not empty
+   unless that document is).
    The train documents are grouped into buckets by a hash of the id (about
    ``docs_per_bucket`` each: where random-next partners come from); the eval documents,
    a small share, are shuffled into eval buckets that span the corpus. Per bucket, in one

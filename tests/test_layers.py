@@ -77,9 +77,11 @@ def test_the_walk_sees_a_wrong_import(tmp_path, monkeypatch):
 
 def test_the_spec_and_the_cli_load_no_engine():
     code = (
-        "import sys, infra.cli, infra.kinds\n"
+        "import contextlib, io, sys, infra.cli\n"
         "from infra.kinds import KINDS\n"
         "assert set(KINDS) >= {'wikipedia', 'books', 'vocab', 'pretraining_data', 'pretrain', 'finetune'}, KINDS\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert infra.cli.main(['validate', '-f', 'workflows.yaml']) == 0\n"
         "print(sorted(m for m in ('apache_beam', 'torch', 'ray', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

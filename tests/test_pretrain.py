@@ -209,6 +209,15 @@ def test_kind_params_fail_clearly():
         check_run(P(batch_size=8, grad_accum=3), PretrainRun(examples="x", output="y", workers=2))
 
 
+def test_a_typo_in_the_model_config_fails_before_ray_starts(examples, tmp_path):
+    from infra.kinds import KINDS
+    from trainer.pretrain import check_run
+
+    P = KINDS["pretrain"].Params
+    with pytest.raises(ValueError, match="hidden_szie"):
+        check_run(P(model={"hidden_szie": 64}), PretrainRun(examples=examples, output=str(tmp_path)))
+
+
 def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):
     from trainer import checkpoint
     from trainer.model import BertConfig, BertForPreTraining

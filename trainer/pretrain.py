@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from contracts.config import add_arguments, parse
-from contracts.layout import TOKENIZER_FILES, VOCAB, examples_folder, list_shards
+from contracts.layout import IGNORE_INDEX, TOKENIZER_FILES, VOCAB, examples_folder, list_shards
 from contracts.storage import exists, fs_for, join
 from trainer.checkpoint import CHECKPOINTS
 from trainer.metrics_log import MetricsLog
@@ -124,6 +124,11 @@ def check_run(cfg: PretrainConfig, run: PretrainRun) -> None:
         raise FileNotFoundError(f"no train-*.parquet in {run.examples}: is it a pretraining_data output?")
     if run.init:
         init_folder(run.init)
+    elif isinstance(cfg.model, dict):
+        from trainer.model import BertConfig
+
+        # A typo in `model: {...}` fails here once, not in every worker and every retry.
+        BertConfig.from_hf({"vocab_size": 1, **cfg.model})
 
 
 # --------------------------------------------------------------------------- model
@@ -157,7 +162,6 @@ def train_flops(config, tokens: int, padded_tokens_sq: int, masked: int, sequenc
 
 
 def batch_flops(config, batch) -> float:
-    from contracts.layout import IGNORE_INDEX
 
     lengths = batch["attention_mask"].sum(1)
     return train_flops(config, int(lengths.sum()), int(lengths.sum()) * batch["input_ids"].shape[1],
@@ -346,7 +350,6 @@ def wrap(model, cfg: PretrainConfig, world: int, device):
 def to_device(w: Worker, batch: dict) -> dict:
     import torch
 
-    from contracts.layout import IGNORE_INDEX
 
     batch = {k: v.to(w.device, non_blocking=True) for k, v in batch.items()}
     if not w.use_nsp:
@@ -370,7 +373,6 @@ def train_step(w: Worker, step: int, window: Window) -> None:
     import torch.distributed as dist
 
     from contracts.hashing import stable_hash
-    from contracts.layout import IGNORE_INDEX
     from trainer.optim import clip_grad_norm
 
     micro_batches = [to_device(w, b) for b in next(w.batches)]

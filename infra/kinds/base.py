@@ -18,13 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from contracts.config import Config
 
 
-class Params(BaseModel):
-    """Base for a kind's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+Params = Config  # a kind's parameters are its job's schema: unknown keys are errors
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .base import Input, StepContext, StepKind
 @register
 class Pretrain(StepKind):
     name = "pretrain"
-    version = 1
+    version = 2  # 2: rates over training steps alone; no eval metrics without an eval split
     Params = PretrainConfig
     inputs = {
         "examples": Input(),
