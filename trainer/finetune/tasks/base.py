@@ -126,6 +126,11 @@ class Task:
         """The mean loss of a batch (a scalar tensor)."""
         raise NotImplementedError
 
+    def loss_weight(self, batch: dict[str, Any]) -> int:
+        """What ``loss`` is the mean over, counted (the batch's examples): workers that
+        share a batch weigh their losses by it, so that together they train on its mean."""
+        return len(batch["input_ids"])
+
     def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
         """Metrics of one split and its prediction files (suffix -> bytes)."""
         raise NotImplementedError

@@ -122,6 +122,9 @@ class Ner(Task):
         return F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(),
                                ignore_index=IGNORE_INDEX)
 
+    def loss_weight(self, batch) -> int:
+        return int((batch["labels"] != IGNORE_INDEX).sum())  # the loss is a mean over labelled tokens
+
     def evaluate(self, model, split: Split, device):
         predicted: list[list[str]] = []
         for start, batch in self.batches(split.features):
