@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,24 @@ def remove_tree(url: str) -> None:
 def read_text(url: str) -> str:
     with fsspec.open(url, "rt", encoding="utf-8") as f:
         return f.read()
+
+
+@contextlib.contextmanager
+def local_folder(url: str):
+    """A local path holding the folder ``url`` (for readers of local files only): the
+    folder itself when it is on this machine, else a temporary copy, removed afterwards."""
+    fs, path = fs_for(url)
+    if is_local_fs(fs):
+        if not fs.isdir(path):
+            raise FileNotFoundError(f"folder {url} does not exist")
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix="bertflow-copy-")
+    try:
+        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def exists(url: str) -> bool:

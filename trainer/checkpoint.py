@@ -29,12 +29,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from contracts.storage import fs_for, is_local, join, url_of
+from contracts.storage import fs_for, join, local_folder, url_of
 
 CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints
 MODEL, OPTIMIZER, STATE, MANIFEST = "model.safetensors", "optimizer.pt", "state.json", "checkpoint.json"
@@ -165,22 +164,6 @@ def prune(root: str, keep: int) -> None:
     for _, url in list_checkpoints(root)[:-keep] if keep > 0 else list_checkpoints(root):
         fs, path = fs_for(url)
         fs.rm(path, recursive=True)
-
-
-@contextmanager
-def local_folder(url: str) -> Iterator[str]:
-    """A local folder with the files of the checkpoint ``url``: itself when local, else a
-    temporary copy."""
-    fs, path = fs_for(url)
-    if is_local(url):
-        yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="bertflow-ckpt-")
-    try:
-        fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_latest(root: str, model, optimizer=None, schedule=None) -> dict | None:

@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -38,7 +37,7 @@ from typing import Any
 
 import torch
 
-from contracts.storage import exists, fs_for, is_local, join, read_json, remove_tree, write_bytes_atomic, write_json
+from contracts.storage import exists, join, local_folder, read_json, remove_tree, write_bytes_atomic, write_json
 
 from .config import FinetuneConfig, TrialConfig
 
@@ -48,19 +47,6 @@ RESULT = "result.json"
 
 
 # --------------------------------------------------------------------------- files
-
-
-def local_folder(url: str) -> tuple[str, bool]:
-    """A local path holding the folder ``url``: the path itself when local, else a copy in
-    a temporary folder (the tokenizer reads local files). Returns (path, is_copy)."""
-    fs, path = fs_for(url)
-    if is_local(url):
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"model folder {url} does not exist")
-        return path, False
-    tmp = tempfile.mkdtemp(prefix="bertflow-init-")
-    fs.get(path.rstrip("/") + "/", tmp, recursive=True)
-    return tmp, True
 
 
 def load_tokenizer(folder: str):
@@ -155,16 +141,12 @@ def train_loop(config: dict) -> None:
     from .heads import HeadConfig
 
     timer, t = Timer(), time.perf_counter()
-    init_dir, copied = local_folder(trial.init)
-    try:
+    with local_folder(trial.init) as init_dir:  # the tokenizer reads local files
         tokenizer = load_tokenizer(init_dir)
         Task = cfg.implementation
         labels = Task.read_labels(cfg)
         head_config = HeadConfig.for_labels(load_config(init_dir), labels, classifier_dropout=cfg.classifier_dropout)
         model = load_pretrained(init_dir, Task.head(), config=head_config)
-    finally:
-        if copied:
-            shutil.rmtree(init_dir, ignore_errors=True)
     task = Task(cfg, tokenizer, labels)
     train = task.load(cfg.train, train=True)
     dev = task.load(cfg.dev, train=False) if rank == 0 else None

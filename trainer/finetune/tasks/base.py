@@ -92,6 +92,7 @@ class Task:
 
     def __init__(self, cfg: TaskConfig, tokenizer, labels: list[str]):
         self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+        self.label_id = {label: i for i, label in enumerate(labels)}
 
     @classmethod
     def head(cls) -> type:

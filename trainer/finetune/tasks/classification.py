@@ -58,10 +58,6 @@ def read_rows(cfg: "Config", url: str, limit: int | None = None) -> tuple[list[R
 
 
 class Classification(Task):
-    def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
-        super().__init__(cfg, tokenizer, labels)
-        self.label_id = {label: i for i, label in enumerate(labels)}
-
     @classmethod
     def head(cls):
         from ..heads import BertForSequenceClassification

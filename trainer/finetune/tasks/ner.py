@@ -68,10 +68,6 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
 
 
 class Ner(Task):
-    def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
-        super().__init__(cfg, tokenizer, labels)
-        self.label_id = {label: i for i, label in enumerate(labels)}
-
     @classmethod
     def head(cls):
         from ..heads import BertForTokenClassification
