@@ -198,9 +198,11 @@ class SpecFile:
                 errors.append(f"{at}.kind: unknown step kind '{step.kind}' (known kinds: {', '.join(sorted(KINDS))})")
                 continue
             try:
-                kind.Params.model_validate(step.params)
+                params = kind.Params.model_validate(step.params)
             except ValidationError as e:
                 errors += pydantic_errors(e, f"{at}.params")
+            else:
+                errors += [f"{at}.{m}" for m in kind.check(params, set(step.inputs))]
             for iname, src in step.inputs.items():
                 decl = kind.inputs.get(iname)
                 if decl is None:
@@ -259,27 +261,62 @@ def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> d
     return out
 
 
-def set_value(raw: dict, assignment: str) -> None:
-    """Apply ``--set STEP.PARAM=VALUE`` (VALUE read as YAML) to every workflow's STEP."""
+def set_value(raw: dict, assignment: str, workflow: str | None = None) -> None:
+    """Apply ``--set STEP.PARAM=VALUE`` (VALUE read as YAML; a number in the path indexes a
+    list: ``finetune.tasks.0.epochs=2``) to STEP of ``workflow``, or of every workflow that
+    has it when no workflow is named (``validate``)."""
     key, sep, value = assignment.partition("=")
     parts = key.split(".")
     if not sep or len(parts) < 2 or not all(parts):
         raise SpecError([f"--set {assignment}: expected STEP.PARAM=VALUE"])
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        detail = " ".join(str(e).split())
+        raise SpecError([f"--set {assignment}: the value is not valid YAML ({detail})"]) from None
     step, *param = parts
+    workflows = raw.get("workflows") if isinstance(raw.get("workflows"), dict) else {}
+    if workflow is not None:
+        if workflow not in workflows:
+            return  # Spec.workflow says which workflows there are
+        workflows = {workflow: workflows[workflow]}
     found = False
-    for wf in (raw.get("workflows") or {}).values():
-        steps = (wf or {}).get("steps") or {}
-        if step in steps:
+    for wf in workflows.values():
+        steps = wf.get("steps") if isinstance(wf, dict) else None
+        if isinstance(steps, dict) and isinstance(steps.get(step), dict):
             found = True
-            node = steps[step].setdefault("params", {})
-            for p in param[:-1]:
-                node = node.setdefault(p, {})
-            node[param[-1]] = yaml.safe_load(value)
+            if steps[step].get("params") is None:
+                steps[step]["params"] = {}
+            _assign(steps[step]["params"], step, param, parsed, assignment)
     if not found:
-        raise SpecError([f"--set {assignment}: no step '{step}' in any workflow"])
+        where = f"workflow '{workflow}'" if workflow is not None else "any workflow"
+        raise SpecError([f"--set {assignment}: no step '{step}' in {where}"])
 
 
-def load(path: str | Path, sets: list[str] = (), storage: str | None = None) -> SpecFile:
+def _assign(params: dict, step: str, path: list[str], value: Any, assignment: str) -> None:
+    """Set ``params[path...] = value``, making mappings on the way; a number indexes a list."""
+    node: Any = params
+    for i, part in enumerate(path):
+        where = ".".join([step, *path[:i]])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError([f"--set {assignment}: {where} is a list of {len(node)}, "
+                                 f"'{part}' is not one of its indices"])
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise SpecError([f"--set {assignment}: {where} is {node!r}, not a mapping or a list "
+                             f"(set it whole: --set {where}=...)"])
+        if i == len(path) - 1:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def load(path: str | Path, sets: list[str] = (), storage: str | None = None, workflow: str | None = None) -> SpecFile:
+    """The workflows file at ``path``, with ``sets`` applied to ``workflow`` (to every
+    workflow when None) and ``storage`` as every workflow's root when given."""
     path = Path(path)
     if not path.exists():
         raise SpecError([f"{path}: no such file (give the workflows file with -f)"])
@@ -292,7 +329,7 @@ def load(path: str | Path, sets: list[str] = (), storage: str | None = None) -> 
     if not isinstance(raw, dict):
         raise SpecError([f"{path}: expected a mapping with a 'workflows' key"])
     for s in sets:
-        set_value(raw, s)
+        set_value(raw, s, workflow)
     if storage:
         raw["storage"] = storage
         for wf in (raw.get("workflows") or {}).values():

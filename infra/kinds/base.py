@@ -72,6 +72,13 @@ class StepKind:
     Params: ClassVar[type[Params]] = Params
     inputs: ClassVar[dict[str, Input]] = {}
 
+    @classmethod
+    def check(cls, params: Params, inputs: set[str]) -> list[str]:
+        """Errors of params and inputs together that neither shows alone (validated
+        ``params``, the names of the step's ``inputs``): ``key.path: message`` lines,
+        relative to the step (``params.init: ...``). ``bertflow validate`` reports them."""
+        return []
+
     def run(self, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError
 

@@ -42,6 +42,16 @@ class Finetune(StepKind):
     inputs = {"model": Input(required=False)}
 
     @classmethod
+    def check(cls, params: FinetuneConfig, inputs: set[str]) -> list[str]:
+        if "model" in inputs and params.init:
+            return ["params.init: the step also has an input `model`: start from one of them, "
+                    "the input `model` (a pretrain step) or params.init (a folder), not both"]
+        if "model" not in inputs and not params.init:
+            return ["inputs.model: finetune needs a model: an input `model` (a pretrain step) "
+                    "or params.init (a folder)"]
+        return []
+
+    @classmethod
     def summary(cls, output: str) -> str | None:
         import fsspec
 
@@ -53,12 +63,15 @@ class Finetune(StepKind):
         from trainer.launch import connect_ray
 
         p: FinetuneConfig = ctx.params
-        if ctx.inputs.get("model"):
-            init = posixpath.join(ctx.input("model").rstrip("/"), "model")
-        elif p.init:
+        errors = self.check(p, {name for name, urls in ctx.inputs.items() if urls})
+        if errors:
+            raise ValueError("; ".join(errors))
+        if p.init:
             init = ctx.resolve_path(p.init)
+            ctx.log.info("fine-tuning from params.init: %s", init)
         else:
-            raise ValueError("finetune needs a model: an input `model` (a pretrain step) or params.init (a folder)")
+            init = posixpath.join(ctx.input("model").rstrip("/"), "model")
+            ctx.log.info("fine-tuning from the input `model`: %s", init)
         config = p.model_copy(update={"tasks": p.resolved(ctx.resolve_path)})
 
         connect_ray(**ctx.ray)
