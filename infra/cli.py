@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_engine_logs()
     try:
-        spec = load(args.file, args.set, args.storage)
+        spec = load(args.file, args.set, args.storage, getattr(args, "workflow", None))
         return globals()[f"cmd_{args.command}"](spec, args)
     except SpecError as e:
         for line in e.errors:

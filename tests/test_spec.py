@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,56 @@ def test_repo_workflows_file_validates(capsys):
 
     assert main(["validate", "-f", str(Path(__file__).resolve().parents[1] / "workflows.yaml")]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+# Two workflows with a step of the same name and different kinds.
+TWO_WORKFLOWS = GOOD + """\
+  other:
+    steps:
+      c:
+        kind: test_text
+        params: {text: there}
+      a:
+        kind: test_join
+        inputs: {parts: [c]}
+"""
+
+
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("a.copies=[1", "--set a.copies=[1: the value is not valid YAML"),
+        ("a.text.size=3", "--set a.text.size=3: a.text is 'hi', not a mapping or a list (set it whole: --set a.text=...)"),
+        ("b.separator.0=x", "--set b.separator.0=x: b.separator is ' ', not a mapping or a list"),
+    ],
+)
+def test_bad_set_is_a_spec_error(tmp_path, capsys, assignment, expected):
+    path = tmp_path / "workflows.yaml"
+    path.write_text(GOOD.replace("inputs: {parts: [a]}", "inputs: {parts: [a]}\n        params: {separator: ' '}"))
+    assert main(["run", "w", "-f", str(path), "--dry-run", "--set", assignment]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {expected}")
+
+
+def test_set_indexes_lists():
+    # The demo's fine-tuning tasks are a list: an index in the path picks one.
+    path = Path(__file__).resolve().parents[1] / "workflows.yaml"
+    wf = load(path, ["finetune.tasks.1.epochs=2"], workflow="demo").workflow("demo")
+    assert [t.epochs for t in wf.params["finetune"].tasks] == [2, 2, 10]
+    with pytest.raises(SpecError, match=r"finetune.tasks is a list of 3, '7' is not one of its indices"):
+        load(path, ["finetune.tasks.7.epochs=2"], workflow="demo")
+
+
+def test_set_applies_to_the_workflow_run_only(tmp_path, capsys):
+    path = tmp_path / "workflows.yaml"
+    path.write_text(TWO_WORKFLOWS)
+    # test_join has no 'copies': the other workflow's 'a' must not refuse this run.
+    spec = load(path, ["a.copies=3"], workflow="w")
+    assert spec.workflow("w").params["a"].copies == 3
+    assert main(["run", "w", "-f", str(path), "--dry-run", "--set", "a.copies=3"]) == 0
+    with pytest.raises(SpecError, match="no step 'b' in workflow 'other'"):
+        load(path, ["b.separator=x"], workflow="other")
+    # validate applies it to every workflow that has the step, naming the workflow.
+    capsys.readouterr()
+    assert main(["validate", "-f", str(path), "--set", "a.copies=3"]) == 2
+    err = capsys.readouterr().err
+    assert "workflows.other.steps.a.params.copies: unknown key" in err and "workflows.w." not in err
