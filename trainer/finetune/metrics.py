@@ -1,6 +1,9 @@
 """Evaluation metrics of the fine-tuning tasks, written out from their definitions.
 
-- classification: accuracy, and for two classes the F1 of the second label;
+- classification: accuracy, and for two classes the F1 of the second label; Matthews
+  correlation (CoLA's metric) and binary F1 (MRPC's, QQP's), as scikit-learn defines them;
+- regression (STS-B): Pearson and Spearman correlation (ranks with ties averaged, as
+  SciPy's ``spearmanr``), and their mean, GLUE's leaderboard score for STS-B;
 - NER: entity-level precision / recall / F1 as ``conlleval`` (and seqeval's default mode)
   count them: chunks are found with conlleval's start/end-of-chunk rules, so an ``I-`` tag
   after ``O`` or after another type starts an entity (IOB1 and BIO/IOB2 read the same), and
@@ -16,6 +19,8 @@ import collections
 import re
 import string
 from typing import Iterable, Sequence
+
+import numpy as np
 
 # ---------------------------------------------------------------- classification
 
@@ -37,6 +42,80 @@ def classification_metrics(gold: Sequence[int], pred: Sequence[int], num_labels:
 
 def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def _same_length(gold: Sequence, pred: Sequence) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold values but {len(pred)} predictions")
+
+
+def binary_f1(gold: Sequence[int], pred: Sequence[int], positive: int = 1) -> float:
+    """F1 of the ``positive`` label (scikit-learn's ``f1_score``; 0 when nothing is
+    predicted or gold positive)."""
+    _same_length(gold, pred)
+    g, p = np.asarray(gold) == positive, np.asarray(pred) == positive
+    return _f1(int((g & p).sum()), int((~g & p).sum()), int((g & ~p).sum()))
+
+
+def matthews_corrcoef(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Matthews correlation of any number of labels, from the confusion matrix
+    (Gorodkin's R_K, as scikit-learn's ``matthews_corrcoef``): 0 when either side holds
+    one label only."""
+    _same_length(gold, pred)
+    _, ids = np.unique(np.concatenate([np.asarray(gold), np.asarray(pred)]), return_inverse=True)
+    n = len(gold)
+    k = int(ids.max()) + 1 if n else 1
+    confusion = np.zeros((k, k), dtype=np.float64)
+    np.add.at(confusion, (ids[:n], ids[n:]), 1)
+    gold_totals, pred_totals = confusion.sum(1), confusion.sum(0)
+    correct, total = np.trace(confusion), confusion.sum()
+    cov_gp = correct * total - pred_totals @ gold_totals
+    cov_pp = total * total - pred_totals @ pred_totals
+    cov_gg = total * total - gold_totals @ gold_totals
+    if cov_pp == 0 or cov_gg == 0:
+        return 0.0
+    return float(cov_gp / np.sqrt(cov_pp * cov_gg))
+
+
+# ---------------------------------------------------------------- regression
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r (0 when either side is constant, where it is undefined)."""
+    _same_length(x, y)
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / denominator) if denominator > 0 else 0.0
+
+
+def ranks(values: Sequence[float]) -> np.ndarray:
+    """1-based ranks, ties given the mean of the ranks they span."""
+    v = np.asarray(values, dtype=np.float64)
+    order = np.argsort(v, kind="stable")
+    sorted_v = v[order]
+    # the first position of each run of equal values, and where the runs end
+    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
+    ends = np.r_[starts[1:], len(v)]
+    out = np.empty(len(v))
+    out[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rho: Pearson's r of the ranks."""
+    _same_length(x, y)
+    return pearson(ranks(x), ranks(y))
+
+
+def regression_metrics(gold: Sequence[float], pred: Sequence[float]) -> dict[str, float]:
+    """``pearson``, ``spearman`` and ``pearson_spearman``, their mean (GLUE's STS-B score),
+    plus ``mse``."""
+    _same_length(gold, pred)
+    r, rho = pearson(gold, pred), spearman(gold, pred)
+    error = np.asarray(gold, dtype=np.float64) - np.asarray(pred, dtype=np.float64)
+    return {"pearson": r, "spearman": rho, "pearson_spearman": (r + rho) / 2,
+            "mse": float(error @ error / len(error)) if len(error) else 0.0}
 
 
 # ---------------------------------------------------------------- NER (conlleval)
