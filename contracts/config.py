@@ -7,6 +7,9 @@ and their checks are written once.
 
 Fields marked ``operational`` (how the work is done or watched, never what it makes:
 logging, checkpoint cadence, retries, work-unit sizes) are left out of a step's hash.
+Fields marked ``data_path`` name data from outside the workflow (a dump, a folder of
+books, a task's train file, a model to start from): the runner puts what is there, not
+only the path, into the step's hash (``infra.inputs``).
 
     class TrainConfig(Config):
         steps: int = Field(1000, ge=1)
@@ -43,6 +46,39 @@ def operational(default: Any = ..., **kwargs) -> Any:
 def is_operational(field) -> bool:
     extra = field.json_schema_extra
     return isinstance(extra, dict) and bool(extra.get(OPERATIONAL))
+
+
+DATA_PATH = "data_path"
+
+
+def data_path(default: Any = ..., **kwargs) -> Any:
+    """A ``Field`` naming input data (a file, glob, folder or URL) whose contents the
+    step's hash covers."""
+    return Field(default, json_schema_extra={DATA_PATH: True}, **kwargs)
+
+
+def data_paths(model: BaseModel, prefix: str = "") -> dict[str, str]:
+    """``{key path: value}`` of every ``data_path`` field that is set, nested models' and
+    lists of models' too: ``{"tasks.0.train": "data/finetune/ner/train.conll"}``."""
+    found: dict[str, str] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(DATA_PATH):
+            # One path, or several (a list, or named ones: MNLI's two dev sets).
+            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+            if items is None:
+                if value is not None:
+                    found[prefix + name] = value
+            else:
+                found.update({f"{prefix}{name}.{k}": v for k, v in items if v is not None})
+        elif isinstance(value, BaseModel):
+            found.update(data_paths(value, f"{prefix}{name}."))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found.update(data_paths(item, f"{prefix}{name}.{i}."))
+    return found
 
 
 def hashed(model: BaseModel) -> dict:

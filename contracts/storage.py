@@ -14,13 +14,17 @@ from typing import Any
 import fsspec
 
 
-def resolve_root(url: str, base_dir: Path) -> str:
-    """A storage root as an absolute URL; relative local paths are taken from the
+def absolute(url: str, base_dir: Path) -> str:
+    """A path from the spec as given when it is a URL or absolute, else taken from the
     workflow file's folder, so a run does not depend on the shell's directory."""
-    if "://" in url:
-        return url.rstrip("/")
-    p = Path(url)
-    return str(p if p.is_absolute() else (base_dir / p).resolve())
+    if "://" in url or Path(url).is_absolute():
+        return url
+    return str((Path(base_dir) / url).resolve())
+
+
+def resolve_root(url: str, base_dir: Path) -> str:
+    """A storage root as an absolute URL (see ``absolute``)."""
+    return absolute(url, base_dir).rstrip("/") if "://" in url else absolute(url, base_dir)
 
 
 def join(root: str, *parts: str) -> str:

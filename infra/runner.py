@@ -34,8 +34,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from contracts import storage
-from contracts.config import hashed
+from contracts.config import data_paths, hashed
 
+from .inputs import changes as input_changes
+from .inputs import identity as input_identity
 from .kinds import KINDS, Resources, StepContext
 from .spec import Workflow
 
@@ -53,9 +55,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def step_hash(kind: str, version: int, params: dict, input_hashes: dict[str, list[str]]) -> str:
+def step_hash(kind: str, version: int, params: dict, input_hashes: dict[str, list[str]],
+              data: dict[str, str] | None = None) -> str:
+    """``data``: the digest of what each ``data_path`` parameter names (``infra.inputs``)."""
     blob = json.dumps(
-        {"kind": kind, "version": version, "params": params, "inputs": input_hashes},
+        {"kind": kind, "version": version, "params": params, "inputs": input_hashes, **({"data": data} if data else {})},
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -99,6 +103,9 @@ class Runner:
         self.wf = workflow
         self.root = storage.resolve_root(workflow.storage, workflow.base_dir)
         self.hashes: dict[str, str] = {}
+        # What each step's data paths hold (a dump, books, a task's files): their content
+        # is part of the hash, so a changed file reruns what reads it.
+        self.data: dict[str, dict[str, dict]] = {}
         for name in workflow.order:
             step = workflow.steps[name]
             kind = KINDS[step.kind]
@@ -106,7 +113,10 @@ class Runner:
             # alone: changing one reuses a done step and resumes a failed one in its folder.
             params = hashed(workflow.params[name])
             inputs = {k: [self.hashes[s] for s in v] for k, v in sorted(workflow.inputs(name).items())}
-            self.hashes[name] = step_hash(step.kind, kind.version, params, inputs)
+            self.data[name] = {key: input_identity(storage.absolute(path, workflow.base_dir))
+                               for key, path in data_paths(workflow.params[name]).items()}
+            data = {key: ident["digest"] for key, ident in self.data[name].items()}
+            self.hashes[name] = step_hash(step.kind, kind.version, params, inputs, data)
 
     def output(self, name: str) -> str:
         return storage.join(self.root, f"{name}-{self.hashes[name]}")
@@ -134,8 +144,27 @@ class Runner:
             else:
                 state = self._state(name)
                 action, reason = "run", {"failed": "failed before", "interrupted": "interrupted before"}.get(state, "new")
+                if reason == "new":
+                    reason = self._why_new(name, planned)
             planned.append(PlannedStep(name, self.wf.steps[name].kind, self.hashes[name], self.output(name), action, reason))
         return planned
+
+    def _why_new(self, name: str, planned: list[PlannedStep]) -> str:
+        """Why a step that is not done runs: ``input changed: files: austen-emma.txt changed
+        (size ...)`` when the last run of this workflow read other data under the same
+        paths, ``reads books, whose input changed``, or ``new``."""
+        last = self._last_record().get("steps", {}).get(name, {}).get("data", {})
+        changed = [f"{key}: {'; '.join(input_changes(last[key], ident)) or 'changed'}"
+                   for key, ident in self.data[name].items() if key in last and last[key].get("digest") != ident["digest"]]
+        if changed:
+            return "input changed: " + " | ".join(changed)
+        upstream = [p.name for p in planned if p.reason.startswith("input changed") and p.name in self.wf.upstream(name)]
+        return f"reads {upstream[0]}, whose input changed" if upstream else "new"
+
+    @functools.cache
+    def _last_record(self) -> dict:
+        records = storage.glob(storage.join(self.root, "_runs", self.wf.name, "*.json"))
+        return storage.read_json(records[-1]) if records else {}
 
     def _state(self, name: str) -> str | None:
         url = storage.join(self.output(name), STATUS)
@@ -239,6 +268,7 @@ class Runner:
                 "hash": p.hash,
                 "params": self.wf.params[p.name].model_dump(mode="json"),
                 "inputs": ctx.inputs,
+                "data": self.data[p.name],
                 "resources": step.resources.model_dump(),
                 "files": files,
                 "counters": counters,
@@ -313,7 +343,8 @@ class Runner:
             "spec": self.resolved_spec(),
             "versions": package_versions(),
             "steps": {
-                o.name: {**asdict(o), "kind": p.kind, "hash": p.hash, "params": self.wf.params[p.name].model_dump(mode="json")}
+                o.name: {**asdict(o), "kind": p.kind, "hash": p.hash, "reason": p.reason,
+                         "params": self.wf.params[p.name].model_dump(mode="json"), "data": self.data[p.name]}
                 for p, o in zip(planned, outcomes)
             },
         }

@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from contracts.config import Config, operational
+from contracts.config import Config, data_path, operational
 
 
 class WikipediaConfig(Config):
-    dump: str = Field(min_length=1, description="a pages-articles*.xml.bz2 file, glob, folder or URL")
+    dump: str = data_path(min_length=1, description="a pages-articles*.xml.bz2 file, glob, folder or URL")
     num_shards: int = Field(8, ge=1, le=100_000, description="documents-*.parquet files written")
     # The reader of a byte range reads each bz2 stream that starts in it to its end, so the
     # ranges cut the work, never the pages.
@@ -25,7 +25,7 @@ class WikipediaConfig(Config):
 
 
 class BooksConfig(Config):
-    files: str = Field(min_length=1, description="a file, glob, folder or URL of plain-text files")
+    files: str = data_path(min_length=1, description="a file, glob, folder or URL of plain-text files")
     format: Literal["books", "sentences"] = Field(
         "books", description="books: one book per file; sentences: one sentence per line, "
         "a blank line between documents (the original BERT tools' format)")
@@ -39,7 +39,7 @@ class VocabConfig(Config):
     min_piece_count: int = Field(2, ge=1, description="lowest count a learned piece may have")
     max_words: int = Field(500_000, ge=1, description="most frequent distinct words kept for learning")
     num_unused: int = Field(0, ge=0, le=10_000, description="[unusedN] slots, in bert-base's layout")
-    vocab_file: str | None = Field(None, min_length=1, description="reuse this vocab.txt: no learning")
+    vocab_file: str | None = data_path(None, min_length=1, description="reuse this vocab.txt: no learning")
     heldout_fraction: float = Field(0.02, ge=0, lt=1, description="documents held out for the report")
     seed: int = 12345
     max_unique_chars: int = Field(1000, ge=1, description="alphabet size of the learner")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from contracts.config import Config, operational
+from contracts.config import Config, data_path, operational
 
 SizeName = Literal["tiny", "mini", "small", "medium", "base", "large"]
 
@@ -20,7 +20,7 @@ class PretrainConfig(Config):
     model: SizeName | dict[str, Any] = Field(
         "tiny", description="a size of the BERT tables, or a transformers-style config (JSON on the command line)"
     )
-    init: str | None = Field(None, description="a model folder (or a pretrain step's output) to start from, "
+    init: str | None = data_path(None, description="a model folder (or a pretrain step's output) to start from, "
                                                 "e.g. phase 1's for phase 2; in a workflow, or inputs.init")
     max_seq_length: int | None = Field(None, ge=8, description="which length of an examples step that made several")
     steps: int = Field(1000, ge=1, description="optimizer steps")

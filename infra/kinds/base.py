@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from contracts import storage
 from contracts.config import Config
 
 
@@ -61,9 +62,7 @@ class StepContext:
     def resolve_path(self, path: str) -> str:
         """A data path from the spec: URLs and absolute paths as given, relative ones
         against the workflow file's folder."""
-        if "://" in path or Path(path).is_absolute():
-            return path
-        return str((self.base_dir / path).resolve())
+        return storage.absolute(path, self.base_dir)
 
 
 class StepKind:

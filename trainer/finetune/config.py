@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import Field, ValidationError, model_validator
 
-from contracts.config import Config, operational
+from contracts.config import Config, data_path, operational
 
 from .tasks import AnyTaskConfig, TaskConfig
 
@@ -42,11 +42,16 @@ def setting_id(setting: dict[str, Any]) -> str:
 
 
 class FinetuneConfig(Config):
-    init: str | None = Field(None, description="a transformers model folder to start from, when the step has no `model` input")
+    init: str | None = data_path(None, description="a transformers model folder to start from, when the step has no `model` input")
     tasks: list[AnyTaskConfig] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="setting -> values, crossed")
     seed: int = Field(42, description="the seed of tasks that set none")
     max_concurrent_trials: int | None = operational(None, ge=1, description="default: as many as the cluster holds")
+    # What the trials make does not depend on it: switched on after a failed run, the rerun
+    # accepts that run's trials in the same folder.
+    allow_failed_trials: bool = operational(
+        False, description="the step is done with some trials failed (the table shows them); else it fails "
+                           "after writing results.md, and a rerun retries the failed trials")
 
     @model_validator(mode="after")
     def _check(self):

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterator, Literal
 
 from pydantic import Field
 
-from contracts.config import Config, operational
+from contracts.config import Config, data_path, operational
 
 # what names a task and where its data is; every other field can be swept by the grid
 IDENTITY = ("name", "type", "train", "dev", "test")
@@ -32,9 +32,9 @@ class TaskConfig(Config):
 
     type: str
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="folder-safe task name")
-    train: str = Field(description="the train file (any fsspec URL)")
-    dev: str = Field(description="the dev file: scores every setting, picks the best")
-    test: str | None = Field(None, description="a test file, scored once at the end")
+    train: str = data_path(description="the train file (any fsspec URL)")
+    dev: str = data_path(description="the dev file: scores every setting, picks the best")
+    test: str | None = data_path(None, description="a test file, scored once at the end")
     max_seq_length: int = Field(128, ge=8, le=512)
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(32, ge=1, description="global: examples per optimizer step over all workers")
