@@ -80,7 +80,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     from trainer.hf_folder import load_pretrained
 
     out = str(tmp_path / "ft")
-    # The file has no column "nope": that trial fails inside its Ray Train workers. Each trial
+    # The file has no column "nope": that trial fails before its workers start. Each trial
     # has 2 workers (DDP over gloo), one CPU each: the trials run one after the other.
     # 49 examples in batches of 16: the last batch has one, so one worker has none in that step
     config = FinetuneConfig(tasks=[sentiment(max_train_examples=49)], grid={"label_column": ["label", "nope"]})
@@ -239,3 +239,34 @@ def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_p
     assert weights[True].keys() == weights[False].keys()
     for name in weights[True]:
         assert torch.equal(weights[True][name], weights[False][name]), name
+
+
+def test_a_step_with_a_failed_trial_is_not_done_and_its_rerun_retries_it(ray_session, tiny_bert, tmp_path):
+    from infra.runner import STATUS, SUCCESS, Runner, StepFailed
+    from infra.spec import SpecFile
+
+    # one setting's trial fails (the train file has no column "nope"), the other finishes
+    task = sentiment(max_train_examples=16, max_eval_examples=8).model_dump(exclude_unset=True) | {"type": "classification"}
+    raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 2}, "workflows": {"w": {"steps": {"finetune": {
+        "kind": "finetune",
+        "params": {"init": tiny_bert, "tasks": [task], "grid": {"label_column": ["label", "nope"]},
+                   "max_concurrent_trials": 1}}}}}}
+    runner = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+    with pytest.raises(StepFailed, match=r"1 of 2 fine-tuning trials failed \(sentiment/label_column-nope: "
+                                         r"ValueError: .*no column\(s\) \['nope'\]"):
+        runner.run()
+    step = Path(runner.output("finetune"))
+    assert not (step / SUCCESS).exists() and json.loads((step / STATUS).read_text())["state"] == "failed"
+    assert "1 of 2 trials failed: the step is not done" in (step / "results.md").read_text()
+    trials = step / "trials/sentiment"
+    assert (trials / "label_column-label/result.json").exists() and (trials / "label_column-nope/error.txt").exists()
+
+    # accepting the failure reruns in the same folder: the finished trial is reused, the failed one retried
+    raw["workflows"]["w"]["steps"]["finetune"]["params"]["allow_failed_trials"] = True
+    again = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+    assert again.output("finetune") == runner.output("finetune")
+    (outcome,) = again.run()
+    assert outcome.action == "ran" and outcome.counters["trials_failed"] == 1 and (step / SUCCESS).exists()
+    settings = {s["setting_id"]: s for s in json.loads((step / "results.json").read_text())["tasks"]["sentiment"]["settings"]}
+    assert settings["label_column-label"]["reused"] and settings["label_column-nope"]["status"] == "failed"
+    assert "1 of 2 trials failed: allowed (`allow_failed_trials: true`)" in (step / "results.md").read_text()

@@ -18,7 +18,9 @@ finetune:
 Writes ``trials/<task>/<setting>/`` (model, predictions, metrics, checkpoint, and the
 training scalars in ``metrics.jsonl`` and ``tensorboard/``: loss and lr every
 ``log_every_steps``, dev metrics every epoch, or at the end with ``eval_every_epoch: false``),
-``results.json`` and ``results.md``. A retried step reuses its finished trials.
+``results.json`` and ``results.md``. A step with a failed trial fails after writing them
+(no manifest), unless ``allow_failed_trials: true``; its rerun reuses the finished trials
+and retries the failed ones.
 A task's settings are its type's ``Config`` in ``trainer/finetune/tasks/``.
 """
 
@@ -98,4 +100,11 @@ class Finetune(StepKind):
                 counters[f"best_dev_{t['metric']}/{name}"] = t["best"]["dev"]
         if summary["trials_ok"] == 0:
             raise RuntimeError(f"every fine-tuning trial failed; see {ctx.output}/results.md and trials/*/*/error.txt")
+        if summary["trials_failed"] and not p.allow_failed_trials:
+            failures = [f"{name}/{s['setting_id']}: {s['error']}" for name, t in summary["tasks"].items()
+                        for s in t["settings"] if s["status"] != "ok"]
+            raise RuntimeError(
+                f"{summary['trials_failed']} of {summary['trials_ok'] + summary['trials_failed']} fine-tuning trials "
+                f"failed ({'; '.join(failures[:3])}{'; ...' if len(failures) > 3 else ''}); see {ctx.output}/results.md. "
+                "A rerun reuses the finished trials and retries these; allow_failed_trials: true accepts them")
         return counters

@@ -181,6 +181,12 @@ def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
         else:
             lines += ["", "Best: none (every setting failed)"]
         lines.append("")
+    if summary["trials_failed"]:
+        total = summary["trials_ok"] + summary["trials_failed"]
+        lines.append(f"{summary['trials_failed']} of {total} trials failed: "
+                     + ("allowed (`allow_failed_trials: true`)." if summary.get("allow_failed_trials")
+                        else "the step is not done; a rerun retries them and reuses the finished ones."))
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -192,6 +198,7 @@ def finetune(config: FinetuneConfig, init: str, output: str, workers: int = 1, c
     results = run_grid(trials, config.max_concurrent_trials)
     tasks = {t.name: t for t in config.tasks}
     summary = summarize(results, tasks)
+    summary["allow_failed_trials"] = config.allow_failed_trials
     write_json(join(output, "results.json"), summary)
     write_bytes_atomic(join(output, "results.md"), results_table(summary, tasks).encode())
     return summary

@@ -283,6 +283,10 @@ def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
 
     from trainer.launch import torch_trainer
 
+    remove_tree(join(trial.output, "error.txt"))  # an earlier attempt's: this one says how it ends
+    # train's labels are the first thing a worker reads: a bad train file fails the trial
+    # here, before a worker group starts
+    trial.task.implementation.read_labels(trial.task)
     # Ray Train's own run folder is scratch: the trial writes its checkpoints and results itself.
     trainer = torch_trainer(train_loop, trial.model_dump(),
                             output=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
