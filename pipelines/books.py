@@ -13,14 +13,19 @@ Two input formats (``--format``):
 - ``sentences``: the original BERT tools' format, one sentence per line and a blank line
   between documents, many documents a file; ids ``<file name>:<n>``.
 
-Files are streamed line by line. A line that is not UTF-8 is decoded as Windows-1252
-(what such old texts almost always are), counted and logged with its file and line.
-Work is spread by file.
+Files are streamed line by line, in the encoding they say: a byte order mark (UTF-8,
+UTF-16, UTF-32), else UTF-8 line by line; a line that is not UTF-8 is decoded in the
+encoding the file declares (a Gutenberg header's ``Character set encoding:``) or else
+``--encoding`` (Windows-1252 by default, what such old texts almost always are), counted
+and logged with its file and first such line. CRLF and CR line ends are line ends.
+A file that is not text (NUL or control bytes, an image, an archive) or that is an HTML
+or XML page is skipped, counted and logged. Work is spread by file.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import posixpath
 import re
@@ -34,6 +39,7 @@ from contracts.config import add_arguments, parse
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import BooksConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
+from pipelines.sniff import HEAD_BYTES, MARK, UNDECODABLE, ascii_compatible, bom_encoding, codec_name, is_markup, not_text
 from pipelines.sentences import split_sentences
 from pipelines.counters import Counters, metric_counters
 from pipelines.shards import WriteParquetShards
@@ -52,6 +58,14 @@ HEADER_LINES = 1000  # a Gutenberg header ends within this many lines, or there 
 _EMPHASIS = re.compile(r"(?<![\w*])[_*](\S(?:[^_*\n]*?\S)?)[_*](?![\w*])")  # _word_ -> word
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = ".!?\"'”’:;"
+# "Character set encoding: ISO-8859-1" in a Gutenberg header.
+_DECLARED_ENCODING = re.compile(r"^\s*Character set encoding:\s*([A-Za-z][\w.-]*)", re.I)
+# Labels that mean Windows-1252 in the texts that carry them (as the WHATWG encoding
+# standard reads them): its bytes 0x80-0x9F are quotes and dashes, never C1 controls.
+_READ_AS_WINDOWS_1252 = {"ascii", "iso8859-1", "cp1252"}
+# A sentences-format file with this many lines and no blank line is one document: likely
+# a file in another format.
+ONE_DOCUMENT_WARNING = 1000
 
 Count = Callable[..., None]
 
@@ -83,21 +97,80 @@ def document_names(urls: list[str]) -> dict[str, str]:
     return {u: posixpath.splitext(posixpath.relpath(u.split("://")[-1], root))[0] for u in urls}
 
 
-def read_lines(url: str, count: Count) -> Iterator[str]:
-    """The lines of a text file, decoded, without line ends; streamed."""
+def read_lines(url: str, count: Count, encoding: str = "cp1252") -> Iterator[str]:
+    """The lines of a text file, decoded, without line ends; streamed. A UTF-16/32 byte
+    order mark (or an ``encoding`` that is not ASCII-compatible) decodes the whole file;
+    else each line is UTF-8 when it can be, and otherwise in the encoding the file
+    declares or ``encoding``."""
     with fsspec.open(url, "rb") as f:
-        first = True
+        wide = bom_encoding(f.read(4))
+        f.seek(0)
+        if wide in (None, "utf-8") and not ascii_compatible(encoding):
+            wide = encoding
+        if wide not in (None, "utf-8"):
+            yield from _decoded_lines(url, f, wide, count)
+            return
+        fallback, said = encoding, "set"
+        first_bad = None
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 count("lines_not_utf8")
-                log.warning("%s line %d is not UTF-8 (%s at byte %d); decoded as Windows-1252",
-                            url, number, e.reason, e.start)
-                line = raw.decode("cp1252", "replace")
-            if first:
-                line, first = line.lstrip("\ufeff"), False
-            yield line.rstrip("\r\n")
+                if first_bad is None:
+                    first_bad = number
+                    log.warning("%s line %d is not UTF-8 (%s at byte %d); it and later such lines are decoded "
+                                "as %s (%s), and counted", url, number, e.reason, e.start, fallback, said)
+                line = raw.decode(fallback, "replace")
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            if number <= HEADER_LINES and first_bad is None and said == "set":
+                declared = _DECLARED_ENCODING.match(line)
+                name = codec_name(declared.group(1)) if declared else None
+                if name and name != "utf-8" and ascii_compatible(name):
+                    fallback, said = ("cp1252" if name in _READ_AS_WINDOWS_1252 else name), f"declared {declared.group(1)}"
+            yield from _split_cr(line.rstrip("\r\n"))
+
+
+def _decoded_lines(url: str, f, encoding: str, count: Count) -> Iterator[str]:
+    """The lines of a file in an encoding that is not ASCII-compatible (UTF-16, UTF-32);
+    undecodable bytes are counted and replaced."""
+    text = io.TextIOWrapper(f, encoding=encoding, errors=MARK, newline=None)  # any line end is "\n"
+    warned = False
+    for number, line in enumerate(text, 1):
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        if UNDECODABLE in line:
+            count("lines_undecodable")
+            if not warned:
+                warned = True
+                log.warning("%s line %d has bytes that are not %s; replaced, and later such lines counted",
+                            url, number, encoding)
+            line = line.replace(UNDECODABLE, "\ufffd")
+        yield line.rstrip("\n")
+
+
+def _split_cr(line: str) -> Iterator[str]:
+    """A line of a file with CR line ends (old Mac texts) is several lines."""
+    if "\r" in line:
+        yield from line.split("\r")
+    else:
+        yield line
+
+
+def skip_reason(url: str, encoding: str) -> tuple[str, str] | None:
+    """(counter, why) when the file at ``url`` is not a text to read: not text at all, or
+    an HTML/XML page; None for text."""
+    with fsspec.open(url, "rb") as f:
+        head = f.read(HEAD_BYTES)
+    wide = bom_encoding(head) or (None if ascii_compatible(encoding) else encoding)
+    if wide is None:
+        why = not_text(head)
+        if why:
+            return "files_skipped_binary", f"not text: {why}"
+    if is_markup(head.decode(wide or "utf-8", "replace")):
+        return "files_skipped_markup", "an HTML or XML page, not plain text (convert it to text first)"
+    return None
 
 
 def strip_gutenberg(lines: Iterable[str], count: Count) -> Iterator[str]:
@@ -143,10 +216,10 @@ def is_heading(paragraph: str) -> bool:
     return len(paragraph.split()) <= 8 and not paragraph.endswith(tuple(_SENTENCE_END))
 
 
-def book_document(url: str, name: str, count: Count) -> dict | None:
+def book_document(url: str, name: str, count: Count, encoding: str = "cp1252") -> dict | None:
     """The one document of a book file, or None (counted) when it holds no text."""
     sentences: list[str] = []
-    for k, paragraph in enumerate(paragraphs(strip_gutenberg(read_lines(url, count), count))):
+    for k, paragraph in enumerate(paragraphs(strip_gutenberg(read_lines(url, count, encoding), count))):
         paragraph = _SPACES.sub(" ", _EMPHASIS.sub(r"\1", paragraph)).strip()
         if k < 5 and _GUTENBERG_CREDIT.match(paragraph):
             count("gutenberg_credits_removed")
@@ -163,10 +236,12 @@ def book_document(url: str, name: str, count: Count) -> dict | None:
     return {"id": name, "title": name, "sentences": sentences}
 
 
-def sentence_documents(url: str, name: str, count: Count) -> Iterator[dict]:
-    """The documents of a one-sentence-per-line file: ``<name>:<n>``, n from 0."""
+def sentence_documents(url: str, name: str, count: Count, encoding: str = "cp1252") -> Iterator[dict]:
+    """The documents of a one-sentence-per-line file: ``<name>:<n>``, n from 0. A file of
+    many lines and no blank line is counted and logged: it is one document, which is
+    rarely what was meant."""
     n, sentences = 0, []
-    for line in read_lines(url, count):
+    for line in read_lines(url, count, encoding):
         line = line.strip()
         if line:
             sentences.append(_SPACES.sub(" ", line))
@@ -174,12 +249,17 @@ def sentence_documents(url: str, name: str, count: Count) -> Iterator[dict]:
             yield {"id": f"{name}:{n}", "title": name, "sentences": sentences}
             n, sentences = n + 1, []
     if sentences:
+        if n == 0 and len(sentences) >= ONE_DOCUMENT_WARNING:
+            count("files_one_document")
+            log.warning("%s has %d sentences and no blank line: it is read as one document. The sentences "
+                        "format puts a blank line between documents; is it a book (format: books)?",
+                        url, len(sentences))
         yield {"id": f"{name}:{n}", "title": name, "sentences": sentences}
 
 
 class _ReadDocuments(beam.DoFn):
-    def __init__(self, format: str):
-        self.format = format
+    def __init__(self, format: str, encoding: str):
+        self.format, self.encoding = format, encoding
         self.count = Counters(NAMESPACE)
 
     def setup(self):
@@ -194,10 +274,15 @@ class _ReadDocuments(beam.DoFn):
             count("files_empty")
             log.warning("empty file skipped: %s", url)
             return
+        skip = skip_reason(url, self.encoding)
+        if skip:
+            count(skip[0])
+            log.warning("%s skipped: %s", url, skip[1])
+            return
         if self.format == "books":
-            docs = [d for d in [book_document(url, name, count)] if d is not None]
+            docs = [d for d in [book_document(url, name, count, self.encoding)] if d is not None]
         else:
-            docs = sentence_documents(url, name, count)
+            docs = sentence_documents(url, name, count, self.encoding)
         for doc in docs:
             count("documents")
             count("sentences", len(doc["sentences"]))
@@ -213,7 +298,7 @@ def build(pipeline, cfg: BooksConfig, output: str):
         pipeline
         | "Files" >> beam.Create([(u, names[u]) for u in urls])
         | "Spread" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(_ReadDocuments(cfg.format))
+        | "Read" >> beam.ParDo(_ReadDocuments(cfg.format, cfg.encoding))
         | "Write" >> WriteParquetShards(output, DOCUMENTS, DOCUMENTS_SCHEMA, cfg.num_shards, key="id")
     )
 
@@ -225,7 +310,10 @@ def run(cfg: BooksConfig, output: str, options) -> dict[str, int]:
         build(p, cfg, output)
     counters = {k: v for k, v in metric_counters(p.result).items() if not k.endswith("_rows")}
     if not counters.get("documents"):
-        raise RuntimeError(f"no documents in {cfg.files} (format {cfg.format}): {counters}. "
+        skipped = sum(v for k, v in counters.items() if k.startswith("files_skipped_"))
+        hint = f"{skipped} of {counters.get('files', 0)} files were not text and were skipped (see the warnings). " \
+            if skipped else ""
+        raise RuntimeError(f"no documents in {cfg.files} (format {cfg.format}): {counters}. {hint}"
                            "Check the path and the format.")
     return counters
 

@@ -8,9 +8,10 @@ to the job's ``run``. This module imports no engine, so that loading the kinds s
 
 from __future__ import annotations
 
+import codecs
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from contracts.config import Config, data_path, operational
 
@@ -30,6 +31,19 @@ class BooksConfig(Config):
         "books", description="books: one book per file; sentences: one sentence per line, "
         "a blank line between documents (the original BERT tools' format)")
     num_shards: int = Field(8, ge=1, le=100_000, description="documents-*.parquet files written")
+    # Windows-1252: what old texts that are not UTF-8 almost always are (and what their
+    # "ISO-8859-1" labels mean in practice).
+    encoding: str = Field("cp1252", min_length=1, description="of a file without a byte order mark whose lines "
+                          "are not UTF-8, unless the file declares its own (any encoding Python knows)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            raise ValueError(f"unknown encoding {name!r} (give one Python knows: cp1252, latin-1, utf-16, ...)") from None
+        return name
 
 
 class VocabConfig(Config):

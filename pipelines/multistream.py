@@ -7,7 +7,10 @@ as ``*-pages-articles-multistream.xml.bz2``: one bz2 stream for the header, one 
 
 ``--repeat N`` writes the pages N times as distinct pages (copy k > 0 gets page id
 ``id + k * id_stride`` and title ``"title (k)"``): a bigger dump of real text for
-benchmarks. The source is streamed; nothing holds more than one stream of pages.
+benchmarks. The source is streamed; nothing holds more than one stream of pages. The
+dump keeps its encoding: pages are found by the encoded ``<page>`` and ``</page>``, at
+whole code units in UTF-16/32 (where ``<`` is one unit, never half of a pair), so the
+pieces are cut between characters.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Iterator
 
 import fsspec
 
+from pipelines.sniff import ascii_compatible, xml_encoding
+
 _PAGE_ID = re.compile(rb"(<page>.*?<id>)(\d+)(</id>)", re.S)
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.S)
 
@@ -29,25 +34,53 @@ def read_xml_chunks(url: str, chunk: int = 1 << 20) -> Iterator[bytes]:
         yield from iter(lambda: f.read(chunk), b"")
 
 
+class _Encoded:
+    """The markers ``split_dump`` looks for, in a dump's encoding, found at whole code
+    units only."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        self.unit = 1 if ascii_compatible(encoding) else len("<".encode(encoding))
+        self.page, self.end_page, self.newline = ("<page>".encode(encoding), "</page>".encode(encoding),
+                                                  "\n".encode(encoding))
+
+    def find(self, buf: bytes, pattern: bytes, start: int = 0) -> int:
+        i = buf.find(pattern, start)
+        while i > 0 and i % self.unit:
+            i = buf.find(pattern, i + 1)
+        return i
+
+    def rfind(self, buf: bytes, pattern: bytes, end: int) -> int:
+        i = buf.rfind(pattern, 0, end)
+        while i > 0 and i % self.unit:
+            i = buf.rfind(pattern, 0, i)
+        return i
+
+
 def split_dump(url: str) -> Iterator[tuple[str, bytes]]:
-    """``("head", bytes)``, then ``("page", bytes)`` per page, then ``("tail", bytes)``."""
-    buf, head_done = b"", False
+    """``("head", bytes)``, then ``("page", bytes)`` per page, then ``("tail", bytes)``, in
+    the dump's own encoding."""
+    buf, head_done, marks = b"", False, None
     for chunk in read_xml_chunks(url):
         buf += chunk
+        if marks is None:
+            marks = _Encoded(xml_encoding(buf)[0])
         while True:
-            start = buf.find(b"<page>")
+            start = marks.find(buf, marks.page)
             if start < 0:
                 break
             if not head_done:
                 # The indentation before the first <page> belongs to the page.
-                cut = buf.rfind(b"\n", 0, start) + 1
+                nl = marks.rfind(buf, marks.newline, start)
+                cut = nl + len(marks.newline) if nl >= 0 else 0
                 yield "head", buf[:cut]
                 buf, head_done = buf[cut:], True
                 continue
-            end = buf.find(b"</page>", start)
+            end = marks.find(buf, marks.end_page, start)
             if end < 0:
                 break
-            end = buf.find(b"\n", end) + 1 or len(buf)
+            nl = marks.find(buf, marks.newline, end)
+            end = nl + len(marks.newline) if nl >= 0 else len(buf)
             yield "page", buf[:end]
             buf = buf[end:]
     if not head_done:
@@ -55,10 +88,12 @@ def split_dump(url: str) -> Iterator[tuple[str, bytes]]:
     yield "tail", buf
 
 
-def renumber(page: bytes, copy: int, id_stride: int) -> bytes:
-    """Copy ``copy`` of a page as a distinct page: new page id and title."""
+def renumber(page: bytes, copy: int, id_stride: int, encoding: str = "utf-8") -> bytes:
+    """Copy ``copy`` of a page (in ``encoding``) as a distinct page: new page id and title."""
     if copy == 0:
         return page
+    if not ascii_compatible(encoding):
+        return renumber(page.decode(encoding).encode("utf-8"), copy, id_stride).decode("utf-8").encode(encoding)
     page = _PAGE_ID.sub(lambda m: m.group(1) + str(int(m.group(2)) + copy * id_stride).encode() + m.group(3), page, count=1)
     return _TITLE.sub(lambda m: b"<title>" + m.group(1) + b" (%d)</title>" % copy, page, count=1)
 
@@ -78,14 +113,15 @@ def write_multistream(src: str, dst: str, pages_per_stream: int = 100, repeat: i
                 out.write(bz2.compress(b"".join(batch), 9))
                 batch.clear()
 
-        tail = b""
+        tail, encoding = b"", "utf-8"
         for copy in range(repeat):
             for what, data in split_dump(src):
                 if what == "head":
+                    encoding = xml_encoding(data)[0]
                     if copy == 0:
                         out.write(bz2.compress(data, 9))
                 elif what == "page":
-                    batch.append(renumber(data, copy, id_stride))
+                    batch.append(renumber(data, copy, id_stride, encoding))
                     written += 1
                     if len(batch) == pages_per_stream:
                         flush()

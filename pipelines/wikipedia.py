@@ -4,16 +4,23 @@
     python -m pipelines.wikipedia --dump data/wikipedia/enwiki-sample.xml.bz2 --output /tmp/wiki --num-shards 4
 
 The input is one dump, a glob, a folder or a URL of ``*pages-articles*.xml.bz2`` files
-(plain ``.xml`` works too), single-stream or multistream. Work is split by file and, inside
+(plain ``.xml`` works too), single-stream or multistream. A file is read by what it holds,
+not by its name: bz2 data, or XML text; anything else (gzip, an image, an HTML page) is
+skipped, counted and logged, and the job fails when no file was a dump. The XML's own
+encoding is read: a byte order mark (UTF-8, UTF-16, UTF-32), the first bytes of UTF-16/32
+without one, or the ``<?xml ... encoding="..."?>`` declaration (any encoding Python
+knows), else UTF-8; a file in another encoding than UTF-8 is transcoded to UTF-8 as it
+streams, so that pages are found and parsed one way. Work is split by file and, inside
 a file, by byte range: the reader of a range decompresses every bz2 stream that *starts*
 in it (a stream starts with ``BZh1``..``BZh9`` and the block magic ``1AY&SY``, byte
 aligned), to its end. A multistream dump (~100 pages a stream) thus keeps every worker
 busy; a single-stream file is read by one worker. Nothing holds more than one page and
 one chunk of a file.
 
-Every decision is a Beam counter (namespace ``wikipedia``): pages read, not articles,
-redirects (by the ``<redirect>`` element), empty after cleaning, malformed XML, not UTF-8,
-too large, truncated, bz2 streams read/corrupt/truncated, documents, sentences, words.
+Every decision is a Beam counter (namespace ``wikipedia``): files read, empty, skipped
+(not bz2 nor XML, not a MediaWiki export), pages read, not articles, redirects (by the
+``<redirect>`` element), empty after cleaning, malformed XML, undecodable bytes, too
+large, truncated, bz2 streams read/corrupt/truncated, documents, sentences, words.
 Bad input is logged with its file and position and skipped; what could be read is kept.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import codecs
 import logging
 import posixpath
 import re
@@ -41,6 +49,7 @@ from pipelines.config import WikipediaConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
 from pipelines.counters import Counters, metric_counters
 from pipelines.sentences import split_sentences
+from pipelines.sniff import HEAD_BYTES, MARK, codec_name, not_text, xml_encoding
 from pipelines.shards import WriteParquetShards
 from pipelines.wikitext import to_paragraphs
 
@@ -49,6 +58,10 @@ log = logging.getLogger(__name__)
 NAMESPACE = "wikipedia"  # of the Beam counters
 
 STREAM_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")  # stream header + first block's magic
+BZ2_MAGIC = re.compile(rb"BZh[1-9]")
+# What a dump's head holds: the export's root element, or pages (a fragment of one).
+_DUMP_MARKERS = ("<mediawiki", "<page>")
+_COMPRESSED = {"gzip", "xz", "zstd", "zip", "bzip2"}
 READ_CHUNK = 1 << 20  # compressed bytes read at a time
 OUT_CHUNK = 4 << 20  # most decompressed bytes at a time
 MAX_SPLIT_BYTES = 32 << 20
@@ -60,13 +73,14 @@ Count = Callable[..., None]  # count(name, n=1)
 @dataclass(frozen=True)
 class Split:
     """Bytes ``[start, end)`` of one dump file: its reader owns the bz2 streams that
-    start there. A file that is not bz2 is one split."""
+    start there. A file that is not bz2 is one split. ``encoding``: the XML's."""
 
     url: str
     start: int
     end: int
     dbname: str
     compressed: bool
+    encoding: str = "utf-8"
 
 
 @dataclass
@@ -94,19 +108,22 @@ def list_dumps(dump: str) -> list[str]:
         found = [storage.url_of(fs, path)]
     else:
         raise FileNotFoundError(f"wikipedia dump not found: {dump} (give a file, a glob or a folder of pages-articles*.xml.bz2)")
-    found = [u for u in found
-             if u.endswith((".xml.bz2", ".xml")) and "-index" not in posixpath.basename(u) and not fs.isdir(u)]
+    found = [u for u in found if "-index" not in posixpath.basename(u) and not fs.isdir(u)]
+    other = [u for u in found if not u.endswith((".xml.bz2", ".xml"))]
+    if other:
+        log.warning("not read, as their names do not end in .xml.bz2 or .xml: %s", ", ".join(other))
+    found = [u for u in found if u not in other]
     if not found:
         raise FileNotFoundError(f"no *.xml.bz2 or *.xml dump files in {dump}")
     return found
 
 
-def _dbname(url: str, head: bytes) -> str:
+def _dbname(url: str, head: str) -> str:
     """The wiki's database name (``enwiki``): from ``<dbname>`` in the siteinfo at the head
     of the file, else from the file name (``enwiki-20240101-pages-articles...``)."""
-    m = re.search(rb"<dbname>([^<]+)</dbname>", head)
+    m = re.search(r"<dbname>([^<]+)</dbname>", head)
     if m:
-        return m.group(1).decode("utf-8", "replace").strip()
+        return m.group(1).strip()
     return posixpath.basename(url).split("-")[0].split(".")[0]
 
 
@@ -126,20 +143,49 @@ def _read_head(f, compressed: bool, limit: int = 1 << 20) -> bytes:
     return out
 
 
-def plan_splits(url: str, split_bytes: int | None = None) -> list[Split]:
+def _no_count(name: str, n: int = 1) -> None:
+    pass
+
+
+def plan_splits(url: str, split_bytes: int | None = None, count: Count = _no_count) -> list[Split]:
     """The splits of one dump file: ranges of ``split_bytes`` (default: about 64 ranges a
-    file, between 256 KiB and 32 MiB)."""
+    file, between 256 KiB and 32 MiB). An empty file, or one that is not a dump, has none
+    (counted and logged)."""
     fs, path = fsspec.core.url_to_fs(url)
     size = fs.size(path)
-    compressed = path.endswith(".bz2")
     if size == 0:
+        count("files_empty")
+        log.warning("empty dump file skipped: %s", url)
         return []
     with fs.open(path, "rb") as f:
-        dbname = _dbname(url, _read_head(f, compressed))
+        first = f.read(HEAD_BYTES)
+        f.seek(0)
+        compressed = bool(BZ2_MAGIC.match(first))
+        # (UTF-16/32 XML without a byte order mark has NUL bytes, and is text.)
+        if not compressed and xml_encoding(first)[1] != "first bytes":
+            what = not_text(first)
+            if what:
+                count("files_skipped_not_bz2")
+                hint = "; decompress it, or recompress it with bzip2" if what in _COMPRESSED else ""
+                log.warning("%s skipped: %s, neither bz2 nor XML text%s", url, what, hint)
+                return []
+        head = _read_head(f, compressed)
+    encoding, said = xml_encoding(head)
+    if codec_name(encoding) is None:
+        count("files_encoding_unknown")
+        log.warning("%s declares the encoding %r, which Python does not know; read as UTF-8", url, encoding)
+        encoding = "utf-8"
+    text = head.decode(encoding, "replace")
+    if head and not any(marker in text for marker in _DUMP_MARKERS):
+        count("files_skipped_not_dump")
+        log.warning("%s skipped: not a MediaWiki XML export (no <mediawiki> or <page> in its first %d bytes, "
+                    "read as %s by its %s): %r", url, len(head), encoding, said, text[:80])
+        return []
+    dbname = _dbname(url, text)
     if not compressed:
-        return [Split(url, 0, size, dbname, False)]
+        return [Split(url, 0, size, dbname, False, encoding)]
     step = split_bytes or min(MAX_SPLIT_BYTES, max(MIN_SPLIT_BYTES, -(-size // 64)))
-    return [Split(url, a, min(a + step, size), dbname, True) for a in range(0, size, step)]
+    return [Split(url, a, min(a + step, size), dbname, True, encoding) for a in range(0, size, step)]
 
 
 def next_stream(f, start: int, end: int) -> int | None:
@@ -244,14 +290,32 @@ class PageSplitter:
             log.warning("page cut short (%s) at %s; skipped", reason, self.where(at))
 
 
+def as_utf8(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
+    """``chunks`` of XML in ``encoding`` as UTF-8 (the same chunks when it is UTF-8). An
+    undecodable byte sequence becomes the byte 0xFF, which its page's decoding counts."""
+    if codec_name(encoding) == "utf-8":
+        yield from chunks
+        return
+    decoder = codecs.getincrementaldecoder(encoding)(MARK)
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if text:
+            yield text.encode("utf-8", MARK)
+    tail = decoder.decode(b"", final=True)  # a character cut off at the end
+    if tail:
+        yield tail.encode("utf-8", MARK)
+
+
 def read_pages(split: Split, max_page_bytes: int, count: Count) -> Iterator[tuple[bytes, str]]:
-    """``(page XML bytes, where it is)`` for every page of the streams ``split`` owns."""
+    """``(page XML bytes, where it is)`` for every page of the streams ``split`` owns, as
+    UTF-8 whatever the file's encoding."""
     fs, path = fsspec.core.url_to_fs(split.url)
+    xml_byte = "XML byte" if codec_name(split.encoding) == "utf-8" else f"XML byte (of its {split.encoding} as UTF-8)"
     with fs.open(path, "rb") as f:
         if not split.compressed:
-            where = lambda at: f"{split.url} byte {at}"  # noqa: E731
+            where = lambda at: f"{split.url} {xml_byte} {at}"  # noqa: E731
             pages = PageSplitter(max_page_bytes, count, where)
-            for chunk in iter(lambda: f.read(READ_CHUNK), b""):
+            for chunk in as_utf8(iter(lambda: f.read(READ_CHUNK), b""), split.encoding):
                 for at, page in pages.feed(chunk):
                     yield page, where(at)
             pages.finish("end of file")
@@ -259,11 +323,11 @@ def read_pages(split: Split, max_page_bytes: int, count: Count) -> Iterator[tupl
         offset = next_stream(f, split.start, split.end)
         while offset is not None and offset < split.end:
             count("bz2_streams")
-            where = lambda at, o=offset: f"{split.url} (bz2 stream at byte {o}, XML byte {at})"  # noqa: E731
+            where = lambda at, o=offset: f"{split.url} (bz2 stream at byte {o}, {xml_byte} {at})"  # noqa: E731
             pages = PageSplitter(max_page_bytes, count, where)
             end = [0]
             try:
-                for chunk in decompress_stream(f, offset, end):
+                for chunk in as_utf8(decompress_stream(f, offset, end), split.encoding):
                     for at, page in pages.feed(chunk):
                         yield page, where(at)
             except _StreamError as e:
@@ -286,12 +350,14 @@ def read_pages(split: Split, max_page_bytes: int, count: Count) -> Iterator[tupl
 
 
 def parse_page(xml: bytes, count: Count, where: str) -> Page | None:
-    """The fields of one ``<page>`` element, or None when it is not well-formed XML."""
+    """The fields of one ``<page>`` element (UTF-8 bytes, as ``read_pages`` gives them), or
+    None when it is not well-formed XML."""
     try:
         text = xml.decode("utf-8")
     except UnicodeDecodeError as e:
-        count("pages_not_utf8")
-        log.warning("page bytes are not UTF-8 (%s) at %s; invalid bytes replaced", e.reason, where)
+        count("pages_undecodable")
+        log.warning("page has bytes that are not in the file's encoding (%s) at %s; they are replaced",
+                    e.reason, where)
         text = xml.decode("utf-8", "replace")
     try:
         page = ET.fromstring(text)
@@ -345,10 +411,7 @@ class _PlanSplits(beam.DoFn):
 
     def process(self, url):
         self.count("files")
-        splits = plan_splits(url, self.split_bytes)
-        if not splits:
-            self.count("files_empty")
-            log.warning("empty dump file skipped: %s", url)
+        splits = plan_splits(url, self.split_bytes, self.count)
         # In a scattered order: the local runner deals the splits out to its workers in
         # turn, in the order they come, and neighbouring splits may differ in work.
         yield from sorted(splits, key=lambda s: stable_hash(s.url, s.start))
@@ -413,8 +476,11 @@ def run(cfg: WikipediaConfig, output: str, options) -> dict[str, int]:
     counters = metric_counters(p.result)
     counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}
     if not counters.get("documents"):
+        skipped = sum(v for k, v in counters.items() if k.startswith("files_skipped_"))
+        hint = f"{skipped} of {counters.get('files', 0)} files were not dumps and were skipped (see the warnings). " \
+            if skipped else ""
         raise RuntimeError(
-            f"no documents extracted from {cfg.dump}: {counters}. Check that it is a "
+            f"no documents extracted from {cfg.dump}: {counters}. {hint}Check that it is a "
             "pages-articles dump (.xml.bz2) with articles (namespace 0) that are not redirects."
         )
     return counters

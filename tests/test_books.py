@@ -1,6 +1,7 @@
 """The books Beam job on the real sample books, on the FnApiRunner: both formats,
 byte-stable output across worker counts, Gutenberg wrappers and broken files."""
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from pipelines import books
 from pipelines.config import BooksConfig
 from contracts.layout import list_shards
 from pipelines.shards import read_rows
+from tests.real_files import real_png
 
 BOOKS = Path(__file__).resolve().parents[1] / "data" / "books"
 
@@ -65,9 +67,15 @@ def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path):
         b"She had been a \x93na\xefve\x94 girl, they said, and a caf\xe9 was no place for her.\n\n"
         + body[:3000].encode("utf-8"))
     (folder / "empty.txt").write_bytes(b"")
+    # Files that are not books: an image, a gzipped book, the book as an HTML page.
+    (folder / "cover.png").write_bytes(real_png())
+    (folder / "pg105.txt.gz").write_bytes(gzip.compress((folder / "pg105.txt").read_bytes(), 1))
+    (folder / "pg105.html").write_bytes(b"<!DOCTYPE html>\n<html><body><pre>\n" + (folder / "pg105.txt").read_bytes()
+                                         + b"</pre></body></html>\n")
     out = tmp_path / "out"
     counters = books.run(BooksConfig(files=str(folder), num_shards=1), str(out), pipeline_options(direct_num_workers=2))
-    assert counters["files"] == 3 and counters["files_empty"] == 1 and counters["documents"] == 2
+    assert counters["files"] == 6 and counters["files_empty"] == 1 and counters["documents"] == 2
+    assert counters["files_skipped_binary"] == 2 and counters["files_skipped_markup"] == 1
     assert counters["gutenberg_headers_removed"] == 1 and counters["gutenberg_footers_removed"] == 1
     assert counters["lines_not_utf8"] == 1
     docs = documents(out)
@@ -107,3 +115,54 @@ def test_bad_params_and_paths():
         Params(files="x/*.txt", format="epub")
     with pytest.raises(FileNotFoundError, match="not found"):
         books.list_files("/nonexistent/folder")
+
+
+def _counter():
+    counts = {}
+
+    def count(name, n=1):
+        counts[name] = counts.get(name, 0) + n
+
+    return counts, count
+
+
+def test_a_book_in_another_encoding_or_line_end_gives_the_same_sentences(tmp_path):
+    book = BOOKS / "austen-mansfield-park.txt"  # ASCII but for one line's pound sign
+    text = book.read_text(encoding="utf-8")
+    original = books.book_document(str(book), "mp", _counter()[1])["sentences"]
+    crlf = text.replace("\n", "\r\n")
+    for name, data, not_utf8 in [("cp1252-crlf.txt", crlf.encode("cp1252"), 1),
+                                 ("utf16-crlf.txt", crlf.encode("utf-16"), 0),
+                                 ("utf32-cr.txt", text.replace("\n", "\r").encode("utf-32"), 0)]:
+        (tmp_path / name).write_bytes(data)
+        counts, count = _counter()
+        assert books.book_document(str(tmp_path / name), "mp", count)["sentences"] == original, name
+        assert counts.get("lines_not_utf8", 0) == not_utf8, name
+
+    # The encoding of a text that is not UTF-8: the one its Gutenberg header declares,
+    # else the configured one.
+    chapter = "\n".join(text.split("\n")[15150:15300])
+    pound = next(s for s in original if "£20,000" in s)
+    (tmp_path / "cp437.txt").write_bytes(chapter.encode("cp437"))
+    (tmp_path / "declared.txt").write_bytes(("Character set encoding: ISO-8859-1\n\n" + chapter).encode("latin-1"))
+    for name, encoding in [("cp437.txt", "cp437"), ("declared.txt", "cp437")]:
+        sentences = books.book_document(str(tmp_path / name), "mp", _counter()[1], encoding)["sentences"]
+        assert pound in sentences, name
+    with pytest.raises(ValueError, match="unknown encoding 'klingon'"):
+        BooksConfig(files="x.txt", encoding="klingon")
+
+
+def test_sentences_format_without_blank_lines_is_warned_of(tmp_path, caplog):
+    # A book given as the sentences format, one sentence a line: one document of them all.
+    sentences = books.book_document(str(BOOKS / "austen-persuasion.txt"), "p", _counter()[1])["sentences"]
+    (tmp_path / "persuasion.txt").write_text("\n".join(sentences) + "\n")
+    counts, count = _counter()
+    docs = list(books.sentence_documents(str(tmp_path / "persuasion.txt"), "p", count))
+    assert len(docs) == 1 and docs[0]["sentences"] == sentences
+    assert counts["files_one_document"] == 1
+    assert "persuasion.txt has %d sentences and no blank line" % len(sentences) in caplog.text
+    # With a blank line between chapters' sentences, nothing to warn of.
+    (tmp_path / "chapters.txt").write_text("\n".join(sentences[:2000]) + "\n\n" + "\n".join(sentences[2000:]))
+    counts, count = _counter()
+    assert len(list(books.sentence_documents(str(tmp_path / "chapters.txt"), "p", count))) == 2
+    assert "files_one_document" not in counts

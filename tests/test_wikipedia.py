@@ -2,6 +2,8 @@
 output across workers and dump layouts, and broken inputs built from the sample."""
 
 import bz2
+import codecs
+import gzip
 import re
 from pathlib import Path
 
@@ -137,18 +139,23 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
     huge = PAGE_ID.sub(b"<id>999999999</id>", huge, count=1)
     (folder / "c-pages-articles.xml").write_bytes(head + b"".join(c_pages) + huge + tail)
 
-    # d: an empty file.
+    # d: an empty file; e: a gzip of the sample's XML named as a bz2 dump; f: a book in
+    # UTF-16, named as a dump.
     (folder / "d-pages-articles.xml.bz2").write_bytes(b"")
+    (folder / "e-pages-articles.xml.bz2").write_bytes(gzip.compress(head + b"".join(pages[:10]) + tail, 1))
+    book = ROOT / "data" / "books" / "austen-persuasion.txt"
+    (folder / "f-pages-articles.xml").write_bytes(book.read_text(encoding="utf-8")[:20_000].encode("utf-16"))
 
     out = tmp_path / "out"
     counters = wikipedia.run(WikipediaConfig(dump=str(folder), num_shards=2, split_bytes=1 << 16, max_page_bytes=1 << 20),
                              str(out), pipeline_options(direct_num_workers=2))
-    assert counters["files"] == 4 and counters["files_empty"] == 1
+    assert counters["files"] == 6 and counters["files_empty"] == 1
+    assert counters["files_skipped_not_bz2"] == 1 and counters["files_skipped_not_dump"] == 1
     assert counters["bz2_streams_corrupt"] == 1
     assert counters["bz2_streams_truncated"] == 1
     assert counters["pages_truncated"] >= 1  # the page open where b was cut
     assert counters["pages_malformed"] == 1
-    assert counters["pages_not_utf8"] == 1
+    assert counters["pages_undecodable"] == 1
     assert counters["pages_too_large"] == 1
 
     ids = {d["id"] for d in documents(out)}
@@ -170,7 +177,71 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
 def test_nothing_extracted_fails_with_a_message(tmp_path):
     head, pages, tail = _sample_parts()
     redirects = [p for p in pages if b"<redirect" in p][:5]
-    dump = tmp_path / "enwiki-pages-articles.xml.bz2"
+    dump = tmp_path / "dumps" / "enwiki-pages-articles.xml.bz2"
+    dump.parent.mkdir()
     dump.write_bytes(bz2.compress(head + b"".join(redirects) + tail))
-    with pytest.raises(RuntimeError, match="no documents extracted"):
-        wikipedia.run(WikipediaConfig(dump=str(dump), num_shards=1), str(tmp_path / "out"), pipeline_options(direct_num_workers=1))
+    # Beside it, a file that is no dump: an HTML page under a dump's name.
+    (dump.parent / "enwiki-latest-pages-articles.xml").write_bytes(
+        b"<!DOCTYPE html>\n<html><body><p>Wikimedia Downloads</p></body></html>\n")
+    with pytest.raises(RuntimeError, match="no documents extracted.*1 of 2 files were not dumps and were skipped"):
+        wikipedia.run(WikipediaConfig(dump=str(dump.parent), num_shards=1), str(tmp_path / "out"),
+                      pipeline_options(direct_num_workers=1))
+
+
+def _reader_pages(url, split_bytes=None):
+    """What the job's reader functions make of a dump file: its pages, and the counts."""
+    counts = {}
+
+    def count(name, n=1):
+        counts[name] = counts.get(name, 0) + n
+
+    pages = []
+    for split in wikipedia.plan_splits(url, split_bytes, count):
+        for xml, where in wikipedia.read_pages(split, 32 << 20, count):
+            pages.append(wikipedia.parse_page(xml, count, where))
+    return pages, counts
+
+
+def test_a_dump_in_the_encoding_its_xml_says_gives_the_same_pages(tmp_path):
+    text = bz2.decompress(Path(SAMPLE).read_bytes()).decode("utf-8")
+    plain = tmp_path / "enwiki-pages-articles.xml"
+    plain.write_bytes(text.encode("utf-8"))
+    original, _ = _reader_pages(str(plain))
+    assert len(original) == 206
+
+    def declared(encoding):
+        return f'<?xml version="1.0" encoding="{encoding}"?>\n' + text
+
+    variants = {
+        # UTF-16 with a byte order mark, compressed as dumps are.
+        "utf16-bom.xml.bz2": bz2.compress(text.encode("utf-16"), 1),
+        # UTF-16 big-endian, no mark: its first "<?" says it.
+        "utf16be.xml": declared("UTF-16").encode("utf-16-be"),
+        # Declared ISO-8859-1: what Latin-1 lacks is written as character references.
+        "latin1.xml": declared("ISO-8859-1").encode("latin-1", "xmlcharrefreplace"),
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        pages, counts = _reader_pages(str(tmp_path / name))
+        assert pages == original, name
+        assert not {k for k in counts if k.startswith(("files_", "pages_"))}, (name, counts)
+
+    # The multistream splitter cuts a UTF-16 dump between characters, into pages that
+    # each read as one; its streams read back to the same pages, split by byte ranges.
+    utf16 = str(tmp_path / "utf16-bom.xml.bz2")
+    parts = list(split_dump(utf16))
+    assert b"".join(d for _, d in parts) == text.encode("utf-16")
+    pages = [d for w, d in parts if w == "page"]
+    assert len(pages) == 206 and all(p.decode("utf-16-le").lstrip().startswith("<page>") for p in pages)
+    streams = [parts[0][1]] + [b"".join(pages[i : i + 10]) for i in range(0, 206, 10)] + [parts[-1][1]]
+    multistream = tmp_path / "utf16-multistream.xml.bz2"
+    multistream.write_bytes(b"".join(bz2.compress(s, 1) for s in streams))
+    pages, counts = _reader_pages(str(multistream), split_bytes=1 << 16)
+    assert pages == original and counts["bz2_streams"] == 23
+
+    # A byte that is not UTF-16 (half a surrogate pair) is counted, as a bad UTF-8 byte is.
+    broken = text.encode("utf-16-le").replace("Anarchism is".encode("utf-16-le"), b"\x00\xd8" + "narchism is".encode("utf-16-le"), 1)
+    (tmp_path / "broken.xml").write_bytes(codecs.BOM_UTF16_LE + broken)
+    pages, counts = _reader_pages(str(tmp_path / "broken.xml"))
+    assert counts["pages_undecodable"] == 1
+    assert next(p for p in pages if p.title == "Anarchism").text.count("\ufffdnarchism is") == 1

@@ -1,0 +1,68 @@
+"""Bad files among good inputs, and damaged files where a step reads: real files (an image
+and an HTML page shipped with our dependencies, a real book gzipped or re-encoded, the
+sample dump) placed beside the real data; each is skipped with a counter and a warning
+naming it, or fails with a message naming it."""
+
+import bz2
+import gzip
+from pathlib import Path
+
+import pytest
+
+from pipelines import books, wikipedia
+from tests.real_files import book_in_html, real_html, real_png
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "data" / "books" / "austen-persuasion.txt"
+SAMPLE = ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
+
+
+def _counter():
+    counts = {}
+
+    def count(name, n=1):
+        counts[name] = counts.get(name, 0) + n
+
+    return counts, count
+
+
+def test_books_tell_text_from_what_is_not(tmp_path):
+    files = {
+        "persuasion.txt": (BOOK.read_bytes(), None),
+        "persuasion-utf16.txt": (BOOK.read_text(encoding="utf-8").encode("utf-16"), None),
+        "cover.png": (real_png(), "files_skipped_binary"),
+        "persuasion.txt.gz": (gzip.compress(BOOK.read_bytes()), "files_skipped_binary"),
+        "projector.html": (real_html(), "files_skipped_markup"),
+        "persuasion.html": (book_in_html(), "files_skipped_markup"),
+    }
+    for name, (data, skipped) in files.items():
+        (tmp_path / name).write_bytes(data)
+        reason = books.skip_reason(str(tmp_path / name), "cp1252")
+        assert (reason and reason[0]) == skipped, (name, reason)
+    assert "PNG image" in books.skip_reason(str(tmp_path / "cover.png"), "cp1252")[1]
+    assert "gzip" in books.skip_reason(str(tmp_path / "persuasion.txt.gz"), "cp1252")[1]
+
+
+def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, caplog):
+    xml = bz2.decompress(SAMPLE.read_bytes())
+    files = {
+        "a-pages-articles.xml.bz2": (SAMPLE.read_bytes(), None),
+        "b-pages-articles.xml": (xml, None),  # plain XML, read as it is
+        "c-pages-articles.xml.bz2": (gzip.compress(xml, 1), "files_skipped_not_bz2"),
+        "d-pages-articles.xml.bz2": (real_png(), "files_skipped_not_bz2"),
+        "e-pages-articles.xml": (real_html(), "files_skipped_not_dump"),
+        "f-pages-articles.xml": (BOOK.read_text(encoding="utf-8").encode("utf-16"), "files_skipped_not_dump"),
+        "g-pages-articles.xml.bz2": (bz2.compress(real_html()), "files_skipped_not_dump"),
+    }
+    for name, (data, skipped) in files.items():
+        (tmp_path / name).write_bytes(data)
+        counts, count = _counter()
+        caplog.clear()
+        splits = wikipedia.plan_splits(str(tmp_path / name), count=count)
+        if skipped:
+            assert not splits and counts == {skipped: 1}, (name, counts)
+            assert f"{tmp_path / name} skipped" in caplog.text
+            if name.startswith("c-"):
+                assert "gzip, neither bz2 nor XML text; decompress it, or recompress it with bzip2" in caplog.text
+        else:
+            assert splits and not counts, (name, counts)
