@@ -212,3 +212,62 @@ def test_workers_weigh_their_ner_losses_by_labelled_tokens(tokenizer):
         by_examples = sum(task.loss(model, p, device) * 0.5 for p in parts)
     assert float(shared) == pytest.approx(float(whole), rel=1e-5)
     assert float(by_examples) != pytest.approx(float(whole), rel=1e-5)
+
+
+def test_a_dev_file_without_train_labels_is_an_error_naming_both_files(tokenizer, tmp_path):
+    from trainer.finetune.tasks.classification import Classification
+
+    # the real dev file with its labels renamed (fresh/rotten -> positive/negative)
+    dev = tmp_path / "dev.csv"
+    text = (DATA / "sentiment/dev.csv").read_text()
+    dev.write_text(text.replace(",fresh\n", ",positive\n").replace(",rotten\n", ",negative\n"))
+    cfg = _task("classification", train=str(DATA / "sentiment/train.csv"), dev=str(dev))
+    with pytest.raises(ValueError) as e:
+        Classification(cfg, tokenizer, ["fresh", "rotten"]).load(str(dev), train=False)
+    message = str(e.value)
+    assert f"{dev}: dev has no rows with train's labels: its labels are ['negative', 'positive']" in message
+    assert f"train's ({DATA / 'sentiment/train.csv'}) are ['fresh', 'rotten']" in message
+
+
+def test_conll_tokens_with_spaces_are_read_whole(tmp_path):
+    from trainer.finetune.tasks.ner import read_conll
+
+    lines = (DATA / "ner/train.conll").read_text().splitlines()
+    assert lines[:2] == ["@GirlinCali79 O", "tape O"]
+    # the first two tokens made one, with a space in it: space-separated and tab-separated
+    spaced = tmp_path / "spaced.conll"
+    spaced.write_text("\n".join(["@GirlinCali79 tape O", *lines[2:]]) + "\n")
+    tabbed = tmp_path / "tabbed.conll"
+    tabbed.write_text("\n".join(["@GirlinCali79 tape\tO", *(l.replace(" ", "\t") for l in lines[2:])]) + "\n")
+    whole, _ = read_conll(str(DATA / "ner/train.conll"))
+    for path in (spaced, tabbed):
+        sentences, skipped = read_conll(str(path))
+        assert sentences[0].words[:2] == ["@GirlinCali79 tape", "him"] and skipped == 0
+        assert [s.tags for s in sentences[1:]] == [s.tags for s in whole[1:]]
+
+
+def test_conll_columns_swapped_is_an_error_naming_the_file_and_line(tmp_path):
+    from trainer.finetune.tasks.ner import read_conll
+
+    swapped = tmp_path / "swapped.conll"
+    swapped.write_text("\n".join(" ".join(reversed(l.split())) for l in
+                                 (DATA / "ner/train.conll").read_text().splitlines()) + "\n")
+    with pytest.raises(ValueError, match=rf"^{swapped}:1: the last column does not hold tags: .*"
+                                         r"such as '@GirlinCali79'.*are the columns swapped\?"):
+        read_conll(str(swapped))
+
+
+def test_squad_answers_all_misplaced_says_how_many(tmp_path):
+    from trainer.finetune.tasks.qa import read_squad
+
+    data = json.loads((DATA / "qa/squad-sample.json").read_text())
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                for answer in qa["answers"]:
+                    answer["answer_start"] += 1  # counted from 1, not 0
+    shifted = tmp_path / "shifted.json"
+    shifted.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{shifted}: no questions left: the answers of all 5 answered questions "
+                                         r"do not match their context at answer_start \(question \w+: "):
+        read_squad(str(shifted))

@@ -3,14 +3,16 @@
 Files are CSV, TSV or JSONL (by extension, optionally compressed), with the text in
 ``text_column``, an optional second text in ``text_pair_column`` and the label in
 ``label_column``. The label set is read from the train file and sorted, so the same data
-gives the same label ids. A row without its text or label, or with a label train never
-had, is skipped, counted and logged with its file and line.
+gives the same label ids. A row without its text or label is skipped, counted and logged
+with its file and line; rows with a label train never had are skipped and counted per
+label; a dev or test file with no row of train's labels is an error naming both files.
 
 Predictions: ``predictions/<split>.csv`` with ``id,label,pred``.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import logging
@@ -72,10 +74,15 @@ class Classification(Task):
     def load(self, url: str, train: bool) -> Split:
         limit = self.cfg.max_train_examples if train else self.cfg.max_eval_examples
         rows, skipped = read_rows(self.cfg, url, limit)
-        unknown = [r for r in rows if r.label not in self.label_id]
-        for r in unknown:
-            log.warning("%s: row %s skipped: label %r is not among train's labels %s", url, r.id, r.label, self.labels)
+        unknown = collections.Counter(r.label for r in rows if r.label not in self.label_id)
         rows = [r for r in rows if r.label in self.label_id]
+        if not rows:
+            which = {self.cfg.dev: "dev", self.cfg.test: "test"}.get(url, url)
+            raise ValueError(f"{url}: {which} has no rows with train's labels: its labels are {sorted(unknown)}, "
+                             f"train's ({self.cfg.train}) are {self.labels}; check label_column and the files")
+        if unknown:
+            log.warning("%s: %d rows skipped: labels %s are not among train's labels %s", url, sum(unknown.values()),
+                        dict(unknown.most_common(10)), self.labels)
         enc = self.tokenizer([r.text for r in rows], [r.pair for r in rows] if self.cfg.text_pair_column else None,
                              truncation=True, max_length=self.cfg.max_seq_length)
         features = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],

@@ -1,7 +1,10 @@
 """Token classification (NER) on CoNLL-style files.
 
 One token per line, its tag in the last column (other columns are ignored), a blank line
-between sentences, ``-DOCSTART-`` lines skipped. Tags are BIO/IOB2 (IOB1 reads too: the
+between sentences, ``-DOCSTART-`` lines skipped. Columns are tab-separated on a line with a
+tab, else whitespace-separated; a token with spaces is read whole (on a space-separated
+line: one with more columns than the file's lines have). A last column that mostly holds
+no tags (say, swapped columns) is an error naming the file and line. Tags are BIO/IOB2 (IOB1 reads too: the
 metric starts an entity at an ``I-`` after ``O``). The label set is train's tags, sorted.
 
 Each word's label goes on its first word piece; the other pieces get IGNORE_INDEX and no
@@ -14,7 +17,9 @@ Predictions: ``predictions/<split>.conll`` with ``token gold pred`` per line.
 
 from __future__ import annotations
 
+import collections
 import logging
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,12 +38,30 @@ class Sentence:
     tags: list[str]
 
 
+# what a tag looks like: O, a prefixed type (B-PER, I-LOC, E-, S-, L-, U-), or a bare type (PER)
+TAG = re.compile(r"^(O|[BIESLU]-\S+|[A-Z][A-Z0-9_$-]*)$")
+
+
+def _columns(line: str) -> list[str]:
+    """A line's columns: tab-separated when it has a tab (a token may then hold spaces),
+    else whitespace-separated."""
+    if "\t" in line:
+        return [p.strip() for p in line.strip().split("\t") if p.strip()]
+    return line.split()
+
+
 def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]:
     """Sentences of a CoNLL file, and how many malformed lines were skipped (each logged)."""
+    lines = read_text(url).splitlines()
+    # A space-separated line with more columns than the file's lines have is a token with
+    # spaces in it: the tag and the other columns are the last ones.
+    widths = collections.Counter(len(line.split()) for line in lines
+                                 if line.strip() and "\t" not in line and not line.startswith("-DOCSTART-"))
+    width = widths.most_common(1)[0][0] if widths else 2
     sentences: list[Sentence] = []
     words: list[str] = []
     tags: list[str] = []
-    skipped = 0
+    skipped, spaced, untagged = 0, [], []
 
     def close():
         nonlocal words, tags
@@ -46,10 +69,10 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
             sentences.append(Sentence(words, tags))
         words, tags = [], []
 
-    for n, line in enumerate(read_text(url).splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if limit is not None and len(sentences) >= limit:
             break
-        parts = line.split()
+        parts = _columns(line)
         if not parts or parts[0] == "-DOCSTART-":
             close()
             continue
@@ -57,6 +80,13 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
             skipped += 1
             log.warning("%s:%d: skipped: a token line needs a tag in its last column: %r", url, n, line)
             continue
+        if "\t" not in line and len(parts) > width:
+            parts = [" ".join(parts[:len(parts) - width + 1]), *parts[len(parts) - width + 1:]]
+            spaced.append(n)
+        if "\t" in line and " " in parts[0]:
+            spaced.append(n)
+        if not TAG.match(parts[-1]):
+            untagged.append((n, parts))
         words.append(parts[0])
         tags.append(parts[-1])
     close()
@@ -64,6 +94,18 @@ def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]
         sentences = sentences[:limit]
     if not sentences:
         raise ValueError(f"{url}: no sentences; expected CoNLL lines 'token ... tag' with blank lines between sentences")
+    n_tags = sum(len(s.tags) for s in sentences)
+    if len(untagged) > n_tags / 2:
+        n, parts = untagged[0]
+        swapped = sum(bool(TAG.match(p[0])) for _, p in untagged) > len(untagged) / 2
+        raise ValueError(
+            f"{url}:{n}: the last column does not hold tags: {len(untagged)} of {n_tags} values "
+            f"({len({p[-1] for _, p in untagged})} distinct, such as {parts[-1]!r}) are not tags like O, B-PER, I-LOC"
+            + ("; the first column does: are the columns swapped? Expected 'token ... tag'" if swapped else
+               "; expected 'token ... tag' lines with the tag last"))
+    if spaced:
+        log.warning("%s: %d tokens hold spaces, read whole (line %d: %r)", url, len(spaced), spaced[0],
+                    lines[spaced[0] - 1])
     return sentences, skipped
 
 

@@ -49,6 +49,7 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{url}: not a SQuAD JSON file ({e}); expected {{'data': [{{'paragraphs': ...}}]}}") from None
     questions, skipped = [], 0
+    misplaced: list[str] = []  # the first skipped question's answer, as the context has it
     for article in data:
         for paragraph in article.get("paragraphs", []):
             context = paragraph["context"]
@@ -58,6 +59,11 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
                 good = [a for a in answers if context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]]
                 if answers and not good:
                     skipped += 1
+                    if not misplaced:
+                        a = answers[0]
+                        at = context[a["answer_start"]:a["answer_start"] + len(a["text"])]
+                        misplaced.append(f"question {qa.get('id')}: {a['text']!r} at {a['answer_start']}, "
+                                         f"where the context has {at!r}")
                     log.warning("%s: question %s skipped: no answer text matches the context at its answer_start",
                                 url, qa.get("id"))
                     continue
@@ -68,8 +74,12 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
                     questions[-1].answers = good + [a for a in answers if a not in good]
                 if limit is not None and len(questions) >= limit:
                     return questions, skipped
+    if not questions and skipped:
+        raise ValueError(f"{url}: no questions left: the answers of all {skipped} answered questions do not match "
+                         f"their context at answer_start ({misplaced[0]}); answer_start counts characters of the "
+                         "context, from 0")
     if not questions:
-        raise ValueError(f"{url}: no questions")
+        raise ValueError(f"{url}: no questions; expected {{'data': [{{'paragraphs': [{{'context', 'qas'}}]}}]}}")
     return questions, skipped
 
 
