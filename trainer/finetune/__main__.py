@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     connect_ray(address=args.address, num_cpus=args.num_cpus)
     summary = finetune(config, config.init, args.output, args.workers, args.cpus_per_worker, args.gpus_per_worker)
     print(results_table(summary, {t.name: t for t in config.tasks}))
+    if summary.get("trials_failed") and not config.allow_failed_trials:
+        raise SystemExit(f"{summary['trials_failed']} trials failed; a rerun retries them (--allow-failed-trials accepts them)")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
         else:
             lines += ["", "Best: none (every setting failed)"]
         lines.append("")
-    if summary["trials_failed"]:
+    if summary.get("trials_failed"):
         total = summary["trials_ok"] + summary["trials_failed"]
         lines.append(f"{summary['trials_failed']} of {total} trials failed: "
                      + ("allowed (`allow_failed_trials: true`)." if summary.get("allow_failed_trials")
