@@ -6,7 +6,8 @@
     bertflow status demo
     bertflow submit demo --address http://head:8265
 
-Exit codes: 0 ok, 1 a step failed, 2 a spec or usage error, 130 interrupted.
+Exit codes: 0 ok, 1 a step failed (or the storage cannot be read), 2 a spec or usage
+error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", metavar="STEP", help="run this step and what it needs, nothing else")
     r.add_argument("--force", action="append", default=[], metavar="STEP", help="redo STEP (and what reads it)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    r.add_argument("--lease-wait", type=float, metavar="SECONDS",
+                   help="how long to wait for a step that another run is writing, then fail naming that run "
+                        "(default: wait until that run is done with it)")
 
     s = sub.add_parser("status", help="show each step: done / not done / failed, output, duration, counters")
     common(s)
@@ -90,19 +94,24 @@ def cmd_validate(spec, args) -> int:
 
 def cmd_run(spec, args) -> int:
     r = runner_mod.Runner(spec.workflow(args.workflow))
-    if args.dry_run:
-        for p in r.plan(args.only, args.force):
-            print(f"{p.action:6} {p.name:14} {p.kind:16} {p.output}  ({p.reason})")
-        return 0
     try:
-        outcomes = r.run(args.only, args.force)
+        if args.dry_run:
+            for p in r.plan(args.only, args.force):
+                print(f"{p.action:6} {p.name:14} {p.kind:16} {p.output}  ({p.reason})")
+            return 0
+        outcomes = r.run(args.only, args.force, lease_wait=args.lease_wait)
     except runner_mod.StepFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)
-        print("fix it and run the same command again: finished steps are reused", file=sys.stderr)
+        if e.outcome.log:
+            print("fix it and run the same command again: finished steps are reused", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)
         return 130
+    except (KeyError, SpecError):
+        raise
+    except Exception as e:  # noqa: BLE001 - reading the storage root failed: one line, not a traceback
+        return storage_error(r, e)
     print()
     for o in outcomes:
         summary = KINDS[r.wf.steps[o.name].kind].summary(o.output)
@@ -110,12 +119,21 @@ def cmd_run(spec, args) -> int:
             print(f"== {o.name}: {o.output}\n{summary.rstrip()}\n")
     for o in outcomes:
         print(f"{o.action:7} {o.name:14} {o.seconds:8.1f}s  {o.output}")
-    print(f"run record: {r.record_url}")
+    print(f"run record: {r.record_url or 'not written (see the warning above)'}")
     return 0
 
 
+def storage_error(r, e: Exception) -> int:
+    print(f"error: storage {r.root}: {runner_mod.cause(e)}", file=sys.stderr)
+    return 1
+
+
 def cmd_status(spec, args) -> int:
-    rows = runner_mod.Runner(spec.workflow(args.workflow)).status()
+    r = runner_mod.Runner(spec.workflow(args.workflow))
+    try:
+        rows = r.status()
+    except Exception as e:  # noqa: BLE001 - reading the storage root failed: one line, not a traceback
+        return storage_error(r, e)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -124,7 +142,9 @@ def cmd_status(spec, args) -> int:
         counters = ", ".join(f"{k}={v}" for k, v in list(row.get("counters", {}).items())[:4])
         print(f"{row['state']:12} {row['step']:14} {took:>9}  {row['output']}  {counters}")
         if row.get("error"):
-            print(f"{'':12} error: {row['error']}\n{'':12} log: {row.get('log')}")
+            print(f"{'':12} error: {row['error']}")
+        if row.get("log"):
+            print(f"{'':12} log: {row['log']}")
     return 0
 
 

@@ -7,7 +7,11 @@ what reads it. A step is done when ``_SUCCESS.json`` exists in its folder: writt
 after every data file, with the files, counters, timings, parameters and versions. A step
 that raised or was interrupted leaves ``_status.json`` (state, error, log) and no manifest,
 and is redone on the next run; its folder is kept so that a kind can resume from what it
-left (the trainer's checkpoints).
+left (the trainer's checkpoints). A done step whose files no longer have the sizes its
+manifest lists (a bad copy, a full disk) is not done: ``status`` says which file differs,
+and ``run`` redoes it. Before a step writes, its old manifest and an earlier attempt's
+``_spill/`` are removed. One run at a time writes a step: it holds the step's lease
+(``infra.lease``), and another run waits for it, then reuses what it made.
 
     runner = Runner(spec_file.workflow("demo"))
     runner.run()            # or run(only="vocab"), run(force=["examples"]), run(dry_run=True)
@@ -15,6 +19,7 @@ left (the trainer's checkpoints).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -39,12 +44,18 @@ from contracts.config import data_paths, hashed
 from .inputs import changes as input_changes
 from .inputs import identity as input_identity
 from .kinds import KINDS, Resources, StepContext
+from .lease import LEASE, Lease, LeaseHeld, describe
 from .spec import Workflow
 
 SUCCESS = "_SUCCESS.json"
 STATUS = "_status.json"
 LOG = "_logs/step.log"
-RUNNER_FILES = (SUCCESS, STATUS, LOG)
+RUNNER_FILES = (SUCCESS, STATUS, LOG, LEASE)
+# pipelines.shards' spill folder: an earlier attempt's runs are never resumed, only removed
+SCRATCH = "_spill"
+MISMATCH = "its output no longer matches its manifest"
+INTERRUPTED = "interrupted (Ctrl-C)"
+INTERRUPT_GRACE = 5.0  # seconds the steps' threads get to record an interruption
 
 log = logging.getLogger("bertflow")
 
@@ -91,11 +102,53 @@ class StepOutcome:
 class StepFailed(Exception):
     def __init__(self, outcome: StepOutcome):
         self.outcome = outcome
-        super().__init__(f"step '{outcome.name}' failed: {outcome.error}\n  log: {outcome.log}")
+        log = f"\n  log: {outcome.log}" if outcome.log else ""
+        super().__init__(f"step '{outcome.name}' failed: {outcome.error}{log}")
 
 
 class Interrupted(Exception):
     pass
+
+
+class LeaseLost(Exception):
+    """Another run took the step's lease while this one wrote it (this one stalled past
+    the lease's expiry): this run's output is not trusted."""
+
+
+class Bookkeeping(Exception):
+    """The runner's own writes for a step failed (a read-only or full disk, a root that is
+    a file, a store gone): one line, the URL and the cause."""
+
+    def __init__(self, url: str, error: BaseException):
+        super().__init__(f"cannot write {url}: {cause(error)}")
+
+
+def cause(e: BaseException) -> str:
+    """An error in one line: an OSError's reason without the path repeated, else the text."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror} ({type(e).__name__})"
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def bookkeeping(url: str):
+    try:
+        yield
+    except (LeaseHeld, Bookkeeping):
+        raise
+    except Exception as e:  # noqa: BLE001 - any store's error (OSError, botocore's, ...)
+        raise Bookkeeping(url, e) from e
+
+
+def manifest_mismatch(listed: dict[str, int], found: dict[str, int]) -> str:
+    """What differs between a manifest's ``{file: size}`` and a listing of the folder
+    ("" when nothing): missing files and other sizes, the first named, the rest counted."""
+    bad = [f"{name} is missing" if name not in found else f"{name} is {found[name]} bytes, the manifest says {size}"
+           for name, size in sorted(listed.items()) if found.get(name) != size]
+    if not bad:
+        return ""
+    return bad[0] + (f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else "")
 
 
 class Runner:
@@ -122,7 +175,16 @@ class Runner:
         return storage.join(self.root, f"{name}-{self.hashes[name]}")
 
     def is_done(self, name: str) -> bool:
-        return storage.exists(storage.join(self.output(name), SUCCESS))
+        return self.manifest_check(name) == ""
+
+    def manifest_check(self, name: str) -> str | None:
+        """None when the step has no manifest; "" when its files are there with the sizes
+        the manifest lists (one listing); else what differs (a bad copy, a full disk, a
+        hand edit): ``part-0.parquet is 4096 bytes, the manifest says 81920``."""
+        url = storage.join(self.output(name), SUCCESS)
+        if not storage.exists(url):
+            return None
+        return manifest_mismatch(storage.read_json(url).get("files", {}), storage.list_files(self.output(name)))
 
     # -- planning ----------------------------------------------------------------------
 
@@ -137,10 +199,13 @@ class Runner:
         for name in self.wf.order:
             if name not in selected:
                 continue
+            check = self.manifest_check(name)
             if name in forced:
                 action, reason = "run", "forced" if forced[name] == name else f"after forced {forced[name]}"
-            elif self.is_done(name):
+            elif check == "":
                 action, reason = "reuse", "done"
+            elif check:
+                action, reason = "run", f"{MISMATCH}: {check}"
             else:
                 state = self._state(name)
                 action, reason = "run", {"failed": "failed before", "interrupted": "interrupted before"}.get(state, "new")
@@ -172,10 +237,17 @@ class Runner:
 
     # -- running -----------------------------------------------------------------------
 
-    def run(self, only: str | None = None, force: list[str] = (), dry_run: bool = False) -> list[StepOutcome]:
+    def run(self, only: str | None = None, force: list[str] = (), dry_run: bool = False,
+            lease_wait: float | None = None) -> list[StepOutcome]:
+        """Run the plan. A step that another run is writing (it holds the step's lease) is
+        waited for, ``lease_wait`` seconds at most (None: as long as that run takes), and
+        reused if that run finished it."""
         planned = self.plan(only, force)
         if dry_run:
             return [StepOutcome(p.name, "would run" if p.action == "run" else "would reuse", p.output) for p in planned]
+        self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lease_wait = lease_wait
+        self._holding: set[str] = set()  # steps whose lease this run holds
         started, t0 = now(), time.time()
         outcomes = {p.name: StepOutcome(p.name, "reused", p.output) for p in planned if p.action == "reuse"}
         todo = [p for p in planned if p.action == "run"]
@@ -187,7 +259,11 @@ class Runner:
             for p in planned:
                 outcomes.setdefault(p.name, StepOutcome(p.name, "not run", p.output))
             ordered = [outcomes[p.name] for p in planned]
-            self._write_record(started, time.time() - t0, planned, ordered)
+            self.record_url = None
+            try:
+                self._write_record(started, time.time() - t0, planned, ordered)
+            except Exception as e:  # noqa: BLE001 - a full disk or a store gone: the steps' errors come first
+                log.warning("could not write the run record under %s: %s", storage.join(self.root, "_runs"), cause(e))
         failed = [o for o in ordered if o.action == "failed"]
         if failed:
             raise StepFailed(failed[0])
@@ -225,22 +301,57 @@ class Runner:
                 if outcome.action == "failed":
                     failed = True  # let running steps finish; start nothing new
         except KeyboardInterrupt:
+            # Every step still running is interrupted, whatever its thread raises from now
+            # on: its engine got the signal too (Ray's and Beam's local processes are in the
+            # terminal's process group), and Ray's exit hook ends a pending ray.get with
+            # SystemExit. Their threads get a moment to record it before the process exits.
             cancel.set()
             for name, p in running.items():
-                outcomes[name] = StepOutcome(name, "interrupted", p.output)
-                self._write_status(p, "interrupted", error="stopped by Ctrl-C")
+                outcomes[name] = StepOutcome(name, "interrupted", p.output, error=INTERRUPTED)
+                if name not in self._holding:
+                    continue  # still waiting for another run's lease: that run's status stays
+                try:
+                    self._write_status(p, "interrupted", error=INTERRUPTED)
+                except Exception as e:  # noqa: BLE001 - the interruption is reported either way
+                    log.warning("could not record that %s was interrupted: %s", name, cause(e))
+            deadline = time.time() + INTERRUPT_GRACE
+            while running and time.time() < deadline:
+                try:
+                    outcome = events.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                running.pop(outcome.name, None)
+                outcomes[outcome.name] = outcome
             raise
 
     def _execute(self, p: PlannedStep, events: queue.Queue, cancel: threading.Event) -> None:
         step = self.wf.steps[p.name]
         kind = KINDS[step.kind]
-        local_log, handler = self._open_log(p)
         logger = logging.getLogger(f"bertflow.{p.name}")
         t0 = time.time()
-        outcome = StepOutcome(p.name, "ran", p.output, log=self._log_url(p, local_log))
+        outcome = StepOutcome(p.name, "ran", p.output)
+        local_log = handler = lease = None
+        holding = False  # only the lease's holder writes the step's status
         try:
-            storage.makedirs(p.output)
-            self._write_status(p, "running", log=outcome.log)
+            with bookkeeping(p.output):
+                storage.makedirs(p.output)
+            lease = Lease(storage.join(p.output, LEASE), self.run_id)
+
+            def waiting(holder: dict) -> None:
+                logger.info("step %s: waiting for %s, which is writing %s", p.name, describe(holder), p.output)
+
+            with bookkeeping(lease.url):
+                waited = lease.acquire(self.lease_wait, waiting, cancel)
+            holding = True
+            self._holding.add(p.name)
+            if waited and self.is_done(p.name):
+                logger.info("step %s: done by the run it waited for; reused", p.name)
+                outcome.action = "reused"
+                return
+            with bookkeeping(storage.join(p.output, LOG)):
+                local_log, handler = self._open_log(p)
+            outcome.log = self._log_url(p, local_log)
+            self._start_attempt(p, outcome.log)
             logger.info("step %s (%s) -> %s", p.name, step.kind, p.output)
             ctx = StepContext(
                 step=p.name,
@@ -257,9 +368,12 @@ class Runner:
             counters = kind().run(ctx) or {}
             if cancel.is_set():
                 raise Interrupted()
+            if lease.lost:
+                raise LeaseLost(f"{lease.url}: taken over by {describe(lease.lost)} while this run wrote the step")
             outcome.seconds = time.time() - t0
             outcome.counters = counters
-            files = {k: v for k, v in storage.list_files(p.output).items() if k not in RUNNER_FILES}
+            with bookkeeping(p.output):
+                files = {k: v for k, v in storage.list_files(p.output).items() if k not in RUNNER_FILES}
             manifest = {
                 "step": p.name,
                 "workflow": self.wf.name,
@@ -277,29 +391,65 @@ class Runner:
                 "seconds": round(outcome.seconds, 3),
                 "versions": package_versions(),
                 "host": socket.gethostname(),
+                "run_id": self.run_id,
             }
             logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, _short(counters))
-            self._close_log(p, local_log, handler)
+            with bookkeeping(storage.join(p.output, LOG)):
+                self._close_log(p, local_log, handler)
             handler = None
             # From here on the step is done; the status follows the manifest, never leads it.
-            storage.write_json(storage.join(p.output, SUCCESS), manifest)
+            with bookkeeping(storage.join(p.output, SUCCESS)):
+                storage.write_json(storage.join(p.output, SUCCESS), manifest)
             try:
                 self._write_status(p, "done", log=outcome.log)
-            except Exception:  # noqa: BLE001 - the manifest says done; a stale status must not undo it
-                logger.exception("step %s: done, but its %s could not be updated", p.name, STATUS)
+            except Exception as e:  # noqa: BLE001 - the manifest says done; a stale status must not undo it
+                logger.warning("step %s: done, but its %s could not be updated: %s", p.name, STATUS, cause(e))
         except BaseException as e:  # noqa: BLE001 - a failed step must be recorded, whatever it raised
-            outcome.action = "interrupted" if isinstance(e, (Interrupted, KeyboardInterrupt)) else "failed"
+            interrupted = cancel.is_set() or isinstance(e, (Interrupted, KeyboardInterrupt))
+            outcome.action = "interrupted" if interrupted else "failed"
             outcome.seconds = time.time() - t0
-            outcome.error = f"{type(e).__name__}: {e}"
-            logger.error("step %s failed: %s\n%s", p.name, outcome.error, traceback.format_exc())
-            try:
+            if interrupted:
+                # The run says so once, on the console; the step's own log keeps the detail.
+                outcome.error = INTERRUPTED
                 if handler is not None:
+                    handler.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "step %s interrupted\n%s",
+                                                     (p.name, traceback.format_exc()), None))
+            elif isinstance(e, (Bookkeeping, LeaseHeld, LeaseLost)):
+                outcome.error = str(e)  # one line: the URL and the cause
+                logger.error("step %s failed: %s", p.name, outcome.error)
+            else:
+                outcome.error = f"{type(e).__name__}: {e}"
+                logger.error("step %s failed: %s\n%s", p.name, outcome.error, traceback.format_exc())
+            if handler is not None:
+                try:
                     self._close_log(p, local_log, handler)
-                self._write_status(p, outcome.action, error=outcome.error, log=outcome.log)
-            except Exception:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
-                logger.exception("could not record the failure of %s", p.name)
+                except Exception as e2:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
+                    logger.warning("step %s: could not save its log %s: %s", p.name, outcome.log, cause(e2))
+            if holding and not (isinstance(e, Bookkeeping) and outcome.log is None):
+                try:
+                    self._write_status(p, outcome.action, error=outcome.error, log=outcome.log)
+                except Exception as e2:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
+                    logger.warning("step %s: could not record that it %s in %s: %s", p.name, outcome.action,
+                                   storage.join(p.output, STATUS), cause(e2))
         finally:
+            self._holding.discard(p.name)
+            if holding:
+                try:
+                    lease.release()
+                except Exception as e:  # noqa: BLE001 - an unreleased lease expires
+                    logger.warning("step %s: could not release %s: %s", p.name, lease.url, cause(e))
             events.put(outcome)
+
+    def _start_attempt(self, p: PlannedStep, log_url: str) -> None:
+        """Before a step writes: the manifest of the output it replaces goes first, so a
+        half-rewritten folder is never read as done (a --force, a damaged output), then an
+        earlier attempt's scratch (its spill can fill the disk the retry needs)."""
+        for name in (SUCCESS, SCRATCH):
+            url = storage.join(p.output, name)
+            with bookkeeping(url):
+                storage.remove_tree(url)  # a file or a folder
+        with bookkeeping(storage.join(p.output, STATUS)):
+            self._write_status(p, "running", log=log_url, run_id=self.run_id)
 
     # -- logs, status, records ---------------------------------------------------------
 
@@ -378,25 +528,23 @@ class Runner:
         for name in self.wf.order:
             out = self.output(name)
             row = {"step": name, "kind": self.wf.steps[name].kind, "output": out, "state": "not done"}
-            if storage.exists(storage.join(out, SUCCESS)):
+            check = self.manifest_check(name)
+            if check is not None:
                 m = storage.read_json(storage.join(out, SUCCESS))
                 row.update(state="done", seconds=m.get("seconds"), counters=m.get("counters", {}), finished=m.get("finished"))
+                if check:
+                    row.update(state="damaged", error=f"{MISMATCH}: {check}; the next run redoes it")
             elif storage.exists(storage.join(out, STATUS)):
                 s = storage.read_json(storage.join(out, STATUS))
                 state = s.get("state", "unknown")
-                if state == "running" and s.get("host") == socket.gethostname() and not _pid_alive(s.get("pid")):
-                    state = "died"
+                if state == "running":
+                    lease = Lease(storage.join(out, LEASE), run_id="")
+                    holder = lease.holder()
+                    if holder is None or lease.expired(holder):
+                        state = "died"  # nobody keeps its lease alive
                 row.update(state=state, error=s.get("error"), log=s.get("log"), at=s.get("at"))
             rows.append(row)
         return rows
-
-
-def _pid_alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
 
 
 def _short(counters: dict, n: int = 4) -> str:

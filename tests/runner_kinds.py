@@ -20,6 +20,8 @@ class TextParams(Params):
     text: str
     copies: int = Field(default=1, ge=1)
     sleep: float = operational(0, ge=0)  # how long the step takes, not what it writes
+    crash: bool = operational(False)  # an attempt that dies after writing: same folder, no output
+    gate: str = operational("")  # a file: the step waits until it exists (a test says when)
 
 
 class JoinParams(Params):
@@ -47,8 +49,12 @@ class TextKind(StepKind):
         CALLS.append(ctx.step)
         started = time.time()
         time.sleep(ctx.params.sleep)
+        while ctx.params.gate and not os.path.exists(ctx.params.gate):
+            time.sleep(0.05)
         _write(f"{ctx.output}/text.txt", " ".join([ctx.params.text] * ctx.params.copies))
         _write(f"{ctx.output}/times.json", json.dumps([started, time.time()]))
+        if ctx.params.crash:
+            raise RuntimeError("crashed after writing")
         return {"words": ctx.params.copies * len(ctx.params.text.split())}
 
 

@@ -1,0 +1,307 @@
+"""The runner when things go wrong around a step: a damaged output, an interrupted --force,
+a storage root it cannot write, a store it cannot reach, two runs on one step, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from contracts import storage
+from infra.cli import main
+from infra.lease import LEASE, Lease, LeaseHeld
+from infra.runner import SCRATCH, STATUS, SUCCESS, Runner, StepFailed
+from infra.spec import SpecFile
+from tests import runner_kinds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = {
+    "storage": "PLACEHOLDER",
+    "workflows": {"words": {"steps": {
+        "hello": {"kind": "test_text", "params": {"text": "hello", "copies": 2}},
+        "world": {"kind": "test_text", "params": {"text": "world"}},
+        "joined": {"kind": "test_join", "inputs": {"parts": ["hello", "world"]}},
+    }}},
+}
+
+
+def spec(root: str, **params) -> dict:
+    raw = json.loads(json.dumps(SPEC))
+    raw["storage"] = root
+    for step, p in params.items():
+        raw["workflows"]["words"]["steps"][step].setdefault("params", {}).update(p)
+    return raw
+
+
+def runner(raw: dict, tmp_path: Path) -> Runner:
+    return Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("words"))
+
+
+def write_spec(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "workflows.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def cli(*args: str) -> subprocess.Popen:
+    """A real `bertflow run` (with the test kinds) in a session of its own: a signal to its
+    process group reaches it and its children, as a terminal's Ctrl-C does."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.runner_kinds", *args], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(autouse=True)
+def calls():
+    runner_kinds.CALLS.clear()
+    yield runner_kinds.CALLS
+
+
+# -- a done step whose files changed (issue 16.5) ----------------------------------------
+
+def test_damaged_output_is_not_done_and_is_redone(tmp_path, calls):
+    raw = spec(str(tmp_path / "runs"))
+    runner(raw, tmp_path).run(only="hello")
+    r = runner(raw, tmp_path)
+    text = storage.join(r.output("hello"), "text.txt")
+    with storage.atomic_file(text) as f:  # a bad copy: the file cut short
+        f.write(b"hel")
+
+    row = {row["step"]: row for row in r.status()}["hello"]
+    assert row["state"] == "damaged"
+    assert "no longer matches its manifest: text.txt is 3 bytes, the manifest says 11" in row["error"]
+    (planned,) = [p for p in r.plan(only="hello") if p.name == "hello"]
+    assert planned.action == "run" and planned.reason.startswith("its output no longer matches its manifest: text.txt")
+
+    calls.clear()
+    outcomes = {o.name: o.action for o in runner(raw, tmp_path).run(only="hello")}
+    assert outcomes == {"hello": "ran"} and calls == ["hello"]
+    assert storage.read_text(text) == "hello hello"
+    assert r.is_done("hello")
+
+
+# -- an attempt that dies in a done step's folder (issue 16.8, 16.9) --------------------
+
+def test_interrupted_force_leaves_no_manifest_and_no_spill(tmp_path, calls):
+    raw = spec(str(tmp_path / "runs"))
+    runner(raw, tmp_path).run(only="hello")
+    r = runner(raw, tmp_path)
+    spill = storage.join(r.output("hello"), SCRATCH, "run-00000.arrow")
+    storage.write_bytes_atomic(spill, b"an earlier attempt's spill")
+    # --force, and the new attempt dies after writing half of its files (crash is operational:
+    # the same folder)
+    with pytest.raises(StepFailed, match="crashed after writing"):
+        runner(spec(str(tmp_path / "runs"), hello={"crash": True}), tmp_path).run(only="hello", force=["hello"])
+    assert not storage.exists(storage.join(r.output("hello"), SUCCESS))
+    assert not storage.exists(storage.join(r.output("hello"), SCRATCH))
+    assert [(p.action, p.reason) for p in r.plan(only="hello")] == [("run", "failed before")]
+
+
+# -- storage the runner cannot write or reach (issue 16.7, 16.9) ------------------------
+
+def run_with_timeout(argv: list[str], timeout: float = 60) -> int:
+    result: list = []
+
+    def target() -> None:
+        try:
+            result.append(main(argv))
+        except BaseException as e:  # noqa: BLE001 - raised again in the test's thread
+            result.append(e)
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert result, f"bertflow {' '.join(argv)} still running after {timeout}s"
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def unwritable_roots(tmp_path: Path) -> list[tuple[str, str]]:
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("a file where the root should be\n")
+    roots = [(str(a_file), "Not a directory"), (str(a_file / "runs"), "Not a directory")]
+    try:  # sysfs refuses new folders, even to root (chmod does not stop root)
+        os.mkdir("/sys/bertflow-runs")
+        os.rmdir("/sys/bertflow-runs")
+    except OSError as e:
+        roots.append(("/sys/bertflow-runs", e.strerror))
+    return roots
+
+
+def test_unwritable_root_ends_the_run_with_one_line(tmp_path, capsys):
+    for root, why in unwritable_roots(tmp_path):
+        path = write_spec(tmp_path, spec(root))
+        assert run_with_timeout(["run", "words", "-f", str(path)]) == 1, root
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: step '"), err
+        assert f"failed: cannot write {root}/" in lines[0] and why in lines[0], err
+
+
+def test_run_record_that_cannot_be_written_does_not_hide_the_step_error(tmp_path, caplog):
+    raw = spec(str(tmp_path / "runs"), joined={"fail": True})
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "_runs").write_text("a file where the run records go\n")
+    with pytest.raises(StepFailed, match="asked to fail"):
+        runner(raw, tmp_path).run()
+    assert "could not write the run record" in caplog.text
+    state = {row["step"]: row["state"] for row in runner(raw, tmp_path).status()}
+    assert state == {"hello": "done", "world": "done", "joined": "failed"}
+
+
+@pytest.mark.parametrize("command", [["status", "words"], ["run", "words", "--dry-run"]])
+def test_unreachable_store_is_one_line(tmp_path, monkeypatch, capsys, command):
+    import s3fs
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}",
+                       "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    path = write_spec(tmp_path, spec("s3://bertflow-gone/runs"))
+    t0 = time.time()
+    try:
+        assert run_with_timeout([*command, "-f", str(path)]) == 1
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert time.time() - t0 < 30
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: storage s3://bertflow-gone/runs: ") and "\n" not in err, err
+    assert "Could not connect" in err
+
+
+# -- two runs on one step (issue 16.6) --------------------------------------------------
+
+def test_lease_is_exclusive_and_a_dead_holders_expires(tmp_path):
+    url = str(tmp_path / LEASE)
+    first, second = Lease(url, "run-a"), Lease(url, "run-b")
+    assert first.acquire(wait=0) is False
+    with pytest.raises(LeaseHeld, match="held by run run-a"):
+        second.acquire(wait=0)
+    first.release()
+    assert not os.path.exists(url)
+
+    # A holder whose process is gone (this host) or whose heartbeat stopped (any host).
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for holder, why in [({"host": socket.gethostname(), "pid": int(gone.stdout), "heartbeat": time.time()}, "is gone"),
+                        ({"host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600}, "heartbeat is")]:
+        storage.write_json(url, {"run_id": "run-dead", **holder})
+        assert why in second.expired(storage.read_json(url))
+        lease = Lease(url, "run-b", settle=0.05)
+        assert lease.acquire(wait=0) is False and storage.read_json(url)["run_id"] == "run-b"
+        lease.release()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_lease_race_has_one_winner(where, tmp_path, request):
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+    url = storage.join(root, "step", LEASE)
+    storage.makedirs(storage.join(root, "step"))
+    leases = [Lease(url, f"run-{i}", settle=0.5) for i in range(4)]
+    start = threading.Barrier(len(leases))
+    won: list[str] = []
+
+    def take(lease: Lease) -> None:
+        start.wait()
+        if lease.try_take() is None:
+            won.append(lease.run_id)
+
+    threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and storage.read_json(url)["run_id"] == won[0]
+
+
+def test_heartbeat_notices_a_lost_lease(tmp_path):
+    url = str(tmp_path / LEASE)
+    lease = Lease(url, "run-a", interval=0.05)
+    lease.acquire(wait=0)
+    storage.write_json(url, {"run_id": "run-b", "host": "elsewhere", "pid": 1, "heartbeat": time.time()})
+    wait_for(lambda: lease.lost is not None, 5, "the heartbeat")
+    assert lease.lost["run_id"] == "run-b"
+    lease.release()
+    assert storage.read_json(url)["run_id"] == "run-b"  # not ours to remove
+
+
+def test_second_run_waits_for_the_step_the_first_is_writing(tmp_path):
+    gate = tmp_path / "gate"
+    raw = spec(str(tmp_path / "runs"), hello={"gate": str(gate)})  # operational: the same step
+    first = cli("run", "words", "--only", "hello", "-f", str(write_spec(tmp_path, raw)))
+    lease = storage.join(runner(raw, tmp_path).output("hello"), LEASE)
+    wait_for(lambda: storage.exists(lease), 60, "the first run's lease")
+    holder = storage.read_json(lease)["run_id"]
+
+    other = tmp_path / "other"
+    other.mkdir()
+    path = write_spec(other, spec(str(tmp_path / "runs")))
+    impatient = cli("run", "words", "--only", "hello", "-f", str(path), "--lease-wait", "0.5")
+    out = impatient.communicate(timeout=60)[0]
+    assert impatient.returncode == 1, out
+    assert f"_lease.json is held by run {holder}" in out and "waited" in out
+
+    patient = cli("run", "words", "--only", "hello", "-f", str(path))
+    for line in patient.stdout:
+        if "waiting for" in line:
+            assert f"waiting for run {holder} (host {socket.gethostname()}" in line
+            break
+    gate.touch()  # the first run finishes the step; the second reuses it
+    out = patient.communicate(timeout=60)[0]
+    assert patient.returncode == 0, out
+    assert "reused  hello" in out
+    assert first.wait(timeout=60) == 0
+    assert not storage.exists(lease)
+
+
+# -- Ctrl-C (issue 16.3) ----------------------------------------------------------------
+
+def test_ctrl_c_exits_130_records_interrupted_and_resumes(tmp_path):
+    raw = spec(str(tmp_path / "runs"), world={"sleep": 120})  # operational: the same step
+    r = runner(raw, tmp_path)
+    status = storage.join(r.output("world"), STATUS)
+    proc = cli("run", "words", "-f", str(write_spec(tmp_path, raw)))
+    wait_for(lambda: storage.exists(status) and storage.read_json(status)["state"] == "running", 60, "world to start")
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines[-1] == "interrupted: run the same command again to resume", out
+    assert out.count("interrupted") == 1 and "Traceback" not in out and "failed" not in out, out
+
+    assert storage.read_json(status)["state"] == "interrupted"
+    assert {row["step"]: row["state"] for row in r.status()}["world"] == "interrupted"
+    (record,) = storage.list_files(storage.join(r.root, "_runs", "words"))
+    steps = storage.read_json(storage.join(r.root, "_runs", "words", record))["steps"]
+    assert (steps["world"]["action"], steps["hello"]["action"], steps["joined"]["action"]) == ("interrupted", "ran", "not run")
+
+    # The same command again, without the wait: the interrupted step resumes in its folder.
+    raw["workflows"]["words"]["steps"]["world"]["params"]["sleep"] = 0
+    proc = cli("run", "words", "-f", str(write_spec(tmp_path, raw)))
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out
+    assert f"{r.output('world')} (interrupted before)" in out
+    assert "reused  hello" in out and "ran     world" in out and "ran     joined" in out
