@@ -3,7 +3,8 @@
 The classes, their attribute names (``bert``, ``dropout``, ``classifier``, ``qa_outputs``)
 and the config keys (``num_labels``, ``id2label``, ``label2id``) are transformers', so a
 saved folder opens with ``transformers.BertForSequenceClassification`` /
-``BertForTokenClassification`` / ``BertForQuestionAnswering`` and gives the same logits.
+``BertForTokenClassification`` / ``BertForQuestionAnswering`` / ``BertForMultipleChoice``
+and gives the same logits.
 As there, the token and span heads use no pooler.
 """
 
@@ -43,6 +44,8 @@ class HeadConfig(BertConfig):
         out["id2label"] = {str(i): label for i, label in sorted(self.id2label.items())}
         out["label2id"] = {label: i for i, label in sorted(self.id2label.items())}
         out["num_labels"] = self.num_labels
+        if self.num_labels == 1:  # one output is a regression head, as transformers reads it
+            out["problem_type"] = "regression"
         return out
 
 
@@ -104,3 +107,23 @@ class BertForQuestionAnswering(nn.Module):
         sequence_output, _ = self.bert(input_ids, token_type_ids, attention_mask)
         start, end = self.qa_outputs(sequence_output).unbind(-1)
         return start, end
+
+
+class BertForMultipleChoice(nn.Module):
+    """N endings per example, each pooled [CLS] -> dropout -> linear to one score:
+    ``forward`` takes [B, N, S] inputs and returns ``logits [B, N]``."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.dropout = _dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        examples, endings = input_ids.shape[:2]
+        flat = [None if t is None else t.flatten(0, 1) for t in (input_ids, token_type_ids, attention_mask)]
+        # as in BertForSequenceClassification: the last layer computes the [CLS] row alone
+        _, pooled = self.bert(*flat, only_at=flat[0].new_zeros(flat[0].shape[0], 1))
+        return self.classifier(self.dropout(pooled)).view(examples, endings)

@@ -23,6 +23,8 @@ TASK_TYPES: dict[str, type[TaskConfig]] = {
     "classification": _config("classification"),
     "ner": _config("ner"),
     "qa": _config("qa"),
+    "regression": _config("regression"),
+    "multiple_choice": _config("multiple_choice"),
 }
 
 # Any task's settings, told apart by `type` (an unknown type is an error naming the known ones).
