@@ -90,7 +90,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     assert "no column(s) ['nope']" in settings["label_column-nope"]["error"]
     assert (tmp_path / "ft/trials/sentiment/label_column-nope/error.txt").exists()
     assert summary["tasks"]["sentiment"]["best"]["setting_id"] == "label_column-label"
-    assert 0 <= settings["label_column-label"]["dev"]["accuracy"] <= 1
+    assert 0 <= settings["label_column-label"]["dev"]["accuracy"] <= 100  # results.json: percent
     assert json.loads((tmp_path / "ft/results.json").read_text()) == json.loads(json.dumps(summary))
     table = (tmp_path / "ft/results.md").read_text()
     assert "| label_column-label **best** | ok |" in table and "failed: ValueError" in table
@@ -103,7 +103,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     lines = jsonl(trial / "metrics.jsonl")
     assert [line["step"] for line in lines] == [1, 2, 3, 4, 4]
     assert all(line["train/loss"] > 0 and line["train/lr"] > 0 for line in lines[:4])
-    assert lines[-1]["dev/accuracy"] == settings["label_column-label"]["dev"]["accuracy"]
+    assert lines[-1]["dev/accuracy"] * 100 == pytest.approx(settings["label_column-label"]["dev"]["accuracy"])
     assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
 
     # two workers, each with half of every batch (the last: all of it, and none), train the
@@ -163,7 +163,7 @@ def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
                       resources=Resources(), base_dir=ROOT, ray={"num_cpus": 2}, log=logging.getLogger("test"))
     counters = kind().run(ctx)
     assert counters["trials_ok"] == 2 and counters["trials_failed"] == 0
-    assert 0 <= counters["best_dev_f1/wnut"] <= 1
+    assert 0 <= counters["best_dev_f1/wnut"] <= 100
 
     qa = json.loads((tmp_path / "step/trials/squad/default/result.json").read_text())
     em = [h["dev"]["exact_match"] for h in qa["history"]]
@@ -270,3 +270,27 @@ def test_a_step_with_a_failed_trial_is_not_done_and_its_rerun_retries_it(ray_ses
     settings = {s["setting_id"]: s for s in json.loads((step / "results.json").read_text())["tasks"]["sentiment"]["settings"]}
     assert settings["label_column-label"]["reused"] and settings["label_column-nope"]["status"] == "failed"
     assert "1 of 2 trials failed: allowed (`allow_failed_trials: true`)" in (step / "results.md").read_text()
+
+
+def test_two_dev_sets_score_one_trained_model_by_the_chosen_metric(tiny_bert, tmp_path):
+    from trainer.finetune.metrics import matthews_corrcoef
+    from trainer.finetune.trial import train_loop
+
+    # MNLI-style: two dev files (the real dev set's first and last 16 reviews) for one model
+    rows = (DATA / "sentiment/dev.csv").read_text().splitlines()
+    head, tail = tmp_path / "head.csv", tmp_path / "tail.csv"
+    head.write_text("\n".join(rows[:17]) + "\n")
+    tail.write_text("\n".join(rows[:1] + rows[-16:]) + "\n")
+    task = sentiment(dev={"head": str(head), "tail": str(tail)}, metric="mcc", max_train_examples=16,
+                     max_eval_examples=None)
+    out = tmp_path / "trial"
+    train_loop(TrialConfig(task=task, init=tiny_bert, output=str(out)).model_dump())
+    result = json.loads((out / "result.json").read_text())
+    assert result["metric"] == "mcc" and set(result["dev_sets"]) == {"head", "tail"}
+    assert result["dev"] == result["dev_sets"]["head"] == result["history"][-1]["dev"]  # the first scores each epoch
+    for name in ("head", "tail"):
+        predicted = (out / f"predictions/dev-{name}.csv").read_text().splitlines()[1:]
+        assert len(predicted) == 16
+        labels = ["fresh", "rotten"]
+        gold, pred = ([labels.index(line.rsplit(",", 2)[i]) for line in predicted] for i in (1, 2))
+        assert result["dev_sets"][name]["mcc"] == pytest.approx(matthews_corrcoef(gold, pred))

@@ -92,7 +92,9 @@ def test_best_and_shown_as_the_task_type_says():
     assert summary["tasks"]["q"]["best"] == {"setting_id": "two", "dev": 72.25, "test": None}
     table = results_table(summary, tasks)
     assert "| two **best** | ok | 0.25 | - |" in table and "| two **best** | ok | 72.25 | - |" in table
-    assert TASK_TYPES["classification"](name="c", train="x", dev="y").show(0.8125) == "81.25"
+    assert "| q | qa | f1 | 72.25 | - | two | 1 |" in table  # the row per task
+    classification = TASK_TYPES["classification"](name="c", train="x", dev="y")
+    assert classification.percent({"accuracy": 0.8125, "total": 16.0}) == {"accuracy": 81.25, "total": 16.0}
 
 
 def test_collate_pads_token_fields_of_any_rank():

@@ -11,14 +11,19 @@ finetune:
       - {name: wnut, type: ner, train: data/finetune/ner/train.conll, dev: data/finetune/ner/dev.conll}
       - {name: squad, type: qa, train: data/finetune/qa/squad-sample.json,
          dev: data/finetune/qa/squad-sample.json, max_seq_length: 192, doc_stride: 64}
+      - {name: cola, type: classification, train: glue/CoLA/train.tsv, dev: glue/CoLA/dev.tsv,
+         text_column: sentence, metric: mcc, seeds: [1, 2, 3]}   # chosen by the median over seeds
     grid: {lr: [5e-5, 1e-4]}
+    references: {cola: 52.1}            # shown beside ours as the difference
   resources: {workers: 1, cpus_per_worker: 1}   # per trial
 ```
 
-Writes ``trials/<task>/<setting>/`` (model, predictions, metrics, checkpoint, and the
+Writes ``trials/<task>/<trial>/`` (model, predictions, metrics, checkpoint, and the
 training scalars in ``metrics.jsonl`` and ``tensorboard/``: loss and lr every
 ``log_every_steps``, dev metrics every epoch, or at the end with ``eval_every_epoch: false``),
-``results.json`` and ``results.md``. A step with a failed trial fails after writing them
+``results.json`` and ``results.md`` (scores in percent: a row per task, a GLUE average over
+the GLUE tasks present, then every setting with its median, mean ± std and min-max over
+seeds). A step with a failed trial fails after writing them
 (no manifest), unless ``allow_failed_trials: true``; its rerun reuses the finished trials
 and retries the failed ones.
 A task's settings are its type's ``Config`` in ``trainer/finetune/tasks/``.

@@ -26,11 +26,22 @@ def with_setting(task: TaskConfig, setting: dict[str, Any]) -> TaskConfig:
 
 
 def grid_settings(task: TaskConfig, grid: dict[str, list[Any]]) -> Iterator[dict[str, Any]]:
-    """Every combination of the grid values of ``task``'s settings (keys sorted); one
-    empty setting without them."""
-    keys = sorted(k for k in grid if k in type(task).settings())
+    """Every combination of the grid values of ``task``'s settings (keys sorted; ``seed``
+    is not a setting but the seeds, see ``seeds_of``); one empty setting without them."""
+    keys = sorted(k for k in grid if k in type(task).settings() and k != "seed")
     for values in itertools.product(*(grid[k] for k in keys)):
         yield dict(zip(keys, values))
+
+
+def seeds_of(task: TaskConfig, grid: dict[str, list[Any]]) -> tuple[list[int], bool]:
+    """The seeds each of ``task``'s settings trains with (its ``seeds``, else the grid's
+    ``seed`` values, else its one seed), and whether they are swept (the trial folders
+    then name their seed)."""
+    if task.seeds:
+        return list(task.seeds), True
+    if "seed" in grid:
+        return list(grid["seed"]), True
+    return [task.seed], False
 
 
 def setting_id(setting: dict[str, Any]) -> str:
@@ -47,6 +58,10 @@ class FinetuneConfig(Config):
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="setting -> values, crossed")
     seed: int = Field(42, description="the seed of tasks that set none")
     max_concurrent_trials: int | None = operational(None, ge=1, description="default: as many as the cluster holds")
+    # Only the table shows them: a done step's table keeps the ones it was written with.
+    references: dict[str, float] = operational(
+        {}, description="task -> a published dev score in percent of the task's metric (the "
+                                          "paper's, say), shown beside ours as the difference")
     # What the trials make does not depend on it: switched on after a failed run, the rerun
     # accepts that run's trials in the same folder.
     allow_failed_trials: bool = operational(
@@ -58,6 +73,9 @@ class FinetuneConfig(Config):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
+        unknown = sorted(set(self.references) - set(names))
+        if unknown:
+            raise ValueError(f"references: {unknown} are not tasks of this step (its tasks: {names})")
         settings = set().union(*(type(t).settings() for t in self.tasks))
         for key, values in self.grid.items():
             if key not in settings:
@@ -86,8 +104,9 @@ class FinetuneConfig(Config):
         where a task sets none."""
         tasks = []
         for task in self.tasks:
-            paths = {split: resolve(getattr(task, split)) for split in ("train", "dev", "test")
-                     if getattr(task, split) is not None}
+            paths = {split: resolve(getattr(task, split)) for split in ("train", "test") if getattr(task, split) is not None}
+            dev = task.dev_sets()
+            paths["dev"] = resolve(task.dev) if isinstance(task.dev, str) else {k: resolve(v) for k, v in dev.items()}
             seed = {"seed": self.seed} if task.seed is None else {}
             tasks.append(task.model_copy(update={**paths, **seed}))
         return tasks
@@ -103,11 +122,13 @@ def _grid_error(task: TaskConfig, setting: dict[str, Any], error: ValidationErro
 
 
 class TrialConfig(Config):
-    """One trial: a task at one grid setting, where it starts from and writes."""
+    """One trial: a task at one grid setting and one seed, where it starts from and writes."""
 
     task: AnyTaskConfig
     setting: dict[str, Any] = Field(default_factory=dict, description="the grid values of this trial")
     setting_id: str = "default"
+    trial_id: str | None = Field(None, description="its folder's name: the setting's id, and its seed's when "
+                                 "seeds are swept (default: setting_id)")
     init: str  # a transformers model folder (any fsspec URL)
     output: str  # the trial's folder: trials/<task>/<setting_id>
     workers: int = Field(1, ge=1)
@@ -119,4 +140,6 @@ class TrialConfig(Config):
         if self.task.seed is None:
             raise ValueError(f"trial {self.task.name}/{self.setting_id}: the task needs a seed "
                              "(FinetuneConfig.resolved gives it the step's)")
+        if self.trial_id is None:
+            self.trial_id = self.setting_id
         return self

@@ -26,17 +26,16 @@ import numpy as np
 
 
 def classification_metrics(gold: Sequence[int], pred: Sequence[int], num_labels: int) -> dict[str, float]:
-    """``accuracy`` over all rows; with two labels also ``f1`` of label 1 (the positive
-    class of GLUE's binary tasks: labels are sorted, so it is the second name)."""
+    """``accuracy`` over all rows and ``mcc`` (Matthews correlation); with two labels also
+    ``f1`` of label 1 (the positive class of GLUE's binary tasks: labels are sorted, so it
+    is the second name)."""
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
     n = len(gold)
-    out = {"accuracy": sum(g == p for g, p in zip(gold, pred)) / n if n else 0.0}
+    out = {"accuracy": sum(g == p for g, p in zip(gold, pred)) / n if n else 0.0,
+           "mcc": matthews_corrcoef(gold, pred)}
     if num_labels == 2:
-        tp = sum(g == 1 and p == 1 for g, p in zip(gold, pred))
-        fp = sum(g != 1 and p == 1 for g, p in zip(gold, pred))
-        fn = sum(g == 1 and p != 1 for g, p in zip(gold, pred))
-        out["f1"] = _f1(tp, fp, fn)
+        out["f1"] = binary_f1(gold, pred)
     return out
 
 

@@ -15,8 +15,9 @@ workers each run ``train_loop``:
    the epoch's scalars there too, and writes a checkpoint (``trainer.checkpoint``'s
    ``checkpoints/step-N/``, the last one kept): a trial that dies resumes from its last
    finished epoch;
-4. at the end rank 0 scores dev (the last epoch's evaluation, not a second pass) and
-   test, writes ``predictions/``, the fine-tuned
+4. at the end rank 0 scores dev (the last epoch's evaluation, not a second pass), the
+   other dev sets when there are several (MNLI's mismatched: ``dev_sets`` in the result,
+   ``predictions/dev-<name>.*``) and test, writes ``predictions/``, the fine-tuned
    model in ``model/`` (a folder transformers loads, with the tokenizer files),
    ``metrics.json``, and last ``result.json``: a trial folder with it is done, and is not
    run again.
@@ -149,9 +150,10 @@ def train_loop(config: dict) -> None:
         model = load_pretrained(init_dir, Task.head(), config=head_config)
     task = Task(cfg, tokenizer, labels)
     train = task.load(cfg.train, train=True)
-    dev = task.load(cfg.dev, train=False) if rank == 0 else None
+    dev_sets = cfg.dev_sets()  # the first scores each epoch and picks the best setting
+    dev = task.load(next(iter(dev_sets.values())), train=False) if rank == 0 else None
     t = timer.add("load", t)
-    log.info("trial %s/%s: %d train features, labels %s (%.1fs to load)", cfg.name, trial.setting_id,
+    log.info("trial %s/%s: %d train features, labels %s (%.1fs to load)", cfg.name, trial.trial_id,
              len(train.features), labels if len(labels) < 30 else len(labels), timer.seconds["load"])
 
     model.to(device)
@@ -165,7 +167,7 @@ def train_loop(config: dict) -> None:
     state = load_latest(checkpoints, model, optimizer, schedule)
     if state is not None:
         start_epoch, history = state["epoch"], state["history"]
-        log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.setting_id, start_epoch)
+        log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.trial_id, start_epoch)
     step = start_epoch * steps_per_epoch
     metrics_log = MetricsLog(trial.output, step) if rank == 0 else None
 
@@ -233,7 +235,7 @@ def train_loop(config: dict) -> None:
                     keep=1)
             metrics_log.sync()
             t = timer.add("checkpoint", t)
-            log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.setting_id, epoch + 1,
+            log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.trial_id, epoch + 1,
                      train_loss, {k: round(v, 4) for k, v in dev_metrics.items() if "/" not in k})
         if ray is not None:
             ray.train.report({**metrics, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
@@ -241,20 +243,31 @@ def train_loop(config: dict) -> None:
     if rank != 0:
         return
     model.eval()
-    test = task.load(cfg.test, train=False) if cfg.test else None  # read last: a bad file costs no training
+    # read last: a bad file costs no training
+    other_devs = {name: task.load(url, train=False) for name, url in list(dev_sets.items())[1:]}
+    test = task.load(cfg.test, train=False) if cfg.test else None
     result: dict[str, Any] = {"task": cfg.name, "type": cfg.type, "setting": trial.setting,
-                              "setting_id": trial.setting_id, "metric": cfg.main_metric, "history": history}
-    for split_name, split in (("dev", dev), ("test", test)):
+                              "setting_id": trial.setting_id, "trial_id": trial.trial_id, "seed": cfg.seed,
+                              "metric": cfg.main_metric, "history": history}
+    several = len(dev_sets) > 1
+    splits = [(name, f"dev-{name}" if several else "dev", split)
+              for name, split in zip(dev_sets, [dev, *other_devs.values()])] + [("test", "test", test)]
+    for split_name, file_name, split in splits:
         if split is None:
             continue
-        if split_name == "dev" and dev_files is not None:  # the last epoch's evaluation is this one
+        if split is dev and dev_files is not None:  # the last epoch's evaluation is this one
             split_metrics, files = last_dev, dev_files
         else:
             split_metrics, files = evaluate(task, model, split, device)
-        result[split_name] = split_metrics
-        result[f"{split_name}_skipped"] = split.skipped
+        if split_name == "test":
+            result["test"], result["test_skipped"] = split_metrics, split.skipped
+        else:
+            if split is dev:
+                result["dev"], result["dev_skipped"] = split_metrics, split.skipped
+            if several:
+                result.setdefault("dev_sets", {})[split_name] = split_metrics
         for suffix, data in files.items():
-            name = f"{split_name}.{suffix}" if "." not in suffix else f"{split_name}_{suffix}"
+            name = f"{file_name}.{suffix}" if "." not in suffix else f"{file_name}_{suffix}"
             write_bytes_atomic(join(trial.output, "predictions", name), data)
     t = timer.add("eval", t)
     result["train_examples"] = len(train.features)
@@ -265,7 +278,8 @@ def train_loop(config: dict) -> None:
     timer.add("save", t)
     result["phase_seconds"] = {k: round(v, 2) for k, v in timer.seconds.items()}
     metrics_log.close()
-    write_json(join(trial.output, "metrics.json"), {k: result[k] for k in ("dev", "test", "history") if k in result})
+    write_json(join(trial.output, "metrics.json"),
+               {k: result[k] for k in ("dev", "dev_sets", "test", "history") if k in result})
     write_json(join(trial.output, RESULT), result)
     # done: the resume point (the optimizer's state is twice the model's) is no longer needed
     remove_tree(checkpoints)
@@ -290,12 +304,12 @@ def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
     # Ray Train's own run folder is scratch: the trial writes its checkpoints and results itself.
     trainer = torch_trainer(train_loop, trial.model_dump(),
                             output=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
-                            name=f"finetune-{trial.task.name}-{trial.setting_id}-{uuid.uuid4().hex[:8]}",
+                            name=f"finetune-{trial.task.name}-{trial.trial_id}-{uuid.uuid4().hex[:8]}",
                             workers=trial.workers, cpus_per_worker=trial.cpus_per_worker,
                             gpus_per_worker=trial.gpus_per_worker)
     trainer.fit()
     if not exists(join(trial.output, RESULT)):
-        raise RuntimeError(f"trial {trial.task.name}/{trial.setting_id} ended without writing {RESULT}")
+        raise RuntimeError(f"trial {trial.task.name}/{trial.trial_id} ended without writing {RESULT}")
     return read_json(join(trial.output, RESULT))
 
 

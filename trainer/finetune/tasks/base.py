@@ -15,15 +15,18 @@ A trial calls ``evaluate`` under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.config import Config, data_path, operational
 
-# what names a task and where its data is; every other field can be swept by the grid
-IDENTITY = ("name", "type", "train", "dev", "test")
+# what names a task and where its data is, and its seeds: every other field can be swept by
+# the grid (whose `seed` values are the seeds of the tasks that give none)
+IDENTITY = ("name", "type", "train", "dev", "test", "seeds")
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
@@ -33,7 +36,9 @@ class TaskConfig(Config):
     type: str
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="folder-safe task name")
     train: str = data_path(description="the train file (any fsspec URL)")
-    dev: str = data_path(description="the dev file: scores every setting, picks the best")
+    dev: str | list[str] | dict[str, str] = data_path(
+        description="the dev file: scores every setting, picks the best; several ({name: file}, or a list named "
+                    "by their files, as MNLI's matched and mismatched) each score the one trained model, the first picks")
     test: str | None = data_path(None, description="a test file, scored once at the end")
     max_seq_length: int = Field(128, ge=8, le=512)
     epochs: int = Field(3, ge=1)
@@ -46,6 +51,8 @@ class TaskConfig(Config):
     max_grad_norm: float = Field(1.0, ge=0)
     classifier_dropout: float | None = Field(None, ge=0, lt=1, description="default: the encoder's dropout")
     seed: int | None = Field(None, description="default: the step's seed")
+    seeds: list[int] | None = Field(None, min_length=1, description="train each setting once per seed; the "
+                                    "setting is chosen by its median dev score (grid.seed does this for every task)")
     max_train_examples: int | None = Field(None, ge=1, description="the first N of train (quick runs)")
     max_eval_examples: int | None = Field(None, ge=1, description="the first N of dev and test")
     # Evaluating draws no random numbers and leaves the weights alone: the trained model and
@@ -55,16 +62,39 @@ class TaskConfig(Config):
 
     main_metric: ClassVar[str]  # the dev metric that picks the best setting
     higher_is_better: ClassVar[bool] = True
-    scale: ClassVar[float] = 100.0  # the table shows metric * scale (1 for metrics already in percent)
+    scale: ClassVar[float] = 100.0  # results show metric * scale (1 for metrics already in percent)
     implementation: ClassVar[type["Task"]]
+
+    @model_validator(mode="after")
+    def _dev_sets(self):
+        self.dev_sets()
+        return self
+
+    def dev_sets(self) -> dict[str, str]:
+        """The dev files by name, the one that picks the best setting first: one file is
+        ``dev``; a list's are named by their file names without the extensions."""
+        if isinstance(self.dev, str):
+            return {"dev": self.dev}
+        named = dict(self.dev) if isinstance(self.dev, dict) else {
+            posixpath.basename(url.rstrip("/")).split(".")[0]: url for url in self.dev}
+        if not named or len(named) < len(self.dev):
+            raise ValueError(f"dev: give one file, or several with different names (got {self.dev})")
+        for name in named:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"dev: {name!r} is not a name of letters, digits, '_' and '-'")
+        return named
 
     @classmethod
     def settings(cls) -> set[str]:
         """The fields a grid may sweep."""
         return set(cls.model_fields) - set(IDENTITY)
 
-    def show(self, value: float | None) -> str:
-        return "-" if value is None else f"{value * self.scale:.2f}"
+    unscaled: ClassVar[frozenset[str]] = frozenset({"total"})  # metrics that are counts or losses, not scores
+
+    def percent(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """``metrics`` with each score in percent (times ``scale``): results.json's one scale."""
+        return {k: v * self.scale if isinstance(v, float) and k not in self.unscaled else v
+                for k, v in metrics.items()}
 
     def best(self, rows: list[dict[str, Any]], score) -> dict[str, Any]:
         """The row with the best ``score(row)`` (None: worst); ties go to the first."""

@@ -71,13 +71,19 @@ class Classification(Task):
         rows, _ = read_rows(cfg, cfg.train, cfg.max_train_examples)
         return sorted({r.label for r in rows})
 
+    def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
+        super().__init__(cfg, tokenizer, labels)
+        if cfg.metric == "f1" and len(labels) != 2:
+            raise ValueError(f"metric f1 is the F1 of the second of two labels, but {cfg.train} has {len(labels)}: "
+                             f"{labels[:10]}; choose accuracy or mcc")
+
     def load(self, url: str, train: bool) -> Split:
         limit = self.cfg.max_train_examples if train else self.cfg.max_eval_examples
         rows, skipped = read_rows(self.cfg, url, limit)
         unknown = collections.Counter(r.label for r in rows if r.label not in self.label_id)
         rows = [r for r in rows if r.label in self.label_id]
         if not rows:
-            which = {self.cfg.dev: "dev", self.cfg.test: "test"}.get(url, url)
+            which = {**{u: "dev" for u in self.cfg.dev_sets().values()}, self.cfg.test: "test"}.get(url, "this file")
             raise ValueError(f"{url}: {which} has no rows with train's labels: its labels are {sorted(unknown)}, "
                              f"train's ({self.cfg.train}) are {self.labels}; check label_column and the files")
         if unknown:
@@ -115,6 +121,16 @@ class Config(TaskConfig):
     text_pair_column: str | None = Field(None, description="the second text of a pair")
     label_column: str = "label"
     id_column: str | None = Field(None, description="default: the row number")
+    metric: Literal["accuracy", "f1", "mcc"] = Field(
+        "accuracy", description="the dev metric that picks the best setting, as GLUE scores the task: mcc (CoLA), "
+                                "f1 of the second label of two (MRPC, QQP), accuracy (the others)")
 
-    main_metric = "accuracy"
     implementation = Classification
+
+    @property
+    def main_metric(self) -> str:
+        return self.metric
+
+    @classmethod
+    def settings(cls) -> set[str]:
+        return super().settings() - {"metric"}  # how settings are compared, not one of them
