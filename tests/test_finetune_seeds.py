@@ -80,3 +80,12 @@ def test_the_table_has_a_row_per_task_a_glue_average_and_the_references():
     assert ("GLUE average over the 3 GLUE tasks here (dev; cola mcc 50.00, MRPC f1 87.50, mnli accuracy 80.00): "
             "**72.50**; references' average 75.20 (-2.70)") in table
     assert "Its dev sets (accuracy; the first picks): matched 80.00, mismatched 75.00" in table
+
+
+def test_a_seed_twice_or_dev_sets_of_one_name_are_spec_errors():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"seeds: each seed once \(got \[1, 1\]\)"):
+        FinetuneConfig.model_validate({"tasks": [_task(seeds=[1, 1])]})
+    with pytest.raises(ValidationError, match="dev: give one file, or several with different names"):
+        FinetuneConfig.model_validate({"tasks": [_task(dev=["a/dev.tsv", "b/dev.tsv"])]})

@@ -66,8 +66,10 @@ class TaskConfig(Config):
     implementation: ClassVar[type["Task"]]
 
     @model_validator(mode="after")
-    def _dev_sets(self):
+    def _dev_sets_and_seeds(self):
         self.dev_sets()
+        if self.seeds and len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds: each seed once (got {self.seeds})")
         return self
 
     def dev_sets(self) -> dict[str, str]:
