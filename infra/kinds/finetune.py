@@ -44,7 +44,7 @@ from .base import Input, StepContext, StepKind
 @register
 class Finetune(StepKind):
     name = "finetune"
-    version = 2  # multi-worker trials keep a last small batch; trial checkpoints in step-N folders
+    version = 3  # seeds: a setting's trials per seed, medians; results.json in percent
     Params = FinetuneConfig
     inputs = {"model": Input(required=False)}
 
