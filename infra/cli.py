@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 
 from . import runner as runner_mod
@@ -107,7 +109,15 @@ def cmd_run(spec, args) -> int:
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+        # A step's thread may still be inside its engine (a ray.get): the interpreter's exit
+        # hooks would tear the engine down under it (Ray's ends the call with SystemExit,
+        # then exits 1, or crashes). What the run records is written: end the processes
+        # the engines started (a local Ray's, Beam's workers) and leave without the hooks.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        end_descendants()
+        os._exit(130)
     except (KeyError, SpecError):
         raise
     except Exception as e:  # noqa: BLE001 - reading the storage root failed: one line, not a traceback
@@ -121,6 +131,30 @@ def cmd_run(spec, args) -> int:
         print(f"{o.action:7} {o.name:14} {o.seconds:8.1f}s  {o.output}")
     print(f"run record: {r.record_url or 'not written (see the warning above)'}")
     return 0
+
+
+def end_descendants() -> None:
+    """SIGKILL every process this one started, their children included: a local Ray's
+    workers run in sessions of their own, out of reach of the terminal's Ctrl-C."""
+    parent_of = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    parent_of[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])  # after "(name) state"
+            except (OSError, ValueError, IndexError):
+                continue
+    todo, found = [os.getpid()], []
+    while todo:
+        pid = todo.pop()
+        children = [child for child, parent in parent_of.items() if parent == pid]
+        found += children
+        todo += children
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def storage_error(r, e: Exception) -> int:

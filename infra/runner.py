@@ -55,7 +55,6 @@ RUNNER_FILES = (SUCCESS, STATUS, LOG, LEASE)
 SCRATCH = "_spill"
 MISMATCH = "its output no longer matches its manifest"
 INTERRUPTED = "interrupted (Ctrl-C)"
-INTERRUPT_GRACE = 5.0  # seconds the steps' threads get to record an interruption
 
 log = logging.getLogger("bertflow")
 
@@ -247,7 +246,8 @@ class Runner:
             return [StepOutcome(p.name, "would run" if p.action == "run" else "would reuse", p.output) for p in planned]
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.lease_wait = lease_wait
-        self._holding: set[str] = set()  # steps whose lease this run holds
+        self._leases: dict[str, Lease] = {}  # the steps whose lease this run holds
+        self._log_urls: dict[str, str] = {}
         started, t0 = now(), time.time()
         outcomes = {p.name: StepOutcome(p.name, "reused", p.output) for p in planned if p.action == "reuse"}
         todo = [p for p in planned if p.action == "run"]
@@ -302,26 +302,20 @@ class Runner:
                     failed = True  # let running steps finish; start nothing new
         except KeyboardInterrupt:
             # Every step still running is interrupted, whatever its thread raises from now
-            # on: its engine got the signal too (Ray's and Beam's local processes are in the
-            # terminal's process group), and Ray's exit hook ends a pending ray.get with
-            # SystemExit. Their threads get a moment to record it before the process exits.
+            # on (its engine's local processes got the signal too: they share the terminal's
+            # process group). Its status says so and its lease is let go here, as its thread
+            # may still be inside the engine (a ray.get) when the process exits.
             cancel.set()
             for name, p in running.items():
                 outcomes[name] = StepOutcome(name, "interrupted", p.output, error=INTERRUPTED)
-                if name not in self._holding:
+                lease = self._leases.pop(name, None)
+                if lease is None:
                     continue  # still waiting for another run's lease: that run's status stays
                 try:
-                    self._write_status(p, "interrupted", error=INTERRUPTED)
+                    self._write_status(p, "interrupted", error=INTERRUPTED, log=self._log_urls.get(name))
+                    lease.release()
                 except Exception as e:  # noqa: BLE001 - the interruption is reported either way
                     log.warning("could not record that %s was interrupted: %s", name, cause(e))
-            deadline = time.time() + INTERRUPT_GRACE
-            while running and time.time() < deadline:
-                try:
-                    outcome = events.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                running.pop(outcome.name, None)
-                outcomes[outcome.name] = outcome
             raise
 
     def _execute(self, p: PlannedStep, events: queue.Queue, cancel: threading.Event) -> None:
@@ -331,7 +325,6 @@ class Runner:
         t0 = time.time()
         outcome = StepOutcome(p.name, "ran", p.output)
         local_log = handler = lease = None
-        holding = False  # only the lease's holder writes the step's status
         try:
             with bookkeeping(p.output):
                 storage.makedirs(p.output)
@@ -342,8 +335,7 @@ class Runner:
 
             with bookkeeping(lease.url):
                 waited = lease.acquire(self.lease_wait, waiting, cancel)
-            holding = True
-            self._holding.add(p.name)
+            self._leases[p.name] = lease  # only the lease's holder writes the step's status
             if waited and self.is_done(p.name):
                 logger.info("step %s: done by the run it waited for; reused", p.name)
                 outcome.action = "reused"
@@ -351,6 +343,7 @@ class Runner:
             with bookkeeping(storage.join(p.output, LOG)):
                 local_log, handler = self._open_log(p)
             outcome.log = self._log_url(p, local_log)
+            self._log_urls[p.name] = outcome.log
             self._start_attempt(p, outcome.log)
             logger.info("step %s (%s) -> %s", p.name, step.kind, p.output)
             ctx = StepContext(
@@ -425,6 +418,7 @@ class Runner:
                     self._close_log(p, local_log, handler)
                 except Exception as e2:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
                     logger.warning("step %s: could not save its log %s: %s", p.name, outcome.log, cause(e2))
+            holding = lease is not None and self._leases.get(p.name) is lease
             if holding and not (isinstance(e, Bookkeeping) and outcome.log is None):
                 try:
                     self._write_status(p, outcome.action, error=outcome.error, log=outcome.log)
@@ -432,8 +426,7 @@ class Runner:
                     logger.warning("step %s: could not record that it %s in %s: %s", p.name, outcome.action,
                                    storage.join(p.output, STATUS), cause(e2))
         finally:
-            self._holding.discard(p.name)
-            if holding:
+            if self._leases.pop(p.name, None) is not None:
                 try:
                     lease.release()
                 except Exception as e:  # noqa: BLE001 - an unreleased lease expires

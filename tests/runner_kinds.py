@@ -79,7 +79,26 @@ class JoinKind(StepKind):
         return {"parts": len(parts)}
 
 
-TEST_KINDS = [TextKind, JoinKind]
+class ExamplesParams(Params):
+    num_train: int = Field(default=64, ge=1)
+
+
+@register
+class ExamplesKind(StepKind):
+    """Pretraining examples from a real book (tests.pretrain_examples), for a real
+    `pretrain` step without the Beam jobs before it."""
+
+    name = "test_examples"
+    Params = ExamplesParams
+
+    def run(self, ctx):
+        from tests.pretrain_examples import write_examples
+
+        write_examples(ctx.output, num_train=ctx.params.num_train, num_eval=8, num_shards=1, max_len=32)
+        return {"train_examples": ctx.params.num_train}
+
+
+TEST_KINDS = [TextKind, JoinKind, ExamplesKind]
 
 
 def unregister() -> None:

@@ -305,3 +305,50 @@ def test_ctrl_c_exits_130_records_interrupted_and_resumes(tmp_path):
     assert proc.returncode == 0, out
     assert f"{r.output('world')} (interrupted before)" in out
     assert "reused  hello" in out and "ran     world" in out and "ran     joined" in out
+
+
+def test_ctrl_c_during_pretraining_ends_ray_before_exiting(tmp_path):
+    # Ray's exit hook ended the step thread's pending ray.get with SystemExit: 0 (or a
+    # crash) after the run had said "interrupted": the step was recorded as failed, exit 1.
+    raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 1}, "workflows": {"p": {"steps": {
+        "examples": {"kind": "test_examples"},
+        "pretrain": {"kind": "pretrain", "inputs": {"examples": "examples"},
+                     "params": {"model": "tiny", "steps": 100000, "batch_size": 4, "log_every": 1, "max_seq_length": 32},
+                     "resources": {"workers": 1, "cpus_per_worker": 1}},
+    }}}}
+    proc = cli("run", "p", "-f", str(write_spec(tmp_path, raw)))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "[pretrain] step " in line:  # training, and reporting to the driver
+            break
+    else:
+        raise AssertionError("".join(seen))
+    started = descendants(proc.pid)  # a local Ray's: its workers run in sessions of their own
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert "SystemExit" not in out and "failed" not in out and out.count("interrupted: run the same") == 1, out
+    pretrain = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("p")).output("pretrain")
+    assert storage.read_json(storage.join(pretrain, STATUS))["state"] == "interrupted"
+    wait_for(lambda: not any(alive(pid) for pid in started), 30, "the run's Ray processes to end")
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    parent_of = dict(zip(map(int, out[::2]), map(int, out[1::2])))
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [c for c, p in parent_of.items() if p == parent]
+        found += children
+        todo += children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
