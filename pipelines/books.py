@@ -38,7 +38,7 @@ from contracts import storage
 from contracts.config import add_arguments, parse
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import BooksConfig
-from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
 from pipelines.sniff import HEAD_BYTES, MARK, UNDECODABLE, ascii_compatible, bom_encoding, codec_name, is_markup, not_text
 from pipelines.sentences import split_sentences
 from pipelines.counters import Counters, metric_counters
@@ -306,7 +306,7 @@ def build(pipeline, cfg: BooksConfig, output: str):
 def run(cfg: BooksConfig, output: str, options) -> dict[str, int]:
     """Run the job into ``output`` with Beam ``options``; returns its counters. Raises when
     no document came out."""
-    with worker_allocators(), beam.Pipeline(options=options) as p:
+    with worker_environment(), beam.Pipeline(options=options) as p:
         build(p, cfg, output)
     counters = {k: v for k, v in metric_counters(p.result).items() if not k.endswith("_rows")}
     if not counters.get("documents"):

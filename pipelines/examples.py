@@ -70,7 +70,7 @@ from pipelines.config import ExamplesConfig, InstanceConfig
 from pipelines.counters import Counters, metric_counters
 from pipelines.documents import bucket_of, least, num_buckets, plan_units, read_unit, split_hashes, split_of
 from pipelines.instances import SHUFFLED, batch_table, make_batches
-from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
 from pipelines.shards import SPILL, MergeShards, Runs, merge_all, regroup, write_row_groups
 from pipelines.stats import SumCounts, add_counts, batch_counts, summarize, zero_counts
 from pipelines.tokens import SentenceEncoder, Vocab, tokenize_documents
@@ -329,7 +329,7 @@ def run(cfg: ExamplesConfig, documents: list[str], vocab: str, output: str, opti
     storage.makedirs(output)
     p = beam.Pipeline(options=options)
     build(p, cfg, documents, vocab, output)
-    with worker_allocators():
+    with worker_environment():
         result = p.run()
         result.wait_until_finish()
     for folder in length_folders(cfg, output):

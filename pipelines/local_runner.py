@@ -1,21 +1,43 @@
 """Beam's pipeline options, and what the local runner's processes need.
 
-Local runs use the portable FnApiRunner, named by its class: recent Beam's
-``DirectRunner`` may hand a pipeline to Prism, which downloads a runner binary at run
-time. Several workers are worker processes (multi-processing mode); one worker runs in
+Local runs use the portable FnApiRunner (``LocalRunner``, named by its class): recent
+Beam's ``DirectRunner`` may hand a pipeline to Prism, which downloads a runner binary at
+run time. Several workers are worker processes (multi-processing mode); one worker runs in
 the runner's own process (in-memory mode), which spares a process, its imports and the
-gRPC data plane (docs/benchmarks.md).
+gRPC data plane (docs/benchmarks.md). The worker processes end when the job's process
+ends, however it ends (``pipelines.local_worker``).
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import shlex
+import sys
 from contextlib import contextmanager
 from typing import Any
 
-FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
-LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower()}
+from apache_beam.portability import python_urns
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from pipelines.local_worker import RUNNER_PID
+
+FN_API_RUNNER = "pipelines.local_runner.LocalRunner"
+LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower(),
+                 "apache_beam.runners.portability.fn_api_runner.fnapirunner"}
+# exec: the shell the FnApiRunner starts it with becomes the worker.
+WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m pipelines.local_worker"
+
+
+class LocalRunner(FnApiRunner):
+    """The FnApiRunner, whose worker processes are ``pipelines.local_worker``'s: Beam's
+    SDK worker, which ends with the job's process."""
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        for environment in pipeline_proto.components.environments.values():
+            if environment.urn == python_urns.SUBPROCESS_SDK:  # the payload: a command line
+                environment.payload = WORKER_COMMAND.encode()
+        return super().run_via_runner_api(pipeline_proto, options)
 
 
 def running_mode(workers: int) -> str:
@@ -59,17 +81,24 @@ WORKER_ENV = {
 
 
 @contextmanager
-def worker_allocators():
-    """``WORKER_ENV`` in the environment while a job runs (its workers start then), and
-    only then, so that processes started later (a next step's Ray workers) keep their
-    defaults. A user's own setting of a variable wins."""
+def worker_environment():
+    """``WORKER_ENV``, and this process's pid for ``local_worker`` to watch, in the
+    environment while a job runs (its workers start then), and only then, so that
+    processes started later (a next step's Ray workers) keep their defaults. A user's own
+    setting of a glibc variable wins."""
     added = [name for name in WORKER_ENV if name not in os.environ]
     os.environ.update({name: WORKER_ENV[name] for name in added})
+    runner_pid = os.environ.get(RUNNER_PID)
+    os.environ[RUNNER_PID] = str(os.getpid())
     try:
         yield
     finally:
         for name in added:
             os.environ.pop(name, None)
+        if runner_pid is None:
+            os.environ.pop(RUNNER_PID, None)
+        else:
+            os.environ[RUNNER_PID] = runner_pid
 
 
 _heap_frozen = False

@@ -38,7 +38,7 @@ from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
 from .config import VocabConfig
-from .local_runner import freeze_heap, pipeline_options, worker_allocators
+from .local_runner import freeze_heap, pipeline_options, worker_environment
 from .counters import Counters, metric_counters
 from .documents import document_shards
 from .shards import read_rows
@@ -300,7 +300,7 @@ def run(cfg: VocabConfig, inputs: list[str], output: str, options) -> dict[str, 
     fs.makedirs(path, exist_ok=True)
     p = beam.Pipeline(options=options)
     build(p, cfg, inputs, output, given_vocab)
-    with worker_allocators():
+    with worker_environment():
         result = p.run()
         result.wait_until_finish()
     counters = {k: float(v) for k, v in metric_counters(result).items()}

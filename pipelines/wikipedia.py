@@ -46,7 +46,7 @@ from contracts.config import add_arguments, parse
 from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import WikipediaConfig
-from pipelines.local_runner import freeze_heap, pipeline_options, worker_allocators
+from pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
 from pipelines.counters import Counters, metric_counters
 from pipelines.sentences import split_sentences
 from pipelines.sniff import HEAD_BYTES, MARK, codec_name, not_text, xml_encoding
@@ -471,7 +471,7 @@ def build(pipeline, cfg: WikipediaConfig, output: str):
 def run(cfg: WikipediaConfig, output: str, options) -> dict[str, int]:
     """Run the extraction into ``output`` with Beam ``options``; returns its counters.
     Raises when no document came out (nothing to build a corpus from)."""
-    with worker_allocators(), beam.Pipeline(options=options) as p:
+    with worker_environment(), beam.Pipeline(options=options) as p:
         build(p, cfg, output)
     counters = metric_counters(p.result)
     counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}

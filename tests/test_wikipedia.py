@@ -4,7 +4,11 @@ output across workers and dump layouts, and broken inputs built from the sample.
 import bz2
 import codecs
 import gzip
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,3 +249,48 @@ def test_a_dump_in_the_encoding_its_xml_says_gives_the_same_pages(tmp_path):
     pages, counts = _reader_pages(str(tmp_path / "broken.xml"))
     assert counts["pages_undecodable"] == 1
     assert next(p for p in pages if p.title == "Anarchism").text.count("\ufffdnarchism is") == 1
+
+
+def _processes() -> dict[int, tuple[int, str, bytes]]:
+    """pid -> (parent pid, state, command line) of every process, from /proc."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = (int(fields[1]), fields[0].decode(), f.read())
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
+def test_the_workers_of_a_killed_job_end_with_it(tmp_path):
+    # Killed while its workers start: the moment they are left waiting longest.
+    book = ROOT / "data" / "books" / "austen-persuasion.txt"
+    job = subprocess.Popen([sys.executable, "-m", "pipelines.books", "--files", str(book), "--output", str(tmp_path / "out"),
+                            "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            procs = _processes()
+            children = [p for p, (parent, _, _) in procs.items() if parent == job.pid]
+            ours = [p for p, (parent, _, _) in procs.items() if parent in children] + children  # a shell's worker too
+            workers = [p for p in ours if b"sdk_worker_main" in procs[p][2] or b"local_worker" in procs[p][2]]
+            if len([p for p in workers if not procs[p][2].startswith(b"/bin/sh")]) == 2:
+                break
+            assert job.poll() is None and time.monotonic() < deadline, "the job ended before its workers started"
+            time.sleep(0.05)
+        job.kill()
+        job.wait()
+        deadline = time.monotonic() + 10
+        left = ours
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            procs = _processes()
+            left = [p for p in left if p in procs and procs[p][1] != "Z"]  # a zombie has ended
+        assert not left, f"still running 10 s after the job was killed: {left}"
+    finally:
+        job.kill()
