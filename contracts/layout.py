@@ -89,12 +89,33 @@ IGNORE_INDEX = -100  # a label the losses skip (torch's cross_entropy ignore_ind
 
 
 def read_vocab(url: str) -> list[str]:
-    """A vocab.txt file: one token per line, the line number is the id."""
-    tokens = [line.rstrip("\r") for line in storage.read_text(url).split("\n")]
+    """A vocab.txt file: one token per line, in UTF-8; the line number (from 0) is the id.
+    BERT's special tokens are among them and no token is there twice. Errors name the
+    file, and the line."""
+    fs, path = storage.fs_for(url)
+    with fs.open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    tokens = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            tokens.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{url} line {number}: not UTF-8 ({e.reason} at byte {e.start} of the line); "
+                             "a vocab.txt is UTF-8, one token a line") from None
     while tokens and not tokens[-1]:
         tokens.pop()
     if not tokens:
         raise ValueError(f"{url}: empty vocabulary file")
+    line_of: dict[str, int] = {}
+    for number, token in enumerate(tokens, 1):
+        if token in line_of:
+            raise ValueError(f"{url} line {number}: {token!r} again (line {line_of[token]} has it); "
+                             "a token's line is its id, so each token is on one line")
+        line_of[token] = number
+    missing = [t for t in SPECIALS if t not in line_of]
+    if missing:
+        raise ValueError(f"{url} lacks the special tokens {missing}: a BERT vocab.txt has each of "
+                         f"{list(SPECIALS)} on a line of its own")
     return tokens
 
 

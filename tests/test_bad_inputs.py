@@ -66,3 +66,29 @@ def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, c
                 assert "gzip, neither bz2 nor XML text; decompress it, or recompress it with bzip2" in caplog.text
         else:
             assert splits and not counts, (name, counts)
+
+
+def test_a_vocab_file_that_is_not_utf8_or_not_berts_is_named_with_its_line(tmp_path):
+    from contracts.layout import read_vocab
+    from pipelines.tokens import Vocab
+    from tests.book_documents import vocab_folder
+
+    tokens = (vocab_folder() / "vocab.txt").read_text(encoding="utf-8").split("\n")  # bert-base-uncased's
+    first_non_ascii = next(n for n, t in enumerate(tokens, 1) if not t.isascii())
+    latin1 = tmp_path / "latin1" / "vocab.txt"
+    latin1.parent.mkdir()
+    latin1.write_bytes("\n".join(tokens).encode("latin-1", "replace"))
+    with pytest.raises(ValueError, match=rf"latin1/vocab.txt line {first_non_ascii}: not UTF-8"):
+        read_vocab(str(latin1))
+    with pytest.raises(ValueError, match=rf"latin1/vocab.txt line {first_non_ascii}: not UTF-8"):
+        Vocab.read(str(latin1))  # the examples job's reader
+
+    no_mask = tmp_path / "no-mask.txt"
+    no_mask.write_text("\n".join(t for t in tokens if t != "[MASK]"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"no-mask.txt lacks the special tokens \['\[MASK\]'\]"):
+        read_vocab(str(no_mask))
+
+    twice = tmp_path / "twice.txt"
+    twice.write_text("\n".join(tokens[:-1] + ["the"]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"twice.txt line {len(tokens)}: 'the' again \(line {tokens.index('the') + 1} has it\)"):
+        read_vocab(str(twice))
