@@ -83,10 +83,10 @@ def test_a_run_learns_and_writes_its_folder(straight):
 
 def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, examples, tmp_path, monkeypatch):
     out, _ = straight
-    # a worker exits hard (os._exit) after the checkpoints of steps N/2 and N: Ray Train
-    # restarts the worker group once (max_failures=1) from N/2; the second death fails the run
-    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[N // 2, N]))
-    cfg = config(checkpoint_every=N // 2, max_failures=1)
+    # a worker exits hard (os._exit) after the checkpoint of step N and the run fails (Ray
+    # Train's own restart within a run, max_failures, is test_pretrain_multinode's)
+    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[N]))
+    cfg = config(checkpoint_every=N // 2, max_failures=0)
     with pytest.raises(Exception, match="(?i)fail"):
         pretrain(cfg, wiring(examples, tmp_path))
     assert (tmp_path / "checkpoints" / f"step-{N:07d}" / "checkpoint.json").exists()
@@ -94,7 +94,7 @@ def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, exampl
     # run it again on the same folder (what `bertflow run` does after a failed step)
     pretrain(cfg, wiring(examples, tmp_path))
     state = json.loads((tmp_path / "checkpoints" / f"step-{2 * N:07d}" / "state.json").read_text())
-    assert state["resumed_at"] == [N // 2, N]
+    assert state["resumed_at"] == [N]
     assert_same_weights(tmp_path, out)
     assert [m["step"] for m in metrics(tmp_path)] == [m["step"] for m in metrics(out)]
     assert metrics(tmp_path)[-1]["loss"] == pytest.approx(metrics(out)[-1]["loss"], abs=1e-6)
