@@ -401,15 +401,13 @@ class Runner:
             interrupted = cancel.is_set() or isinstance(e, (Interrupted, KeyboardInterrupt))
             outcome.action = "interrupted" if interrupted else "failed"
             outcome.seconds = time.time() - t0
-            if interrupted:
-                # The run says so once, on the console; the step's own log keeps the detail.
-                outcome.error = INTERRUPTED
+            if interrupted or isinstance(e, (Bookkeeping, LeaseHeld, LeaseLost)):
+                # The run says so once, on the console, in one line (the URL and the cause);
+                # the step's own log, when it has one, keeps the detail.
+                outcome.error = INTERRUPTED if interrupted else str(e)
                 if handler is not None:
-                    handler.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "step %s interrupted\n%s",
-                                                     (p.name, traceback.format_exc()), None))
-            elif isinstance(e, (Bookkeeping, LeaseHeld, LeaseLost)):
-                outcome.error = str(e)  # one line: the URL and the cause
-                logger.error("step %s failed: %s", p.name, outcome.error)
+                    handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "step %s: %s\n%s",
+                                                     (p.name, outcome.error, traceback.format_exc()), None))
             else:
                 outcome.error = f"{type(e).__name__}: {e}"
                 logger.error("step %s failed: %s\n%s", p.name, outcome.error, traceback.format_exc())
