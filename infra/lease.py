@@ -41,6 +41,8 @@ class LeaseHeld(Exception):
 
 def describe(holder: dict) -> str:
     age = time.time() - float(holder.get("heartbeat", 0))
+    if holder.get("run_id") is None:
+        return f"a lease file that is not one a run wrote (last written {age:.0f}s ago)"
     return (f"run {holder.get('run_id')} (host {holder.get('host')}, pid {holder.get('pid')}, "
             f"since {holder.get('taken')}, heartbeat {age:.0f}s ago)")
 
@@ -68,12 +70,16 @@ class Lease:
         except FileNotFoundError:
             return None
         except json.JSONDecodeError:
-            return {}  # a lease that is being rewritten: held, by a run not known yet
+            # Not a complete lease (writes are atomic, so a damaged one): held by no known
+            # run, and it expires as a silent holder's does, by its age.
+            fs, path = storage.fs_for(self.url)
+            try:
+                return {"run_id": None, "heartbeat": fs.modified(path).timestamp()}
+            except (OSError, NotImplementedError):
+                return {"run_id": None, "heartbeat": time.time()}
 
     def expired(self, holder: dict) -> str | None:
         """Why ``holder``'s lease no longer counts, or None while it does."""
-        if not holder:
-            return None
         if holder.get("host") == socket.gethostname() and not _pid_alive(holder.get("pid")):
             return f"its process {holder.get('pid')} on this host is gone"
         age = time.time() - float(holder.get("heartbeat", 0))
@@ -93,12 +99,14 @@ class Lease:
         if current is None and self.local:
             if self._create_exclusive(body):
                 return None
-            return self.holder() or {}
+            return self.holder() or {"run_id": None, "heartbeat": time.time()}
         # An object store (or an expired lease): write, let racing writers land, read back.
         storage.write_json(self.url, body)
         time.sleep(self.settle)
         back = self.holder()
-        return None if back and back.get("run_id") == self.run_id else (back or {})
+        if back is not None and back.get("run_id") == self.run_id:
+            return None
+        return back or {"run_id": None, "heartbeat": time.time()}
 
     def acquire(self, wait: float | None = None, on_wait: Callable[[dict], None] | None = None,
                 cancel: threading.Event | None = None) -> bool:
@@ -106,7 +114,7 @@ class Lease:
         when another run is found holding it (again when the holder changes). Raises
         LeaseHeld after ``wait`` seconds (None: as long as it takes); returns whether it
         waited for another run."""
-        t0, seen, waited = time.time(), None, False
+        t0, seen, waited = time.time(), object(), False
         poll = min(self.interval, 2.0)
         while True:
             holder = self.try_take()

@@ -214,6 +214,15 @@ def test_lease_is_exclusive_and_a_dead_holders_expires(tmp_path):
         assert lease.acquire(wait=0) is False and storage.read_json(url)["run_id"] == "run-b"
         lease.release()
 
+    # A lease file that is not JSON (a damaged copy) holds until it is as old as a dead heartbeat.
+    Path(url).write_text('{"run_id": "run-')
+    with pytest.raises(LeaseHeld, match="not one a run wrote"):
+        Lease(url, "run-b").acquire(wait=0)
+    os.utime(url, (time.time() - 3600, time.time() - 3600))
+    lease = Lease(url, "run-b", settle=0.05)
+    assert lease.acquire(wait=0) is False
+    lease.release()
+
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_lease_race_has_one_winner(where, tmp_path, request):
