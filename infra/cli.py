@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--address", required=True, help="the Ray dashboard address, e.g. http://head:8265")
     j.add_argument("--only", metavar="STEP")
     j.add_argument("--force", action="append", default=[], metavar="STEP")
+    j.add_argument("--lease-wait", type=float, metavar="SECONDS", help="as for run")
     j.add_argument("--no-wait", action="store_true", help="return once submitted")
     return p
 
@@ -175,6 +176,8 @@ def cmd_status(spec, args) -> int:
         took = f"{row['seconds']:.1f}s" if row.get("seconds") is not None else "-"
         counters = ", ".join(f"{k}={v}" for k, v in list(row.get("counters", {}).items())[:4])
         print(f"{row['state']:12} {row['step']:14} {took:>9}  {row['output']}  {counters}")
+        if row.get("held_by"):
+            print(f"{'':12} written by {row['held_by']}")
         if row.get("error"):
             print(f"{'':12} error: {row['error']}")
         if row.get("log"):

@@ -528,11 +528,12 @@ class Runner:
             elif storage.exists(storage.join(out, STATUS)):
                 s = storage.read_json(storage.join(out, STATUS))
                 state = s.get("state", "unknown")
-                if state == "running":
-                    lease = Lease(storage.join(out, LEASE), run_id="")
-                    holder = lease.holder()
-                    if holder is None or lease.expired(holder):
-                        state = "died"  # nobody keeps its lease alive
+                lease = Lease(storage.join(out, LEASE), run_id="")
+                holder = lease.holder()
+                if holder is not None and not lease.expired(holder):
+                    row["held_by"] = describe(holder)
+                elif state == "running":
+                    state = "died"  # nobody keeps its lease alive
                 row.update(state=state, error=s.get("error"), log=s.get("log"), at=s.get("at"))
             rows.append(row)
         return rows

@@ -24,6 +24,8 @@ def entrypoint(args) -> str:
         cmd += ["--only", args.only]
     for f in args.force:
         cmd += ["--force", f]
+    if getattr(args, "lease_wait", None) is not None:
+        cmd += ["--lease-wait", str(args.lease_wait)]
     return shlex.join(cmd)
 
 

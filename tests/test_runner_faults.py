@@ -257,7 +257,7 @@ def test_heartbeat_notices_a_lost_lease(tmp_path):
     assert storage.read_json(url)["run_id"] == "run-b"  # not ours to remove
 
 
-def test_second_run_waits_for_the_step_the_first_is_writing(tmp_path):
+def test_second_run_waits_for_the_step_the_first_is_writing(tmp_path, capsys):
     gate = tmp_path / "gate"
     raw = spec(str(tmp_path / "runs"), hello={"gate": str(gate)})  # operational: the same step
     first = cli("run", "words", "--only", "hello", "-f", str(write_spec(tmp_path, raw)))
@@ -272,6 +272,9 @@ def test_second_run_waits_for_the_step_the_first_is_writing(tmp_path):
     out = impatient.communicate(timeout=60)[0]
     assert impatient.returncode == 1, out
     assert f"_lease.json is held by run {holder}" in out and "waited" in out
+
+    assert main(["status", "words", "-f", str(path)]) == 0
+    assert f"written by run {holder} (host {socket.gethostname()}" in capsys.readouterr().out
 
     patient = cli("run", "words", "--only", "hello", "-f", str(path))
     for line in patient.stdout:
