@@ -9,16 +9,13 @@ before Beam is imported: a daemon thread waits on a pidfd of the job's process (
 in ``RUNNER_PID``), which the kernel makes readable when that process exits (no polling;
 a pidfd never stands for a process that reused the pid), and ends the worker.
 ``PR_SET_PDEATHSIG`` would not do: it watches the direct parent, the shell. Where pidfds
-are missing (not Linux), the thread polls whether the pid still lives. A Ctrl-C, which
-the terminal sends the job's whole process group, ends a worker at once and quietly: the
-job's process handles the interrupt.
+are missing (not Linux), the thread polls whether the pid still lives.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 import threading
 import time
@@ -67,13 +64,12 @@ def _end_with(pid: int) -> None:
 
 
 def watch() -> None:
-    """End this process when the job's process has ended, or at a Ctrl-C (a no-op
-    outside a local job's worker)."""
+    """End this process when the job's process has ended (a no-op outside a local job's
+    worker)."""
     pid = int(os.environ.get(RUNNER_PID) or 0)
     if not pid or pid == os.getpid():
         return
     threading.Thread(target=_end_with, args=(pid,), name="end-with-job", daemon=True).start()
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(128 + signum))
 
 
 def main() -> None:
