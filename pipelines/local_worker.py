@@ -1,15 +1,17 @@
 """A local job's worker process: Beam's SDK worker, which ends when the job's process does.
 
-    python -m pipelines.local_worker      # what local_runner.LocalRunner starts per worker
+    python -m pipelines.local_worker      # the command local_runner.LocalRunner gives its workers
 
-The FnApiRunner starts each worker through ``/bin/sh -c``, so a worker's parent is a
-shell that outlives the job's process when that is killed (``kill -9``, the OOM killer),
-and a worker still starting then waits on the job's gone gRPC servers for minutes. So,
-before Beam is imported: a daemon thread waits on a pidfd of the job's process (its pid
-in ``RUNNER_PID``), which the kernel makes readable when that process exits (no polling;
-a pidfd never stands for a process that reused the pid), and ends the worker.
-``PR_SET_PDEATHSIG`` would not do: it watches the direct parent, the shell. Where pidfds
-are missing (not Linux), the thread polls whether the pid still lives.
+Otherwise a worker outlives a killed job (``kill -9``, the OOM killer): the FnApiRunner's
+workers are children of a shell that outlives the job, and one still starting waits
+minutes on the job's gone gRPC servers. So, before Beam is imported, a daemon thread
+waits on a pidfd of the job's process (its pid in ``RUNNER_PID``), which the kernel makes
+readable when that process exits (no polling; a pidfd never stands for a process that
+reused the pid), and ends the worker. Not ``PR_SET_PDEATHSIG``: it fires when the thread
+that started the child ends, and only for the direct parent (a shell, unless the command
+execs), so it hangs on how Beam starts its workers and may end one early; the watcher
+needs only the job's pid. (A worker inside a long C call that holds the GIL ends when the
+call returns.) Where pidfds are missing (not Linux), the thread polls the pid.
 """
 
 from __future__ import annotations
@@ -20,22 +22,10 @@ import sys
 import threading
 import time
 
+import psutil
+
 RUNNER_PID = "BERTFLOW_BEAM_RUNNER_PID"
 POLL_SECONDS = 1.0
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])  # the field after "(name) state"
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _is_ancestor(pid: int) -> bool:
-    """Whether the job's process ``pid`` is this worker's parent or its shell's parent."""
-    parent = os.getppid()
-    return parent == pid or _parent_of(parent) == pid
 
 
 def _wait_for_exit(pid: int) -> None:
@@ -44,18 +34,15 @@ def _wait_for_exit(pid: int) -> None:
     except ProcessLookupError:
         return
     except (AttributeError, OSError):  # no pidfds here
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            except PermissionError:
-                pass
-            time.sleep(POLL_SECONDS)
-    # Checked once the pidfd is held: a pid reused by now is not our ancestor.
-    if os.path.isdir("/proc/self") and not _is_ancestor(pid):
+        fd = None
+    # Checked once the pidfd is held: a pid reused by now is not our parent or the shell's.
+    if pid not in {p.pid for p in psutil.Process().parents()}:
         return
-    select.select([fd], [], [])
+    if fd is None:
+        while psutil.pid_exists(pid):
+            time.sleep(POLL_SECONDS)
+    else:
+        select.select([fd], [], [])
 
 
 def _end_with(pid: int) -> None:

@@ -251,23 +251,10 @@ def test_a_dump_in_the_encoding_its_xml_says_gives_the_same_pages(tmp_path):
     assert next(p for p in pages if p.title == "Anarchism").text.count("\ufffdnarchism is") == 1
 
 
-def _processes() -> dict[int, tuple[int, str, bytes]]:
-    """pid -> (parent pid, state, command line) of every process, from /proc."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    found[int(entry)] = (int(fields[1]), fields[0].decode(), f.read())
-            except (OSError, IndexError):
-                pass
-    return found
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="the workers wait on a pidfd (Linux)")
 def test_the_workers_of_a_killed_job_end_with_it(tmp_path):
+    import psutil
+
     # Killed while its workers start: the moment they are left waiting longest.
     book = ROOT / "data" / "books" / "austen-persuasion.txt"
     job = subprocess.Popen([sys.executable, "-m", "pipelines.books", "--files", str(book), "--output", str(tmp_path / "out"),
@@ -275,11 +262,12 @@ def test_the_workers_of_a_killed_job_end_with_it(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while True:
-            procs = _processes()
-            children = [p for p, (parent, _, _) in procs.items() if parent == job.pid]
-            ours = [p for p, (parent, _, _) in procs.items() if parent in children] + children  # a shell's worker too
-            workers = [p for p in ours if b"sdk_worker_main" in procs[p][2] or b"local_worker" in procs[p][2]]
-            if len([p for p in workers if not procs[p][2].startswith(b"/bin/sh")]) == 2:
+            try:
+                ours = psutil.Process(job.pid).children(recursive=True)
+                workers = [p for p in ours if "sdk_worker_main" in " ".join(p.cmdline()) or "local_worker" in " ".join(p.cmdline())]
+            except psutil.NoSuchProcess:  # one ended as we looked
+                continue
+            if len([p for p in workers if p.name() != "sh"]) == 2:
                 break
             assert job.poll() is None and time.monotonic() < deadline, "the job ended before its workers started"
             time.sleep(0.05)
@@ -289,8 +277,16 @@ def test_the_workers_of_a_killed_job_end_with_it(tmp_path):
         left = ours
         while left and time.monotonic() < deadline:
             time.sleep(0.1)
-            procs = _processes()
-            left = [p for p in left if p in procs and procs[p][1] != "Z"]  # a zombie has ended
+            left = [p for p in left if _running(p)]
         assert not left, f"still running 10 s after the job was killed: {left}"
     finally:
         job.kill()
+
+
+def _running(process) -> bool:
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE  # a zombie has ended
+    except psutil.NoSuchProcess:
+        return False
