@@ -8,11 +8,14 @@ trainer reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import storage
 
@@ -43,6 +46,39 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
 def list_shards(folder: str, prefix: str) -> list[str]:
     """The URLs of ``{prefix}-*.parquet`` in ``folder``, in shard order."""
     return storage.glob(storage.join(folder, f"{prefix}-*.parquet"))
+
+
+class DamagedShard(OSError):
+    """A shard in a step's output that does not read: truncated or overwritten after the
+    step wrote it (a bad copy, a full disk)."""
+
+
+def writer_step(url: str) -> str | None:
+    """The step whose output folder (``{step}-{hash}``, or a ``seq{L}/`` folder in one)
+    holds the file ``url``, or None when the folder is not named so."""
+    folder = posixpath.basename(posixpath.dirname(url.rstrip("/")))
+    if re.fullmatch(r"seq\d+", folder):
+        folder = posixpath.basename(posixpath.dirname(posixpath.dirname(url.rstrip("/"))))
+    step, dash, digest = folder.rpartition("-")
+    return step if dash and step and digest.isalnum() else None
+
+
+@contextlib.contextmanager
+def open_shard(url: str):
+    """The ``pyarrow.parquet.ParquetFile`` of the shard at ``url``. What pyarrow raises on
+    a damaged file, when opening it or reading it inside the block, is raised as
+    ``DamagedShard``, naming the file and the step to redo."""
+    fs, path = storage.fs_for(url)
+    try:
+        with fs.open(path, "rb") as f:
+            yield pq.ParquetFile(f)
+    except DamagedShard:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        step = writer_step(url)
+        redo = (f"the output of step {step!r} is damaged; `bertflow run <spec> --force {step}` redoes it"
+                if step else "the step that wrote it must be run again")
+        raise DamagedShard(f"{url} does not read as Parquet ({type(e).__name__}: {e}): {redo}") from e
 
 
 # --- sequence lengths ------------------------------------------------------------------

@@ -12,11 +12,8 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 
-import fsspec
-import pyarrow.parquet as pq
-
 from contracts.hashing import stable_hash, stable_hasher
-from contracts.layout import DOCUMENTS, list_shards
+from contracts.layout import DOCUMENTS, list_shards, open_shard
 from pipelines.counters import Counters
 
 log = logging.getLogger(__name__)
@@ -49,8 +46,8 @@ def split_hashes(unit: Unit, seed: int) -> Iterator[int]:
     """The split hash of every document of a unit that has an id (its id column only)."""
     hash_of = stable_hasher(seed, "split")
     for index, url, group in unit:
-        with fsspec.open(url, "rb") as f:
-            ids = pq.ParquetFile(f).read_row_group(group, columns=["id"]).column("id").to_pylist()
+        with open_shard(url) as shard:
+            ids = shard.read_row_group(group, columns=["id"]).column("id").to_pylist()
         yield from (hash_of(uid_of(index, doc_id)) for doc_id in ids if doc_id is not None)
 
 
@@ -70,8 +67,8 @@ def plan_units(folders: list[str], docs_per_bucket: int) -> tuple[list[Unit], in
     current: list[tuple[int, str, int]] = []
     rows = total = 0
     for index, url in document_shards(folders):
-        with fsspec.open(url, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+        with open_shard(url) as shard:
+            meta = shard.metadata
         for group in range(meta.num_row_groups):
             n = meta.row_group(group).num_rows
             if not n:
@@ -98,8 +95,8 @@ def read_unit(unit: Unit, count: Counters) -> list[tuple[str, list[str]]]:
     strings are counted (``documents_malformed``), logged and skipped."""
     docs = []
     for index, url, group in unit:
-        with fsspec.open(url, "rb") as f:
-            rows = pq.ParquetFile(f).read_row_group(group, columns=["id", "sentences"]).to_pylist()
+        with open_shard(url) as shard:
+            rows = shard.read_row_group(group, columns=["id", "sentences"]).to_pylist()
         for row in rows:
             doc_id, sentences = row.get("id"), row.get("sentences")
             if doc_id is None or sentences is None or any(not isinstance(s, str) for s in sentences):

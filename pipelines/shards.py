@@ -33,7 +33,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from contracts import storage
 from contracts.hashing import stable_hash
-from contracts.layout import shard_name
+from contracts.layout import open_shard, shard_name
 from contracts.storage import atomic_file
 from pipelines.counters import Counters
 from pipelines.local_runner import freeze_heap
@@ -113,12 +113,12 @@ def regroup(tables: Iterable[pa.Table], rows: int = ROW_GROUP_ROWS, max_bytes: i
 
 
 def read_rows(urls: Iterable[str], columns: list[str] | None = None):
-    """Stream rows (dicts) from Parquet files, one row group at a time."""
+    """Stream rows (dicts) from Parquet files, one row group at a time; a damaged file
+    raises ``DamagedShard``, naming it."""
     for url in urls:
-        with fsspec.open(url, "rb") as f:
-            pf = pq.ParquetFile(f)
-            for i in range(pf.num_row_groups):
-                yield from pf.read_row_group(i, columns=columns).to_pylist()
+        with open_shard(url) as shard:
+            for i in range(shard.num_row_groups):
+                yield from shard.read_row_group(i, columns=columns).to_pylist()
 
 
 # --- runs: sorted Arrow IPC files under the output's _spill/ ------------------------------

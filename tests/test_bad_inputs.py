@@ -92,3 +92,59 @@ def test_a_vocab_file_that_is_not_utf8_or_not_berts_is_named_with_its_line(tmp_p
     twice.write_text("\n".join(tokens[:-1] + ["the"]) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=rf"twice.txt line {len(tokens)}: 'the' again \(line {tokens.index('the') + 1} has it\)"):
         read_vocab(str(twice))
+
+
+def _damaged_copies(shard: Path) -> dict[str, bytes]:
+    data = shard.read_bytes()
+    inside = bytearray(data)
+    inside[len(data) // 3 : len(data) // 3 + 200] = bytes(200)  # its footer whole
+    return {"truncated": data[: len(data) // 2], "overwritten inside": bytes(inside)}
+
+
+def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(tmp_path):
+    from contracts.layout import DamagedShard, shard_name
+    from pipelines.documents import plan_units, read_unit
+    from pipelines.shards import read_rows
+    from tests.book_documents import book_documents, write_documents
+
+    # Documents written from a real book by a step "books"; one shard damaged after.
+    folder = tmp_path / "runs" / "books-3f2a9c1e7b"
+    write_documents(str(folder), book_documents(60)[:40], 2)
+    shard = folder / shard_name("documents", 1, 2)
+    units, _ = plan_units([str(folder)], docs_per_bucket=8)
+    unit = next(u for u in units if all(url == str(shard) for _, url, _ in u))
+    message = rf"{shard} does not read as Parquet \(.*\): the output of step 'books' is damaged; " \
+              r"`bertflow run <spec> --force books` redoes it"
+    for damage, data in _damaged_copies(shard).items():
+        shard.write_bytes(data)
+        with pytest.raises(DamagedShard, match=message):  # the vocab job's reader
+            list(read_rows([str(shard)]))
+        with pytest.raises(DamagedShard, match=message):  # the examples job's
+            plan_units([str(folder)], docs_per_bucket=8) if damage == "truncated" else read_unit(unit, lambda *a: None)
+
+
+def test_a_damaged_examples_shard_fails_the_loader_with_its_url(tmp_path):
+    from contracts.layout import DamagedShard
+    from tests.pretrain_examples import write_examples
+    from trainer.data import scan_units, read_eval
+
+    folder = tmp_path / "examples-9e1d0c" / "seq64"
+    write_examples(str(folder), num_train=32, num_eval=16, num_shards=1, with_vocab=False)
+    shard = folder / "eval-00000-of-00001.parquet"
+    message = rf"{shard} does not read as Parquet .*step 'examples' is damaged; `bertflow run <spec> --force examples`"
+    for damage, data in _damaged_copies(shard).items():
+        shard.write_bytes(data)
+        with pytest.raises(DamagedShard, match=message):
+            read_eval([str(shard)], max_examples=16) if damage != "truncated" else scan_units([str(shard)])
+
+
+def test_books_with_no_text_among_them_fail_saying_why(tmp_path):
+    from pipelines.config import BooksConfig
+    from pipelines.local_runner import pipeline_options
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cover.png").write_bytes(real_png())
+    (tmp_path / "in" / "persuasion.txt.gz").write_bytes(gzip.compress(BOOK.read_bytes(), 1))
+    with pytest.raises(RuntimeError, match="no documents in .*2 of 2 files were not text and were skipped"):
+        books.run(BooksConfig(files=str(tmp_path / "in"), num_shards=1), str(tmp_path / "out"),
+                  pipeline_options(direct_num_workers=1))

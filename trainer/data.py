@@ -33,14 +33,12 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from contracts.hashing import stable_hash
-from contracts.layout import EXAMPLE_COLUMNS, IGNORE_INDEX, STATS, VOCAB, SpecialIds, list_shards, read_vocab
+from contracts.layout import EXAMPLE_COLUMNS, IGNORE_INDEX, STATS, VOCAB, SpecialIds, list_shards, open_shard, read_vocab
 from contracts.storage import exists, join, read_json
 from trainer.pretrain_config import check_batch
 
@@ -78,8 +76,8 @@ def scan_units(urls: list[str]) -> list[Unit]:
     """The row groups of ``urls`` from their footers (no data is read)."""
     units = []
     for url in urls:
-        with fsspec.open(url, "rb") as f:
-            meta = pq.ParquetFile(f).metadata
+        with open_shard(url) as shard:
+            meta = shard.metadata
             missing = [c for c in EXAMPLE_COLUMNS if c not in meta.schema.to_arrow_schema().names]
             if missing:
                 raise ValueError(f"{url}: missing columns {missing}; expected {EXAMPLE_COLUMNS} (pretraining_data output)")
@@ -88,8 +86,8 @@ def scan_units(urls: list[str]) -> list[Unit]:
 
 
 def _read_unit(unit: Unit) -> pa.Table:
-    with fsspec.open(unit.url, "rb") as f:
-        return pq.ParquetFile(f).read_row_group(unit.row_group, columns=EXAMPLE_COLUMNS)
+    with open_shard(unit.url) as shard:
+        return shard.read_row_group(unit.row_group, columns=EXAMPLE_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,6 +254,9 @@ class Collator:
     masking: Masking
     salt: str = "train"  # dynamic masks differ between the train and eval streams
     skipped: int = 0
+    # page-locked batches: the copy to a GPU is then asynchronous (``non_blocking``) and
+    # direct; the trainer sets it when its device is CUDA
+    pin_memory: bool = False
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         rows = []
@@ -277,12 +278,13 @@ class Collator:
         b = len(rows)
         length = _round_up(max(len(r[0]) for r in rows), PAD_TO_MULTIPLE)
         preds = max(1, max(len(r[2]) for r in rows))
-        input_ids = torch.full((b, length), self.vocab.pad, dtype=torch.long)
-        token_type_ids = torch.zeros((b, length), dtype=torch.long)
-        attention_mask = torch.zeros((b, length), dtype=torch.long)
-        positions = torch.zeros((b, preds), dtype=torch.long)
-        labels = torch.full((b, preds), IGNORE_INDEX, dtype=torch.long)
-        nsp = torch.empty(b, dtype=torch.long)
+        pin = {"dtype": torch.long, "pin_memory": self.pin_memory}
+        input_ids = torch.full((b, length), self.vocab.pad, **pin)
+        token_type_ids = torch.zeros((b, length), **pin)
+        attention_mask = torch.zeros((b, length), **pin)
+        positions = torch.zeros((b, preds), **pin)
+        labels = torch.full((b, preds), IGNORE_INDEX, **pin)
+        nsp = torch.empty(b, **pin)
         for i, (ids, types, pos, lab, is_random) in enumerate(rows):
             n, k = len(ids), len(pos)
             input_ids[i, :n] = torch.from_numpy(np.asarray(ids, dtype=np.int64))
