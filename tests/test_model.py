@@ -243,28 +243,42 @@ def test_bf16_autocast_runs():
     out.loss.backward()
 
 
-def test_torch_compile_captures_the_whole_model_and_matches_eager():
+def test_compile_keeps_the_packed_layout_in_one_graph_and_matches_eager():
     # fullgraph: no graph break in forward or backward. The aot_eager backend traces through
-    # dynamo and AOT autograd as inductor does, without inductor's C++ build of the kernels
-    # (a minute of the suite's time on CPU); the kernels are torch's, the graph is ours.
+    # dynamo and AOT autograd (one joint forward + backward graph) as inductor does, without
+    # inductor's C++ build of the kernels (a minute of the suite's time on CPU).
+    from torch._dynamo.backends.registry import lookup_backend
+
+    from trainer.model import compile_model
+
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
     torch.manual_seed(0)
     # eval: no dropout, whose random streams differ under compile; gradients flow all the same
     model = BertForPreTraining(BertConfig.from_name("tiny", vocab_size=300)).eval()
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    compiled = compile_model(model, backend=backend, fullgraph=True)
     ids = torch.randint(1, 300, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[1, 12:] = 0
     positions = torch.tensor([[1, 2, 3], [4, 5, 0]])
     labels, nsp = torch.tensor([[5, 6, 7], [8, 9, -100]]), torch.tensor([0, 1])
-    outs = []
-    for m in (model, compiled):
-        mlm_logits, nsp_logits = m(ids, torch.zeros_like(ids), mask, positions)
-        loss = model.loss(mlm_logits, nsp_logits, labels, nsp).loss
-        grads = torch.autograd.grad(loss, list(model.parameters()))
-        outs.append((mlm_logits.detach(), loss.detach(), grads))
-    (e_logits, e_loss, e_grads), (c_logits, c_loss, c_grads) = outs
-    assert (c_logits - e_logits).abs().max() < 1e-4 and abs(float(c_loss - e_loss)) < 1e-5
-    assert max(float((a - b).abs().max()) for a, b in zip(e_grads, c_grads)) < 1e-4
+    for padded_from in (12, 7):  # two padding patterns: another number of real tokens, same graph
+        mask = torch.ones_like(ids)
+        mask[1, padded_from:] = 0
+        outs = []
+        for m in (model, compiled):
+            mlm_logits, nsp_logits = m(ids, torch.zeros_like(ids), mask, positions)
+            loss = model.loss(mlm_logits, nsp_logits, labels, nsp).loss
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            outs.append((mlm_logits.detach(), loss.detach(), grads))
+        (e_logits, e_loss, e_grads), (c_logits, c_loss, c_grads) = outs
+        assert (c_logits - e_logits).abs().max() < 1e-4 and abs(float(c_loss - e_loss)) < 1e-5
+        assert max(float((a - b).abs().max()) for a, b in zip(e_grads, c_grads)) < 1e-4
+    # one graph for both batches, and it packs the real tokens (nonzero -> index_select)
+    assert len(graphs) == 1
+    assert "nonzero" in graphs[0].code and "index_select" in graphs[0].code
 
 
 def test_only_at_gives_the_full_output_at_those_positions():

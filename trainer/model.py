@@ -158,9 +158,10 @@ class TokenLayout:
     at the padding the key mask hides, and packs its output back. (NVIDIA's BERT calls this
     "unpadding"; the numbers at the real tokens are the padded computation's.)
 
-    Without padding (or under ``torch.compile``, which wants fixed shapes) the layout is
-    the identity: [N, H] is [B * S, H], and SDPA gets no mask (its fastest path) or the
-    full mask."""
+    Without padding the layout is the identity: [N, H] is [B * S, H], and SDPA gets no
+    mask (its fastest path). Under ``torch.compile`` (``compile_model``) the layout is always
+    packed: N is a data-dependent size that dynamo keeps symbolic, so one graph serves
+    every batch of a shape, padded or not, without a graph break."""
 
     def __init__(self, attention_mask: torch.Tensor | None, batch: int, seq_len: int):
         self.batch, self.seq_len = batch, seq_len
@@ -168,9 +169,8 @@ class TokenLayout:
         if attention_mask is None:
             return
         real = attention_mask.bool()
-        if torch.compiler.is_compiling():
-            self.mask = real[:, None, None, :]
-        elif not bool(real.all()):
+        # the all-real check reads the data: a compiled graph cannot branch on it
+        if torch.compiler.is_compiling() or not bool(real.all()):
             self.mask = real[:, None, None, :]  # [B, 1, 1, S]: broadcasts over heads and queries
             self.index = real.flatten().nonzero().squeeze(1)
             # the packed row of each flat position (meaningful at real tokens only)
@@ -497,6 +497,19 @@ class BertForPreTraining(nn.Module):
         nsp_correct = ((nsp_logits.argmax(-1) == nsp_labels) & nsp_valid).sum()
         return PreTrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, mlm_correct, mlm_count,
                                nsp_correct, nsp_count)
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def compile_model(model: nn.Module, **options) -> nn.Module:
+    """``torch.compile(model, **options)`` with the packed layout kept (``TokenLayout``).
+
+    The real tokens' index comes from ``nonzero``, whose output size depends on the data;
+    dynamo captures it as a symbolic size only with ``capture_dynamic_output_shape_ops``
+    (else it breaks the graph there), so this sets that flag, process-wide."""
+    torch._dynamo.config.capture_dynamic_output_shape_ops = True
+    return torch.compile(model, **options)
 
 
 # --------------------------------------------------------------------------- cli

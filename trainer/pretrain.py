@@ -25,6 +25,11 @@ loss the mean over its examples; each worker scales its sums by the global count
 small all-reduce per step), so the gradient does not depend on how the batch is split
 into workers and ``grad_accum`` micro-batches.
 
+Loader stall: the batches come from a background thread (``trainer.data.Prefetch``, 4
+steps ahead); ``stall_ms`` is the time a step waited for its batches (the mean over
+workers) and ``stall_share`` that time over the steps' wall time. Near 0 when the loader
+keeps up; otherwise the input pipeline, not the model, sets the speed.
+
 MFU (GPU only): model FLOPs per optimizer step / (seconds x workers x peak bf16 FLOP/s).
 Training FLOPs = 3 x forward FLOPs (backward is twice the forward), with the forward per
 sequence of T real tokens and M masked tokens counted as 2 FLOPs per multiply-add:
@@ -186,7 +191,7 @@ def metric_tag(name: str) -> str:
 
 
 SUM_KEYS = ("mlm_loss_sum", "mlm_correct", "mlm_count", "nsp_loss_sum", "nsp_correct", "nsp_count",
-            "sequences", "tokens", "flops", "skipped")
+            "sequences", "tokens", "flops", "skipped", "stall_seconds")
 
 
 def new_sums() -> dict[str, float]:
@@ -234,6 +239,7 @@ class Window:
     sums: dict[str, float] = field(default_factory=new_sums)
     steps: int = 0
     seconds: float = 0.0
+    stall: float = 0.0  # of those seconds, the time spent waiting for the next batch
     lr: float = 0.0  # of the last step
     grad_norm: float = 0.0
 
@@ -299,7 +305,7 @@ def setup(cfg: PretrainConfig, run: PretrainRun) -> Worker:
 
     masking = Masking(vocab, cfg.seed, cfg.max_predictions)
     stream = ExampleStream(list_shards(run.examples, "train"), cfg.seed)
-    collate = Collator(vocab, masking, salt="train")
+    collate = Collator(vocab, masking, salt="train", pin_memory=device.type == "cuda")
     batches = Prefetch(train_batches(stream, collate, cfg.batch_size, start_step, rank, world, cfg.grad_accum), depth=4)
     eval_set = read_eval(list_shards(run.examples, "eval"), cfg.eval_examples, rank, world) if eval_rows(run.examples) else None
     w = Worker(
@@ -338,10 +344,11 @@ def resume(model, optimizer, schedule, rank: int) -> tuple[int, list[int]]:
 
 
 def wrap(model, cfg: PretrainConfig, world: int, device):
-    import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    net = torch.compile(model) if cfg.compile else model
+    from trainer.model import compile_model
+
+    net = compile_model(model) if cfg.compile else model
     if world > 1:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     return net
@@ -375,7 +382,10 @@ def train_step(w: Worker, step: int, window: Window) -> None:
     from contracts.hashing import stable_hash
     from trainer.optim import clip_grad_norm
 
-    micro_batches = [to_device(w, b) for b in next(w.batches)]
+    waiting = time.perf_counter()
+    host_batches = next(w.batches)  # ready in the prefetch queue unless the loader falls behind
+    window.stall += time.perf_counter() - waiting
+    micro_batches = [to_device(w, b) for b in host_batches]
     # dropout draws from a seed of (seed, step, rank): a resumed run draws the same
     torch.manual_seed(stable_hash(w.cfg.seed, "dropout", step, w.rank) % (2**63))
     counts = torch.tensor(
@@ -422,11 +432,15 @@ def evaluate(w: Worker) -> dict[str, float]:
 def window_metrics(w: Worker, window: Window) -> dict[str, float]:
     """The log line of a window (all workers' sums)."""
     window.sums["skipped"] = w.collate.skipped
+    window.sums["stall_seconds"] = window.stall
     sums = all_reduce_sums(window.sums, w.device)
     seconds = window.seconds
     metrics = sums_to_metrics(sums)
+    # stall: per step, the mean over workers of the time waiting for the loader's next batch
+    stall = sums["stall_seconds"] / (w.world * window.steps)
     metrics.update(lr=window.lr, grad_norm=window.grad_norm, sequences_per_s=sums["sequences"] / seconds,
-                   tokens_per_s=sums["tokens"] / seconds, skipped_examples=sums["skipped"])
+                   tokens_per_s=sums["tokens"] / seconds, skipped_examples=sums["skipped"],
+                   stall_ms=1000 * stall, stall_share=stall * window.steps / seconds)
     if w.peak:
         metrics["mfu"] = sums["flops"] / (seconds * w.world * w.peak)
     return metrics
@@ -535,7 +549,8 @@ def _progress_callback(total_steps: int):
             eta = (total_steps - step) / rate if rate > 0 else float("nan")
             parts = [f"step {step}/{total_steps}"]
             for key, fmt in (("loss", "loss {:.3f}"), ("mlm_acc", "mlm_acc {:.3f}"), ("eval_mlm_acc", "eval_mlm_acc {:.3f}"),
-                             ("sequences_per_s", "{:.1f} seq/s"), ("tokens_per_s", "{:.0f} tok/s"), ("mfu", "mfu {:.1%}")):
+                             ("sequences_per_s", "{:.1f} seq/s"), ("tokens_per_s", "{:.0f} tok/s"), ("mfu", "mfu {:.1%}"),
+                             ("stall_ms", "stall {:.1f} ms/step")):
                 if key in m:
                     parts.append(fmt.format(m[key]))
             if math.isfinite(eta):
