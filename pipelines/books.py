@@ -167,6 +167,8 @@ def skip_reason(url: str, encoding: str) -> tuple[str, str] | None:
     if wide is None:
         why = not_text(head)
         if why:
+            if why.startswith("binary (NUL") and max(head[0::2].count(0), head[1::2].count(0)) > 0.4 * len(head):
+                why += "; if it is UTF-16 without a byte order mark, set encoding: utf-16-le (or -be)"
             return "files_skipped_binary", f"not text: {why}"
     if is_markup(head.decode(wide or "utf-8", "replace")):
         return "files_skipped_markup", "an HTML or XML page, not plain text (convert it to text first)"

@@ -41,6 +41,10 @@ def test_books_tell_text_from_what_is_not(tmp_path):
         assert (reason and reason[0]) == skipped, (name, reason)
     assert "PNG image" in books.skip_reason(str(tmp_path / "cover.png"), "cp1252")[1]
     assert "gzip" in books.skip_reason(str(tmp_path / "persuasion.txt.gz"), "cp1252")[1]
+    # UTF-16 without a byte order mark: skipped, with the setting that reads it.
+    (tmp_path / "utf16le.txt").write_bytes(BOOK.read_text(encoding="utf-8").encode("utf-16-le"))
+    assert "set encoding: utf-16-le" in books.skip_reason(str(tmp_path / "utf16le.txt"), "cp1252")[1]
+    assert books.skip_reason(str(tmp_path / "utf16le.txt"), "utf-16-le") is None
 
 
 def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, caplog):

@@ -139,6 +139,10 @@ def test_a_book_in_another_encoding_or_line_end_gives_the_same_sentences(tmp_pat
         assert books.book_document(str(tmp_path / name), "mp", count)["sentences"] == original, name
         assert counts.get("lines_not_utf8", 0) == not_utf8, name
 
+    # UTF-16 without a byte order mark, when the configured encoding says so.
+    (tmp_path / "utf16le.txt").write_bytes(crlf.encode("utf-16-le"))
+    assert books.book_document(str(tmp_path / "utf16le.txt"), "mp", _counter()[1], "utf-16-le")["sentences"] == original
+
     # The encoding of a text that is not UTF-8: the one its Gutenberg header declares,
     # else the configured one.
     chapter = "\n".join(text.split("\n")[15150:15300])
