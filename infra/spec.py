@@ -11,13 +11,21 @@ no cycle. Every error names its key path and, when the file has it, its line:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts import storage
+from contracts.config import data_paths
+
 from .kinds import KINDS
+
+# Values a recipe ships with for the user to replace: YOUR-BUCKET, REGISTRY/image,
+# <project>, example.com.
+PLACEHOLDER = re.compile(r"YOUR[-_][A-Z]|\bREGISTRY\b|<[^<>\s]+>|\bexample\.(com|org|net)\b")
 
 
 class Strict(BaseModel):
@@ -237,6 +245,36 @@ class SpecFile:
             out.append(f"{err} (line {self._lines[key]})" if key else err)
         return out
 
+    def warnings(self, workflow: str | None = None) -> list[str]:
+        """What would fail only once a run reaches it, for ``workflow`` (every workflow when
+        None): values that look like a recipe's placeholders, and local data paths with
+        nothing there. ``key.path: message (line N)`` lines, as errors are."""
+        out: list[str] = []
+        for wname in [workflow] if workflow else self.workflows:
+            wf = self.spec.workflows[wname]
+            at = f"workflows.{wname}"
+            settings = {
+                # A workflow's own storage/beam/ray, else the file's defaults, where they are written.
+                "storage": (f"{at}.storage" if wf.storage else "storage", wf.storage or self.spec.storage),
+                "beam": (f"{at}.beam" if wf.beam else "beam", (wf.beam or self.spec.beam).model_dump()),
+                "ray": (f"{at}.ray" if wf.ray else "ray", (wf.ray or self.spec.ray).model_dump()),
+            }
+            values = [(path, value) for path, v in settings.values() for path, value in _leaves(v, path)]
+            for sname, step in wf.steps.items():
+                values += _leaves(step.params, f"{at}.steps.{sname}.params")
+            for path, value in values:
+                if isinstance(value, str) and PLACEHOLDER.search(value):
+                    out.append(f"{path}: '{value}' looks like a placeholder: put in your own value")
+            for sname, step in wf.steps.items():
+                params = KINDS[step.kind].Params.model_validate(step.params)
+                for key, value in data_paths(params).items():
+                    if "://" in value and not value.startswith("file://"):
+                        continue  # a store's objects: checked by the run, with the store's credentials
+                    url = storage.absolute(value, self.base_dir)
+                    if not (storage.glob(url) if any(c in url for c in "*?[") else Path(url.removeprefix("file://")).exists()):
+                        out.append(f"{at}.steps.{sname}.params.{key}: {url}: no such file or folder")
+        return self._with_lines(list(dict.fromkeys(out)))
+
     @property
     def workflows(self) -> list[str]:
         return list(self.spec.workflows)
@@ -245,6 +283,15 @@ class SpecFile:
         if name not in self.spec.workflows:
             raise SpecError([f"workflows.{name}: no such workflow (this file has: {', '.join(self.workflows)})"])
         return Workflow(name, self.spec, self.spec.workflows[name], self.base_dir)
+
+
+def _leaves(value: Any, path: str) -> list[tuple[str, Any]]:
+    """``(key.path, value)`` of every scalar in nested mappings and lists."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{path}.{i}")]
+    return [(path, value)]
 
 
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:

@@ -8,8 +8,11 @@ infra/deploy/Dockerfile). Storage must then be a URL every node reaches (gs://, 
 from __future__ import annotations
 
 import shlex
+import socket
+import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 EXCLUDES = [".venv", ".git", "runs", "bench-envs", "**/__pycache__", "*.egg-info"]
 
@@ -29,24 +32,53 @@ def entrypoint(args) -> str:
     return shlex.join(cmd)
 
 
+CONNECT_TIMEOUT = 3.0
+DASHBOARD_PORT = 8265
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> str:
+    """"" when the Ray dashboard's port at ``address`` takes a TCP connection, else one line."""
+    if address.startswith("ray://"):
+        return (f"{address}: submit talks to the Ray dashboard (the Jobs API, http://HEAD:{DASHBOARD_PORT}), "
+                "not to the Ray client port")
+    parts = urlsplit(address if "://" in address else f"http://{address}")
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else DASHBOARD_PORT)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return (f"cannot reach the Ray dashboard at {address} ({host}:{port}: {why}): is the cluster up? "
+                "For the KubeRay cluster of infra/deploy: kubectl port-forward svc/bertflow-head-svc 8265:8265")
+    return ""
+
+
 def submit(args) -> int:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    client = JobSubmissionClient(args.address)
-    deadline = time.time() + 120
-    while True:
-        try:
-            job = client.submit_job(
-                entrypoint=entrypoint(args),
-                runtime_env={"working_dir": str(Path(args.file).resolve().parent), "excludes": EXCLUDES},
-                metadata={"bertflow_workflow": args.workflow},
-            )
-            break
-        except RuntimeError as e:
-            # A head that just started answers before its job agent is up.
-            if "No available agent" not in str(e) or time.time() > deadline:
-                raise
-            time.sleep(2)
+    from .runner import cause
+
+    try:
+        client = JobSubmissionClient(args.address)
+        deadline = time.time() + 120
+        while True:
+            try:
+                job = client.submit_job(
+                    entrypoint=entrypoint(args),
+                    runtime_env={"working_dir": str(Path(args.file).resolve().parent), "excludes": EXCLUDES},
+                    metadata={"bertflow_workflow": args.workflow},
+                )
+                break
+            except RuntimeError as e:
+                # A head that just started answers before its job agent is up.
+                if "No available agent" not in str(e) or time.time() > deadline:
+                    raise
+                time.sleep(2)
+    except Exception as e:  # noqa: BLE001 - the cluster's answer in one line, not Ray's traceback
+        text = cause(e)
+        hint = ("; a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN set here"
+                if any(w in text.lower() for w in ("401", "403", "unauthori", "token")) else "")
+        print(f"error: submitting to {args.address}: {text}{hint}", file=sys.stderr)
+        return 1
     print(f"submitted {job} to {args.address}")
     if args.no_wait:
         return 0

@@ -275,7 +275,7 @@ def test_cli_exit_codes_set_and_status(tmp_path, capsys):
     assert main(["run", "words", "-f", str(spec), "--set", "joined.fail=true"]) == 1
     err = capsys.readouterr().err
     assert "step 'joined' failed: RuntimeError: asked to fail" in err and "log:" in err
-    assert main(["status", "words", "-f", str(spec), "--set", "joined.fail=true"]) == 0
+    assert main(["status", "words", "-f", str(spec), "--set", "joined.fail=true"]) == 1  # a failed step
     out = capsys.readouterr().out
     assert "failed" in out and "asked to fail" in out and "done" in out
     assert main(["run", "words", "-f", str(spec), "--set", "world.copies=0"]) == 2

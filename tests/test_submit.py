@@ -78,7 +78,8 @@ def test_submit_runs_the_workflow_on_the_cluster(ray_head, tmp_path):
         "workflows": {"w": {"steps": {"books": {"kind": "books", "params": {"files": "book.txt", "num_shards": 2}}}}},
     }))
     url, env = ray_head
-    done = subprocess.run([f"{VENV_BIN}/bertflow", "submit", "w", "-f", str(spec), "--address", url],
+    # --local-storage: this cluster runs on this machine, its nodes read the same disk.
+    done = subprocess.run([f"{VENV_BIN}/bertflow", "submit", "w", "-f", str(spec), "--address", url, "--local-storage"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "submitted" in done.stdout and "SUCCEEDED" in done.stdout
