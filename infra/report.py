@@ -77,7 +77,7 @@ def write_report(record_url: str, out: str | None = None) -> str:
     out = out or default_out(record["storage"], record["workflow"], record_url)
     page = Page(out)
     page.header(record, record_url)
-    steps = [(name, s, _manifest(s["output"])) for name, s in record["steps"].items()]
+    steps = [(name, record["steps"][name], _manifest(record["steps"][name]["output"])) for name in step_order(record)]
     page.plan(steps)
     for name, s, _ in steps:
         found = storage.list_files(s["output"])
@@ -92,6 +92,19 @@ def write_report(record_url: str, out: str | None = None) -> str:
     url = storage.join(out, PAGE)
     storage.write_bytes_atomic(url, page.html().encode())
     return url
+
+
+def step_order(record: dict) -> list[str]:
+    """The record's steps in the workflow's order (each after what it reads; the record's
+    JSON has its keys sorted)."""
+    from graphlib import TopologicalSorter
+
+    spec = (record.get("spec") or {}).get("steps", {})
+    graph = TopologicalSorter()
+    for name in sorted(record["steps"]):
+        inputs = (spec.get(name) or {}).get("inputs") or {}
+        graph.add(name, *sorted(s for v in inputs.values() for s in ([v] if isinstance(v, str) else v) if s in record["steps"]))
+    return list(graph.static_order())
 
 
 def _manifest(output: str) -> dict:
@@ -117,6 +130,8 @@ def _e(x) -> str:
 def _num(v, digits: int = 2) -> str:
     if v is None:
         return "-"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:  # a counter summed as a float
+        return f"{int(v):,}"
     if isinstance(v, float):
         return f"{v:,.{digits}f}" if abs(v) < 1e6 else f"{v:,.0f}"
     return f"{v:,}" if isinstance(v, int) else _e(v)
@@ -278,18 +293,14 @@ class Page:
 
         if series("tokens_per_s")[0]:
             def throughput(fig):
-                ax = fig.subplots()
-                ax.plot(*series("tokens_per_s"), label="tokens/s", color="tab:green")
-                ax.set_xlabel("step")
-                ax.set_ylabel("tokens/s")
-                ax.set_title("Throughput")
-                ax.grid(alpha=0.3)
-                xs, ys = series("sequences_per_s")
-                if xs:
-                    right = ax.twinx()
-                    right.plot(xs, ys, ":", label="sequences/s", color="tab:purple")
-                    right.set_ylabel("sequences/s")
-                ax.legend(loc="lower right")
+                units = [k for k in ("tokens_per_s", "sequences_per_s") if series(k)[0]]
+                for ax, key in zip(fig.subplots(1, len(units), squeeze=False)[0], units):
+                    ax.plot(*series(key), color="tab:green")
+                    ax.set_xlabel("step")
+                    ax.set_ylabel(key.replace("_per_s", "/s"))
+                    ax.set_ylim(bottom=0)
+                    ax.grid(alpha=0.3)
+                fig.suptitle("Throughput (all workers)")
 
             html_parts.append(self.figure(f"{step}-throughput", throughput))
         last = {}
