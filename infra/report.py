@@ -88,7 +88,9 @@ def write_report(record_url: str, out: str | None = None) -> str:
             page.pretraining(name, _jsonl(storage.join(s["output"], "metrics.jsonl")))
         if "results.json" in found:
             md = storage.read_text(storage.join(s["output"], "results.md")) if "results.md" in found else None
-            page.finetuning(name, storage.read_json(storage.join(s["output"], "results.json")), md)
+            curves = {rel: _jsonl(storage.join(s["output"], rel)) for rel in found
+                      if rel.startswith("trials/") and rel.endswith("/metrics.jsonl") and rel.count("/") == 3}
+            page.finetuning(name, storage.read_json(storage.join(s["output"], "results.json")), md, curves)
     url = storage.join(out, PAGE)
     storage.write_bytes_atomic(url, page.html().encode())
     return url
@@ -146,6 +148,23 @@ def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _trial_curves(fig, trials: dict[str, list[dict]], metric: str) -> None:
+    """Each trial's training loss and dev score (``dev/<metric>``, per epoch) by step."""
+    loss, dev = fig.subplots(1, 2)
+    for trial, rows in trials.items():
+        pts = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+        line = loss.plot([p[0] for p in pts], [p[1] for p in pts], label=trial)[0] if pts else None
+        pts = [(r["step"], r[f"dev/{metric}"]) for r in rows if isinstance(r.get(f"dev/{metric}"), (int, float))]
+        if pts:
+            dev.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=trial, markersize=4,
+                     color=line.get_color() if line else None)
+    for ax, title in ((loss, "training loss"), (dev, f"dev {metric} (per epoch)")):
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    loss.legend(fontsize="small")
 
 
 class Page:
@@ -217,7 +236,8 @@ class Page:
         params = stats.get("params", {})
         length = params.get("max_seq_length", "")
         label = f"{step} ({rel})" if "/" in rel else step
-        splits = [s for s in ("train", "eval") if isinstance(stats.get(s), dict)]
+        splits = [s for s in ("train", "eval") if isinstance(stats.get(s), dict) and stats[s].get("instances")]
+        empty = [s for s in ("train", "eval") if s not in splits]
         rows = []
         expected = {"masked_per_token": params.get("masked_lm_prob", 0.15), **BERT_MASK_SHARES,
                     "nsp_random_rate": 0.5 if params.get("nsp", True) else None,
@@ -262,7 +282,9 @@ class Page:
 
         name = f"{step}-{rel.replace('/', '-').removesuffix('.json')}"
         self.parts.append(
-            f"<h2>Examples: {_e(label)}</h2>" + _table(["statistic", *splits, "BERT", ""], rows)
+            f"<h2>Examples: {_e(label)}</h2>"
+            + (f"<p>No {' or '.join(empty)} instances.</p>" if empty else "")
+            + _table(["statistic", *splits, "BERT", ""], rows)
             + (self.figure(f"{name}-lengths", histogram) + self.figure(f"{name}-masking", shares) if splits else ""))
 
     def pretraining(self, step: str, rows: list[dict]) -> None:
@@ -311,8 +333,9 @@ class Page:
         html_parts.append("<p>Last values:</p>" + _table([_e(k) for k in keys], [[_num(last[k], 4) for k in keys]]))
         self.parts.append("".join(html_parts))
 
-    def finetuning(self, step: str, summary: dict, markdown: str | None) -> None:
-        """``results.json`` of a fine-tuning step (scores in percent, as it says)."""
+    def finetuning(self, step: str, summary: dict, markdown: str | None, curves: dict[str, list[dict]]) -> None:
+        """``results.json`` of a fine-tuning step (scores in percent, as it says), and each
+        trial's ``trials/<task>/<trial>/metrics.jsonl`` (``curves``, by relative path)."""
         tasks = summary.get("tasks", {})
         references = summary.get("references") or {}
         rows = []
@@ -340,6 +363,10 @@ class Page:
                               _num((r.get("test") or {}).get(metric))])
             parts.append(f"<h3>{_e(name)} ({_e(t.get('type'))}, {_e(metric)})</h3>"
                          + _table(["setting", "status", f"dev {_e(metric)} (median)", "mean ± std", f"test {_e(metric)}"], srows))
+            trials = {rel.split("/")[2]: lines for rel, lines in sorted(curves.items()) if rel.split("/")[1] == name}
+            if trials:
+                parts.append(self.figure(f"{step}-{name}-curves", lambda fig, trials=trials, metric=metric:
+                                         _trial_curves(fig, trials, metric), height=3.2))
         if summary.get("trials_failed"):
             parts.append(f'<p class="error">{summary["trials_failed"]} trial(s) failed.</p>')
         if markdown:

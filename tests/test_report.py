@@ -108,6 +108,7 @@ class ReportFinetuneKind(StepKind):
     def run(self, ctx):
         from trainer.finetune.config import FinetuneConfig
         from trainer.finetune.fanout import glue_average, results_table, summarize
+        from trainer.metrics_log import MetricsLog
 
         config = FinetuneConfig.model_validate({"tasks": [
             {"name": "sst2", "type": "classification", "train": "a.csv", "dev": "b.csv", "seeds": [1, 2]},
@@ -122,6 +123,13 @@ class ReportFinetuneKind(StepKind):
         results = [trial("sst2", "lr-0.0001", 1, 0.8), trial("sst2", "lr-0.0001", 2, 0.85),
                    trial("sst2", "lr-0.0002", 1, 0.7), trial("sst2", "lr-0.0002", 2, 0.75),
                    trial("reviews", "default", 42, 0.9)]
+        for r in results:  # each trial's curves, as a trial logs them: a loss window, then its epoch's dev score
+            log = MetricsLog(storage.join(ctx.output, "trials", r["task"], r["trial_id"]), start_step=0)
+            for step in range(5, 31, 5):
+                log.write(step, {"train/loss": 0.7 * math.exp(-step / 20), "train/lr": 1e-4}, epoch=step / 10)
+                if step % 10 == 0:
+                    log.write(step, {"dev/accuracy": r["dev"]["accuracy"] * step / 30}, epoch=step // 10)
+            log.close()
         summary = summarize(results, tasks)
         summary["glue"] = glue_average(summary)
         storage.write_json(storage.join(ctx.output, "results.json"), summary)
@@ -254,7 +262,8 @@ def test_report_of_a_run_renders_in_headless_chromium(tmp_path, chromium, capsys
                      "<h2>Fine-tuning: finetune</h2>", "scores in percent", "lr-0.0001 <b>best</b>"):
         assert expected in text, expected
     pngs = sorted(p.name for p in page.parent.glob("*.png"))
-    assert pngs == ["examples-stats-lengths.png", "examples-stats-masking.png", "pretrain-loss.png",
+    assert pngs == ["examples-stats-lengths.png", "examples-stats-masking.png", "finetune-reviews-curves.png",
+                    "finetune-sst2-curves.png", "pretrain-loss.png",
                     "pretrain-mlm-accuracy.png", "pretrain-nsp-accuracy.png", "pretrain-throughput.png",
                     "step-times.png"]
     assert text.count('<img class="plot"') == len(pngs) and "src=\"http" not in text and "<script" not in text
