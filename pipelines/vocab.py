@@ -33,7 +33,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from contracts.config import add_arguments, parse
 from contracts.hashing import stable_hash
-from contracts.layout import UNK, read_vocab
+from contracts.layout import UNK, open_shard, read_vocab
 from contracts.storage import write_bytes_atomic, write_json
 
 from . import bert_tokenizer, wordpiece
@@ -227,9 +227,13 @@ def _report(heldout: dict, corpus: dict, cut: dict, vocab: dict, cfg: VocabConfi
 def build(p: beam.Pipeline, cfg: VocabConfig, inputs: list[str], output: str, given_vocab: dict | None):
     """The job's graph. ``given_vocab`` ({"tokens", "file_bytes"}) replaces learning."""
     output = output.rstrip("/")
+    shards = sorted({url for _, url in document_shards(inputs)})
+    for url in shards:  # a truncated shard fails here, naming itself, rather than in a worker
+        with open_shard(url):
+            pass
     docs = (
         p
-        | "Shards" >> beam.Create(sorted({url for _, url in document_shards(inputs)}))
+        | "Shards" >> beam.Create(shards)
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(ReadDocuments())
     )

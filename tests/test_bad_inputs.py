@@ -107,7 +107,10 @@ def _damaged_copies(shard: Path) -> dict[str, bytes]:
 
 def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(tmp_path):
     from contracts.layout import DamagedShard, shard_name
+    from pipelines import vocab
+    from pipelines.config import VocabConfig
     from pipelines.documents import plan_units, read_unit
+    from pipelines.local_runner import pipeline_options
     from pipelines.shards import read_rows
     from tests.book_documents import book_documents, write_documents
 
@@ -125,6 +128,10 @@ def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(
             list(read_rows([str(shard)]))
         with pytest.raises(DamagedShard, match=message):  # the examples job's
             plan_units([str(folder)], docs_per_bucket=8) if damage == "truncated" else read_unit(unit, lambda *a: None)
+    # The vocab job looks at every shard's footer before it starts its workers.
+    shard.write_bytes(_damaged_copies(shard)["truncated"])
+    with pytest.raises(DamagedShard, match=message):
+        vocab.run(VocabConfig(vocab_size=1000), [str(folder)], str(tmp_path / "vocab"), pipeline_options(direct_num_workers=1))
 
 
 def test_a_damaged_examples_shard_fails_the_loader_with_its_url(tmp_path):
