@@ -17,10 +17,11 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
+
+import psutil
 
 from contracts import storage
 from contracts.config import data_paths
@@ -147,10 +148,13 @@ def quiet_engine_logs() -> None:
 GCSFS_RAISED = (" out of retries on exception", " non-retriable exception", "Could not determine bucket type")
 
 
-def remote_urls(wf) -> list[str]:
-    """The workflow's storage root and the data paths in a store (not on this disk)."""
-    urls = [wf.storage] + [p for name in wf.order for p in data_paths(wf.params[name]).values()]
-    return [u for u in urls if preflight.endpoint(u) is not None]
+def remote_urls(wf) -> dict[str, str]:
+    """The workflow's storage root and its steps' data paths that are in a store (not on
+    this disk), by what they are: ``storage``, ``steps.wiki.params.dump``."""
+    urls = {"storage": wf.storage}
+    for name in wf.order:
+        urls.update({f"steps.{name}.params.{key}": url for key, url in data_paths(wf.params[name]).items()})
+    return {what: url for what, url in urls.items() if preflight.endpoint(url) is not None}
 
 
 def cmd_validate(spec, args) -> int:
@@ -226,25 +230,11 @@ def cmd_run(spec, args) -> int:
 def end_descendants() -> None:
     """SIGKILL every process this one started, their children included: a local Ray's
     workers run in sessions of their own, out of reach of the terminal's Ctrl-C."""
-    parent_of = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    parent_of[int(entry)] = int(f.read().rsplit(b")", 1)[1].split()[1])  # after "(name) state"
-            except (OSError, ValueError, IndexError):
-                continue
-    todo, found = [os.getpid()], []
-    while todo:
-        pid = todo.pop()
-        children = [child for child, parent in parent_of.items() if parent == pid]
-        found += children
-        todo += children
-    for pid in found:
+    for child in psutil.Process().children(recursive=True):
         try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+            child.kill()
+        except psutil.Error:
+            pass  # ended meanwhile
 
 
 def storage_error(r, e: Exception) -> int:

@@ -5,7 +5,7 @@ A client library left to find out by itself retries for a minute (gcsfs: six tri
 backoff on every call, each call of a dry run's plan) and prints a traceback per try; one
 TCP connect per endpoint says the same in a second.
 
-    problem = unreachable(["gs://bucket/bert", "gs://bucket/raw/dump.xml.bz2"])
+    problem = unreachable({"storage": "gs://bucket/bert", "wiki.dump": "gs://bucket/raw/dump.xml.bz2"})
     if problem: print(f"error: {problem}")
 """
 
@@ -48,11 +48,12 @@ def endpoint(url: str) -> tuple[str, int] | None:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def unreachable(urls: list[str], timeout: float = CONNECT_TIMEOUT) -> str:
-    """"" when every store among ``urls`` answers a TCP connect, else one line: the URL,
-    the endpoint, the cause and the credentials to set."""
+def unreachable(urls: dict[str, str], timeout: float = CONNECT_TIMEOUT) -> str:
+    """"" when every store among ``urls`` (``{what: url}``: ``storage``, a step's data
+    path) answers a TCP connect, else one line: what, the URL, the endpoint, the cause and
+    the credentials to set."""
     tried: set[tuple[str, int]] = set()
-    for url in urls:
+    for what, url in urls.items():
         where = endpoint(url)
         if where is None or where in tried:
             continue
@@ -61,7 +62,7 @@ def unreachable(urls: list[str], timeout: float = CONNECT_TIMEOUT) -> str:
             socket.create_connection(where, timeout=timeout).close()
         except OSError as e:
             why = e.strerror or str(e) or type(e).__name__
-            return (f"{url}: cannot reach {where[0]}:{where[1]} ({why}): check the network; "
+            return (f"{what} {url}: cannot reach {where[0]}:{where[1]} ({why}): check the network; "
                     f"for this store {CREDENTIALS[scheme(url)]}")
     return ""
 

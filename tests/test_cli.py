@@ -168,7 +168,7 @@ def test_an_unreachable_store_is_one_line_in_seconds(tmp_path, capsys, monkeypat
     assert time.time() - started < 10
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and lines[0] == lines[1]
-    assert lines[0].startswith(f"error: {store}: cannot reach 127.0.0.1:")
+    assert lines[0].startswith(f"error: storage {store}: cannot reach 127.0.0.1:")
     assert ("GOOGLE_APPLICATION_CREDENTIALS" if store.startswith("gs") else "AWS_ACCESS_KEY_ID") in lines[0]
 
 
