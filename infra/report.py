@@ -85,10 +85,10 @@ def write_report(record_url: str, out: str | None = None) -> str:
         for rel in stats:
             page.examples(name, rel, storage.read_json(storage.join(s["output"], rel)))
         if "metrics.jsonl" in found:
-            page.pretraining(name, _jsonl(storage.join(s["output"], "metrics.jsonl")))
+            page.pretraining(name, page.jsonl(storage.join(s["output"], "metrics.jsonl")))
         if "results.json" in found:
             md = storage.read_text(storage.join(s["output"], "results.md")) if "results.md" in found else None
-            curves = {rel: _jsonl(storage.join(s["output"], rel)) for rel in found
+            curves = {rel: page.jsonl(storage.join(s["output"], rel)) for rel in found
                       if rel.startswith("trials/") and rel.endswith("/metrics.jsonl") and rel.count("/") == 3}
             page.finetuning(name, storage.read_json(storage.join(s["output"], "results.json")), md, curves)
     url = storage.join(out, PAGE)
@@ -112,17 +112,6 @@ def step_order(record: dict) -> list[str]:
 def _manifest(output: str) -> dict:
     url = storage.join(output, "_SUCCESS.json")
     return storage.read_json(url) if storage.exists(url) else {}
-
-
-def _jsonl(url: str) -> list[dict]:
-    rows = []
-    for i, line in enumerate(storage.read_text(url).splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{url} line {i}: not JSON ({e.msg})") from None
-    return rows
 
 
 def _e(x) -> str:
@@ -172,6 +161,22 @@ class Page:
         self.out = out
         self.parts: list[str] = []
         self.names: set[str] = set()
+        self.warnings: list[str] = []  # shown at the top of the page
+
+    def jsonl(self, url: str) -> list[dict]:
+        """The objects of a JSON-lines file; a line that is not one (a run killed while it
+        wrote it) is left out and said at the top of the page."""
+        rows = []
+        for i, line in enumerate(storage.read_text(url).splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError as e:
+                row = e.msg
+            if isinstance(row, dict) and "step" in row:
+                rows.append(row)
+            elif row is not None:
+                self.warnings.append(f"{url} line {i}: not a metrics line ({row if isinstance(row, str) else 'no step'}); left out")
+        return rows
 
     # -- plots ------------------------------------------------------------------------------
 
@@ -388,7 +393,9 @@ figure {{ margin: 0.5em 0 1.5em; }} img.plot {{ max-width: 100%; border: 1px sol
 figcaption {{ font-size: 0.8em; color: #777; }}
 .error {{ color: #b00; white-space: pre-wrap; }}
 </style></head><body>
-{"".join(self.parts)}
+{"".join(self.parts[:1])}
+{"".join(f'<p class="error">{_e(w)}</p>' for w in self.warnings)}
+{"".join(self.parts[1:])}
 <footer><small>made by bertflow report, {made}</small></footer>
 </body></html>
 """

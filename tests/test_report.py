@@ -248,24 +248,39 @@ def chromium(tmp_path):
 # -- the tests --------------------------------------------------------------------------------
 
 
-def test_report_of_a_run_renders_in_headless_chromium(tmp_path, chromium, capsys):
-    (tmp_path / "workflows.yaml").write_text(yaml.safe_dump(spec("runs")))
-    Runner(SpecFile(spec("runs"), tmp_path / "workflows.yaml").workflow("tiny")).run()
-    assert main(["report", "tiny", "-f", str(tmp_path / "workflows.yaml")]) == 0
-    printed = capsys.readouterr().out.strip()
-    (record,) = sorted((tmp_path / "runs" / "_runs" / "tiny").glob("*.json"))
-    page = tmp_path / "runs" / "_reports" / "tiny" / record.stem / "report.html"
-    assert printed == f"report: {page}"
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two recorded runs of the workflow: the first runs every step, the second reuses them."""
+    folder = tmp_path_factory.mktemp("report-runs")
+    f = folder / "workflows.yaml"
+    f.write_text(yaml.safe_dump(spec("runs")))
+    wf = SpecFile(spec("runs"), f).workflow("tiny")
+    Runner(wf).run()
+    Runner(wf).run()
+    return f, sorted((folder / "runs" / "_runs" / "tiny").glob("*.json"))
+
+
+def test_report_of_a_run_renders_in_headless_chromium(runs, tmp_path, chromium, capsys):
+    f, (_, record) = runs
+    # a run killed while it wrote its metrics leaves half a line: the page says so and shows the rest
+    (metrics,) = (f.parent / "runs").glob("pretrain-*/metrics.jsonl")
+    if not metrics.read_text().endswith("4."):
+        metrics.write_text(metrics.read_text() + '{"step": 210, "loss": 4.')
+    assert main(["report", "tiny", "-f", str(f)]) == 0
+    page = f.parent / "runs" / "_reports" / "tiny" / record.stem / "report.html"
+    assert capsys.readouterr().out.strip() == f"report: {page}"
     text = page.read_text()
-    # the plan, the statistics against BERT's shares, the curves, the table; one PNG per plot, embedded
+    # the plan (a reused step's time: when it ran), the statistics against BERT's shares, the
+    # curves, the table; one PNG per plot, embedded
     for expected in ("<h2>Plan</h2>", "test_report_examples", "mask_share", "80.0%", "<h2>Pretraining: pretrain</h2>",
-                     "<h2>Fine-tuning: finetune</h2>", "scores in percent", "lr-0.0001 <b>best</b>"):
+                     "<h2>Fine-tuning: finetune</h2>", "scores in percent", "lr-0.0001 <b>best</b>", "instances = ",
+                     "metrics.jsonl line 21: not a metrics line (Expecting"):
         assert expected in text, expected
+    assert text.count("(when it ran)") == 3
     pngs = sorted(p.name for p in page.parent.glob("*.png"))
     assert pngs == ["examples-stats-lengths.png", "examples-stats-masking.png", "finetune-reviews-curves.png",
-                    "finetune-sst2-curves.png", "pretrain-loss.png",
-                    "pretrain-mlm-accuracy.png", "pretrain-nsp-accuracy.png", "pretrain-throughput.png",
-                    "step-times.png"]
+                    "finetune-sst2-curves.png", "pretrain-loss.png", "pretrain-mlm-accuracy.png",
+                    "pretrain-nsp-accuracy.png", "pretrain-throughput.png", "step-times.png"]
     assert text.count('<img class="plot"') == len(pngs) and "src=\"http" not in text and "<script" not in text
 
     shot = tmp_path / "report-screenshot.png"
@@ -288,25 +303,22 @@ def test_report_of_a_run_renders_in_headless_chromium(tmp_path, chromium, capsys
     assert boxes[0]["width"] == 0
 
 
-def test_report_picks_a_run_writes_to_any_store_and_says_what_is_missing(tmp_path, capsys):
-    root = "memory://report-test/runs"
-    f = tmp_path / "workflows.yaml"
-    f.write_text(yaml.safe_dump(spec(root)))
-    assert main(["report", "tiny", "-f", str(f)]) == 1
-    assert "no run of workflow 'tiny' recorded under memory://report-test/runs/_runs/tiny" in capsys.readouterr().err
-    wf = SpecFile(spec(root), f).workflow("tiny")
-    Runner(wf).run()
-    Runner(wf).run()  # the second run reuses every step: its times come from the manifests
-    first, second = storage.glob(f"{root}/_runs/tiny/*.json")
-    stamp = first.rsplit("/", 1)[1].removesuffix(".json")
-    assert find_record(root, "tiny") == second and find_record(root, "tiny", stamp[:-3]) == first
+def test_report_picks_a_run_writes_to_any_store_and_says_what_is_missing(runs, tmp_path, capsys):
+    f, (first, second) = runs
+    root = str(f.parent / "runs")
+    empty = tmp_path / "workflows.yaml"
+    empty.write_text(yaml.safe_dump(spec(str(tmp_path / "nothing-yet"))))
+    assert main(["report", "tiny", "-f", str(empty)]) == 1
+    assert f"no run of workflow 'tiny' recorded under {tmp_path}/nothing-yet/_runs/tiny" in capsys.readouterr().err
+    assert find_record(root, "tiny") == str(second) and find_record(root, "tiny", first.stem[:-3]) == str(first)
     assert main(["report", "tiny", "-f", str(f), "--run", "nothing-like-it"]) == 1
     assert "no run records match 'nothing-like-it'" in capsys.readouterr().err
-    page = write_report(second)
-    assert page == f"{root}/_reports/tiny/{second.rsplit('/', 1)[1].removesuffix('.json')}/report.html"
-    text = storage.read_text(page)
-    assert text.count("(when it ran)") == 3 and "instances = " in text
-    assert storage.exists(page.replace("report.html", "step-times.png"))
+    # the first run's page, on an object store: its steps ran, with their own times
+    out = "memory://report-test/first"
+    assert write_report(str(first), out) == f"{out}/report.html"
+    text = storage.read_text(f"{out}/report.html")
+    assert "(when it ran)" not in text and "<td>ran</td>" in text
+    assert storage.exists(f"{out}/step-times.png") and storage.exists(f"{out}/pretrain-loss.png")
 
 
 def test_the_plan_lists_each_step_after_what_it_reads():
