@@ -73,6 +73,11 @@ def default_out(root: str, workflow: str, record_url: str) -> str:
 def write_report(record_url: str, out: str | None = None) -> str:
     """Write the page (and its PNGs) for the run record at ``record_url`` into ``out``
     (default: ``{storage}/_reports/{workflow}/{stamp}/``); returns the page's URL."""
+    try:
+        import matplotlib  # noqa: F401 - the plots' library, an extra
+    except ModuleNotFoundError:
+        raise ReportError("the report draws its plots with matplotlib, which is not installed here: "
+                          "pip install 'bertflow[report]'") from None
     record = storage.read_json(record_url)
     out = out or default_out(record["storage"], record["workflow"], record_url)
     page = Page(out)

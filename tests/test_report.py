@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -319,6 +320,14 @@ def test_report_picks_a_run_writes_to_any_store_and_says_what_is_missing(runs, t
     text = storage.read_text(f"{out}/report.html")
     assert "(when it ran)" not in text and "<td>ran</td>" in text
     assert storage.exists(f"{out}/step-times.png") and storage.exists(f"{out}/pretrain-loss.png")
+
+
+def test_report_without_matplotlib_says_which_extra_to_install(runs, monkeypatch, capsys):
+    f, _ = runs
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert main(["report", "tiny", "-f", str(f), "--out", str(f.parent / "unused")]) == 1
+    assert "matplotlib, which is not installed here: pip install 'bertflow[report]'" in capsys.readouterr().err
+    assert not (f.parent / "unused").exists()
 
 
 def test_the_plan_lists_each_step_after_what_it_reads():
