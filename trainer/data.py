@@ -358,7 +358,9 @@ class Prefetch:
         return item
 
     def close(self):
+        # wait for the thread: one left inside torch as the interpreter exits can abort it
         self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def main(argv=None):
