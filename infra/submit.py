@@ -75,7 +75,8 @@ def submit(args) -> int:
                 time.sleep(2)
     except Exception as e:  # noqa: BLE001 - the cluster's answer in one line, not Ray's traceback
         text = cause(e)
-        hint = ("; a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN set here"
+        hint = ("; a cluster with token auth needs RAY_AUTH_MODE=token and its RAY_AUTH_TOKEN set here (KubeRay's: "
+                "kubectl get secret CLUSTER --template={{.data.auth_token}} | base64 -d)"
                 if any(w in text.lower() for w in ("401", "403", "unauthori", "token")) else "")
         print(f"error: submitting to {args.address}: {text}{hint}", file=sys.stderr)
         return 1

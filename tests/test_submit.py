@@ -90,3 +90,17 @@ def test_submit_runs_the_workflow_on_the_cluster(ray_head, tmp_path):
     table = pq.read_table(f"{runner.output('books')}/documents-00000-of-00002.parquet")
     table2 = pq.read_table(f"{runner.output('books')}/documents-00001-of-00002.parquet")
     assert table.num_rows + table2.num_rows == 1
+
+
+def test_submit_without_the_clusters_token_is_one_line_saying_what_to_set(ray_head, tmp_path):
+    spec = tmp_path / "workflows.yaml"
+    spec.write_text(yaml.safe_dump({"storage": "s3://bucket/bertflow", "workflows": {"w": {"steps": {
+        "books": {"kind": "books", "params": {"files": "book.txt"}}}}}}))
+    url, env = ray_head
+    env = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    done = subprocess.run([f"{VENV_BIN}/bertflow", "submit", "w", "-f", str(spec), "--address", url],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"error: submitting to {url}: "), done.stderr
+    assert "RAY_AUTH_TOKEN" in errors[0], errors[0]
