@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -168,12 +169,16 @@ class Chromium:
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,900",
              "--force-device-scale-factor=1", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        for line in self.proc.stderr:  # it says where it listens, then we stop reading
+        said = []
+        for line in self.proc.stderr:  # it says where it listens
+            said.append(line)
             if line.startswith("DevTools listening on "):
                 self.port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
                 break
         else:
-            raise RuntimeError(f"chromium exited ({self.proc.wait()}) before its DevTools endpoint was up")
+            raise RuntimeError(f"chromium exited ({self.proc.wait()}) before its DevTools endpoint was up:\n{''.join(said)}")
+        # then its stderr is drained, so that a chatty browser never blocks on a full pipe
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 
     def close(self):
         try:
