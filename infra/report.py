@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 
 from contracts import storage
 
+from .runner import SUCCESS
+
 PAGE = "report.html"
 # BERT's masking recipe (Devlin et al. 2019, section 3.1 and appendix A.1)
 BERT_MASK_SHARES = {"mask_share": 0.8, "random_share": 0.1, "kept_share": 0.1}
@@ -115,7 +117,7 @@ def step_order(record: dict) -> list[str]:
 
 
 def _manifest(output: str) -> dict:
-    url = storage.join(output, "_SUCCESS.json")
+    url = storage.join(output, SUCCESS)
     return storage.read_json(url) if storage.exists(url) else {}
 
 
