@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # with your CUDA index (pip's --index-url), or install torch first yourself.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test install clean-runs
+.PHONY: demo test install browser clean-runs
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/bertflow run demo
 
-test: install
+# The report's test loads the page in a real headless Chromium: Debian's package.
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: install browser
 	$(BIN)/pytest -q
 
 clean-runs:
