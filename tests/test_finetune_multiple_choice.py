@@ -22,8 +22,8 @@ def choice(**kw):
     from trainer.finetune.tasks import task_config
 
     return task_config({"name": "choice", "type": "multiple_choice", "train": str(DATA / "choice/train.csv"),
-                        "dev": str(DATA / "choice/dev.csv"), "id_column": "id", "max_seq_length": 32, "epochs": 1,
-                        "batch_size": 8, "max_train_examples": 32, "max_eval_examples": 24, "lr": 1e-3,
+                        "dev": str(DATA / "choice/dev.csv"), "id_column": "id", "max_seq_length": 24, "epochs": 1,
+                        "batch_size": 8, "max_train_examples": 16, "max_eval_examples": 16, "lr": 1e-3,
                         "log_every_steps": 1, "seed": 1, **kw})
 
 
@@ -38,13 +38,13 @@ def test_multiple_choice_trains_and_its_folder_loads_in_transformers(tiny_bert, 
 
     train_loop(TrialConfig(task=choice(), init=tiny_bert, output=str(tmp_path / "t")).model_dump())
     result = json.loads((tmp_path / "t/result.json").read_text())
-    assert result["metric"] == "accuracy" and result["train_examples"] == 32
+    assert result["metric"] == "accuracy" and result["train_examples"] == 16
     assert 0 <= result["dev"]["accuracy"] <= 1
     lines = [json.loads(line) for line in (tmp_path / "t/metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2, 3, 4, 4] and all(line["train/loss"] > 0 for line in lines[:4])
+    assert [line["step"] for line in lines] == [1, 2, 2] and all(line["train/loss"] > 0 for line in lines[:2])
     rows = list(csv.reader((tmp_path / "t/predictions/dev.csv").read_text().splitlines()))
-    assert rows[0] == ["id", "label", "pred"] and len(rows) == 25 and rows[1][0].startswith(("persuasion-", "northanger"))
-    assert sum(int(r[1] == r[2]) for r in rows[1:]) == round(24 * result["dev"]["accuracy"])
+    assert rows[0] == ["id", "label", "pred"] and len(rows) == 17 and rows[1][0].startswith(("persuasion-", "northanger"))
+    assert sum(int(r[1] == r[2]) for r in rows[1:]) == round(16 * result["dev"]["accuracy"])
 
     model_dir = str(tmp_path / "t/model")
     config = json.loads((tmp_path / "t/model/config.json").read_text())
@@ -56,7 +56,7 @@ def test_multiple_choice_trains_and_its_folder_loads_in_transformers(tiny_bert, 
     endings = [f"ending{k}" for k in range(4)]
     enc = AutoTokenizer.from_pretrained(model_dir)([q["sent1"] for q in questions for _ in endings],
                                                   [q[e] for q in questions for e in endings],
-                                                  padding=True, truncation=True, max_length=32, return_tensors="pt")
+                                                  padding=True, truncation=True, max_length=24, return_tensors="pt")
     batch = {k: v.view(2, 4, -1) for k, v in enc.items()}  # [B, N, S]
     labels = torch.tensor([int(q["label"]) for q in questions])
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_questions_are_read_and_bad_rows_skipped_with_their_line(tmp_path, caplo
     # [CLS] context [SEP] start ending [SEP]
     assert tokenizer.decode(first["input_ids"][1], skip_special_tokens=True) == tokenizer.decode(
         tokenizer(rows[0]["sent1"], f"{rows[0]['sent2']} {rows[0]['ending1']}", truncation=True,
-                  max_length=32)["input_ids"], skip_special_tokens=True)
+                  max_length=24)["input_ids"], skip_special_tokens=True)
     with pytest.raises(ValueError, match="no column\\(s\\) \\['sent2'\\]"):
         task.load(str(DATA / "choice/dev.csv"), train=False)
     with pytest.raises(ValueError, match="two or more different endings"):
