@@ -40,18 +40,20 @@ LOG=$OUT/gpu_check.log
 : >"$LOG"
 STARTED=$(date +%s)
 
-say() { echo "[gpu_check $(date -u +%H:%M:%S) +$(( $(date +%s) - STARTED ))s] $*" | tee -a "$LOG"; }
+say() { echo "[gpu_check $(date -u +%H:%M:%S) +$(( $(date +%s) - STARTED ))s] $*" | tee -a "$LOG" >&2; }
 run() { say "\$ $*"; "$@" >>"$LOG" 2>&1; local rc=$?; [ $rc -eq 0 ] || say "exit $rc: $*"; return $rc; }
 
 if [ "$DRY_RUN" = 1 ]; then
     say "DRY RUN: CPU, tiny sizes"
-    DEVICE=cpu; MODEL=tiny; STEPS=6; BATCH=8; DUPE=1; VOCAB_SIZE=2000; COMPILE=false
+    MODEL=tiny; STEPS=6; BATCH=8; DUPE=1; VOCAB_SIZE=2000; COMPILE=false
+    FT_LIMIT=", max_train_examples: 256, max_eval_examples: 128"
     RAY="{num_cpus: 2}"; RES="{workers: 1, cpus_per_worker: 2}"
     BENCH_128=(--device cpu --size tiny --batch-size 4 --steps 2 --warmup 1 --block 1 --compile --compile-backend aot_eager)
     BENCH_512=(--device cpu --size tiny --batch-size 2 --seq-len 512 --masked 76 --steps 2 --warmup 1 --block 1)
     TORCH_INDEX=${TORCH_INDEX_DRY:-https://download.pytorch.org/whl/cpu}
 else
-    DEVICE=cuda; MODEL=base; STEPS=300; BATCH=256; DUPE=5; VOCAB_SIZE=30522; COMPILE=true
+    MODEL=base; STEPS=300; BATCH=256; DUPE=5; VOCAB_SIZE=30522; COMPILE=true
+    FT_LIMIT=""
     RAY="{num_cpus: 16, num_gpus: 1}"; RES="{workers: 1, cpus_per_worker: 8, gpus_per_worker: 1}"
     BENCH_128=(--size base --batch-size 256 --seq-len 128 --steps 20 --compile)
     BENCH_512=(--size base --batch-size 32 --seq-len 512 --masked 76 --steps 20 --compile)
@@ -111,13 +113,10 @@ fi
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 RAY_DEDUP_LOGS=1
 cd "$ROOT"
 
-# ------------------------------------------------------------------ model benchmark
-run "$PY" benchmarks/model_gpu.py "${BENCH_128[@]}" >"$OUT/model_gpu_128.txt" 2>>"$LOG" || true
-run "$PY" benchmarks/model_gpu.py "${BENCH_512[@]}" >"$OUT/model_gpu_512.txt" 2>>"$LOG" || true
-
-# ------------------------------------------------------------------ the real run
+# ------------------------------------------------------------------ the workflow
+# its data steps (Beam, on the CPUs) run beside the model benchmark (on the GPU)
+SPEC=$WORK/gpu-check.yaml
 if [ "$FULL" = 1 ]; then
-    SPEC=$WORK/gpu-check.yaml
     cat >"$SPEC" <<EOF
 storage: $WORK/runs
 beam: {runner: DirectRunner}
@@ -146,10 +145,23 @@ workflows:
           tasks:
             - {name: sentiment, type: classification, train: $ROOT/data/finetune/sentiment/train.csv,
                dev: $ROOT/data/finetune/sentiment/dev.csv, text_column: text, label_column: label,
-               max_seq_length: 64, epochs: 1}
+               max_seq_length: 64, epochs: 1$FT_LIMIT}
           grid: {lr: [5e-5]}
         resources: $RES
 EOF
+    say "\$ bertflow run gpu-check --only examples (in the background)"
+    "$PY" -m infra.cli run gpu-check -f "$SPEC" --only examples >>"$WORK/examples.log" 2>&1 &
+    EXAMPLES_PID=$!
+fi
+
+# ------------------------------------------------------------------ model benchmark
+bench() { local out=$1; shift; say "\$ $* > $(basename "$out")"; "$@" >"$out" 2>>"$LOG" || say "exit $?: $*"; }
+bench "$OUT/model_gpu_128.txt" "$PY" benchmarks/model_gpu.py "${BENCH_128[@]}"
+bench "$OUT/model_gpu_512.txt" "$PY" benchmarks/model_gpu.py "${BENCH_512[@]}"
+
+# ------------------------------------------------------------------ the real run
+if [ "$FULL" = 1 ]; then
+    wait "$EXAMPLES_PID"; say "examples step: exit $? (log: $WORK/examples.log)"; cat "$WORK/examples.log" >>"$LOG"
     T0=$(date +%s)
     run "$PY" -m infra.cli run gpu-check -f "$SPEC" || say "bertflow run failed (see the log)"
     say "bertflow run took $(( $(date +%s) - T0 )) s"
