@@ -33,6 +33,7 @@ def entrypoint(args) -> str:
 
 
 CONNECT_TIMEOUT = 3.0
+AGENT_WAIT = 120  # a head just started answers before its job agent is up
 DASHBOARD_PORT = 8265
 
 
@@ -59,7 +60,7 @@ def submit(args) -> int:
 
     try:
         client = JobSubmissionClient(args.address)
-        deadline = time.time() + 120
+        deadline, said = time.time() + AGENT_WAIT, False
         while True:
             try:
                 job = client.submit_job(
@@ -72,6 +73,9 @@ def submit(args) -> int:
                 # A head that just started answers before its job agent is up.
                 if "No available agent" not in str(e) or time.time() > deadline:
                     raise
+                if not said:
+                    print(f"the cluster's job agent is not up yet; waiting up to {AGENT_WAIT // 60} min", flush=True)
+                    said = True
                 time.sleep(2)
     except Exception as e:  # noqa: BLE001 - the cluster's answer in one line, not Ray's traceback
         text = cause(e)

@@ -36,6 +36,8 @@ def ray_head():
     proc = subprocess.Popen(
         [f"{VENV_BIN}/ray", "start", "--head", "--block", f"--port={gcs}", "--num-cpus=1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         # The job agent's port is fixed (52365) by default: another Ray on this machine holds it.
+         f"--dashboard-agent-listen-port={_free_port()}",
          "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
