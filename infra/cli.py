@@ -342,6 +342,10 @@ def cmd_submit(spec, args) -> int:
     from .submit import check_address, submit
 
     wf = spec.workflow(args.workflow)  # fail here, not on the cluster, if it cannot run
+    if preflight.scheme(wf.storage) == "memory":
+        print(f"error: storage {wf.storage} lives in this process: a cluster cannot read it; give the workflow a bucket",
+              file=sys.stderr)
+        return 2
     if preflight.scheme(wf.storage) == "file" and not args.local_storage:
         print(f"error: storage {storage.resolve_root(wf.storage, wf.base_dir)} is a folder on this machine: "
               "a cluster's pods cannot write or read it; give the workflow a bucket (storage: gs://BUCKET/bertflow, "

@@ -58,6 +58,8 @@ def test_conventions_version_file_before_the_command_a_workflow_to_validate_and_
     assert "workflows.nosuch: no such workflow" in capsys.readouterr().err
     # After the command wins over before it.
     assert main(["-f", str(tmp_path / "absent.yaml"), "validate", "-f", str(spec)]) == 0
+    assert main(["--storage", str(tmp_path / "elsewhere"), "run", "words", "-f", str(spec), "--dry-run"]) == 0
+    assert f"{tmp_path}/elsewhere/hello-" in capsys.readouterr().out
 
     parser = cli._parser()
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -209,6 +211,9 @@ def test_submit_refuses_local_storage_and_an_unreachable_address(tmp_path, capsy
     assert main(["submit", "words", "-f", str(spec), "--address", address]) == 2
     err = capsys.readouterr().err
     assert f"storage {tmp_path}/runs is a folder on this machine" in err and "--local-storage" in err
+
+    assert main(["submit", "words", "-f", str(spec), "--address", address, "--storage", "memory://x"]) == 2
+    assert "storage memory://x lives in this process" in capsys.readouterr().err
 
     started = time.time()
     assert main(["submit", "words", "-f", str(spec), "--address", address, "--local-storage"]) == 1
