@@ -41,7 +41,7 @@ from pipelines.config import BooksConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
 from pipelines.sniff import HEAD_BYTES, MARK, UNDECODABLE, ascii_compatible, bom_encoding, codec_name, is_markup, not_text
 from pipelines.sentences import split_sentences
-from pipelines.counters import Counters, metric_counters
+from pipelines.counters import Counters, log_skipped, metric_counters, skip_file
 from pipelines.shards import WriteParquetShards
 
 log = logging.getLogger(__name__)
@@ -273,13 +273,11 @@ class _ReadDocuments(beam.DoFn):
         count("files")
         fs, path = fsspec.core.url_to_fs(url)
         if fs.size(path) == 0:
-            count("files_empty")
-            log.warning("empty file skipped: %s", url)
+            skip_file(count, "files_empty", url, "empty file")
             return
         skip = skip_reason(url, self.encoding)
         if skip:
-            count(skip[0])
-            log.warning("%s skipped: %s", url, skip[1])
+            skip_file(count, skip[0], url, skip[1])
             return
         if self.format == "books":
             docs = [d for d in [book_document(url, name, count, self.encoding)] if d is not None]
@@ -311,6 +309,7 @@ def run(cfg: BooksConfig, output: str, options) -> dict[str, int]:
     with worker_environment(), beam.Pipeline(options=options) as p:
         build(p, cfg, output)
     counters = {k: v for k, v in metric_counters(p.result).items() if not k.endswith("_rows")}
+    log_skipped(p.result, log)
     if not counters.get("documents"):
         skipped = sum(v for k, v in counters.items() if k.startswith("files_skipped_"))
         hint = f"{skipped} of {counters.get('files', 0)} files were not text and were skipped (see the warnings). " \

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -60,6 +61,9 @@ def watch() -> None:
 
 
 def main() -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the job's process handles it
+    # (and its end ends this worker); a worker that took it would print its tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch()
     from apache_beam.runners.worker import sdk_worker_main
 

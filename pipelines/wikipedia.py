@@ -47,7 +47,7 @@ from contracts.hashing import stable_hash
 from contracts.layout import DOCUMENTS, DOCUMENTS_SCHEMA
 from pipelines.config import WikipediaConfig
 from pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
-from pipelines.counters import Counters, metric_counters
+from pipelines.counters import Counters, log_skipped, metric_counters, skip_file
 from pipelines.sentences import split_sentences
 from pipelines.sniff import HEAD_BYTES, MARK, codec_name, not_text, xml_encoding
 from pipelines.shards import WriteParquetShards
@@ -154,8 +154,7 @@ def plan_splits(url: str, split_bytes: int | None = None, count: Count = _no_cou
     fs, path = fsspec.core.url_to_fs(url)
     size = fs.size(path)
     if size == 0:
-        count("files_empty")
-        log.warning("empty dump file skipped: %s", url)
+        skip_file(count, "files_empty", url, "empty dump file")
         return []
     with fs.open(path, "rb") as f:
         first = f.read(HEAD_BYTES)
@@ -165,9 +164,8 @@ def plan_splits(url: str, split_bytes: int | None = None, count: Count = _no_cou
         if not compressed and xml_encoding(first)[1] != "first bytes":
             what = not_text(first)
             if what:
-                count("files_skipped_not_bz2")
                 hint = "; decompress it, or recompress it with bzip2" if what in _COMPRESSED else ""
-                log.warning("%s skipped: %s, neither bz2 nor XML text%s", url, what, hint)
+                skip_file(count, "files_skipped_not_bz2", url, f"{what}, neither bz2 nor XML text{hint}")
                 return []
         head = _read_head(f, compressed)
     encoding, said = xml_encoding(head)
@@ -177,9 +175,9 @@ def plan_splits(url: str, split_bytes: int | None = None, count: Count = _no_cou
         encoding = "utf-8"
     text = head.decode(encoding, "replace")
     if head and not any(marker in text for marker in _DUMP_MARKERS):
-        count("files_skipped_not_dump")
-        log.warning("%s skipped: not a MediaWiki XML export (no <mediawiki> or <page> in its first %d bytes, "
-                    "read as %s by its %s): %r", url, len(head), encoding, said, text[:80])
+        skip_file(count, "files_skipped_not_dump", url,
+                  f"not a MediaWiki XML export (no <mediawiki> or <page> in its first {len(head)} bytes, "
+                  f"read as {encoding} by its {said}): {text[:80]!r}")
         return []
     dbname = _dbname(url, text)
     if not compressed:
@@ -475,6 +473,7 @@ def run(cfg: WikipediaConfig, output: str, options) -> dict[str, int]:
         build(p, cfg, output)
     counters = metric_counters(p.result)
     counters = {k: v for k, v in counters.items() if not k.endswith("_rows")}
+    log_skipped(p.result, log)
     if not counters.get("documents"):
         skipped = sum(v for k, v in counters.items() if k.startswith("files_skipped_"))
         hint = f"{skipped} of {counters.get('files', 0)} files were not dumps and were skipped (see the warnings). " \

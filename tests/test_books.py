@@ -2,6 +2,9 @@
 byte-stable output across worker counts, Gutenberg wrappers and broken files."""
 
 import gzip
+import logging
+import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,7 +54,7 @@ def test_books_one_and_two_workers_same_bytes(two_books, tmp_path):
     assert 150_000 < c1["words"] < 200_000
 
 
-def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path):
+def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path, caplog):
     folder = tmp_path / "in"
     folder.mkdir()
     text = (BOOKS / "austen-persuasion.txt").read_text(encoding="utf-8")
@@ -73,7 +76,13 @@ def test_gutenberg_wrapper_non_utf8_and_empty_files(tmp_path):
     (folder / "pg105.html").write_bytes(b"<!DOCTYPE html>\n<html><body><pre>\n" + (folder / "pg105.txt").read_bytes()
                                          + b"</pre></body></html>\n")
     out = tmp_path / "out"
-    counters = books.run(BooksConfig(files=str(folder), num_shards=1), str(out), pipeline_options(direct_num_workers=2))
+    with caplog.at_level(logging.WARNING):
+        counters = books.run(BooksConfig(files=str(folder), num_shards=1), str(out), pipeline_options(direct_num_workers=2))
+    # Each skipped file is named by the job's caller (a step's log keeps its own thread's
+    # records), not only by the worker that skipped it.
+    here = "\n".join(r.getMessage() for r in caplog.records if r.thread == threading.get_ident())
+    for name, why in [("cover.png", "PNG image"), ("pg105.txt.gz", "gzip"), ("pg105.html", "HTML"), ("empty.txt", "empty")]:
+        assert re.search(rf"skipped {re.escape(str(folder / name))}: .*{why}", here), (name, here)
     assert counters["files"] == 6 and counters["files_empty"] == 1 and counters["documents"] == 2
     assert counters["files_skipped_binary"] == 2 and counters["files_skipped_markup"] == 1
     assert counters["gutenberg_headers_removed"] == 1 and counters["gutenberg_footers_removed"] == 1

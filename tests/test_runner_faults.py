@@ -360,3 +360,29 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE  # a zombie has ended
     except psutil.NoSuchProcess:
         return False
+
+
+def test_ctrl_c_during_a_beam_step_is_one_line(tmp_path):
+    # The local runner's workers share the terminal's process group: they took the SIGINT
+    # too and printed their KeyboardInterrupt tracebacks under the run's one line.
+    raw = {"storage": str(tmp_path / "runs"), "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 2}},
+           "workflows": {"b": {"steps": {"books": {"kind": "books", "params": {
+               "files": str(ROOT / "data/books/austen-emma.txt"), "num_shards": 1}}}}}}
+    proc = cli("run", "b", "-f", str(write_spec(tmp_path, raw)))
+
+    def workers() -> list[psutil.Process]:
+        try:
+            return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "pipelines.local_worker" in " ".join(p.cmdline())]
+        except psutil.Error:
+            return []
+
+    wait_for(lambda: len(workers()) == 2 or proc.poll() is not None, 120, "the job's two workers")
+    seen = workers()
+    time.sleep(0.5)  # the workers are importing Beam, the moment a Ctrl-C printed most
+    os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert out.count("interrupted") == 1, out
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen), 10, "workers to end")

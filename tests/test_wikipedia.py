@@ -4,10 +4,12 @@ output across workers and dump layouts, and broken inputs built from the sample.
 import bz2
 import codecs
 import gzip
+import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -112,7 +114,7 @@ def _page_id(page: bytes) -> int:
     return int(PAGE_ID.search(page).group(1))
 
 
-def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
+def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path, caplog):
     clean_ids = {d["id"] for d in documents(single_stream[0])}
     head, pages, tail = _sample_parts()
     folder = tmp_path / "dumps"
@@ -151,8 +153,13 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path):
     (folder / "f-pages-articles.xml").write_bytes(book.read_text(encoding="utf-8")[:20_000].encode("utf-16"))
 
     out = tmp_path / "out"
-    counters = wikipedia.run(WikipediaConfig(dump=str(folder), num_shards=2, split_bytes=1 << 16, max_page_bytes=1 << 20),
-                             str(out), pipeline_options(direct_num_workers=2))
+    with caplog.at_level(logging.WARNING):
+        counters = wikipedia.run(WikipediaConfig(dump=str(folder), num_shards=2, split_bytes=1 << 16,
+                                                 max_page_bytes=1 << 20), str(out), pipeline_options(direct_num_workers=2))
+    # the job's caller names each skipped file (a step's log keeps its own thread's records)
+    here = "\n".join(r.getMessage() for r in caplog.records if r.thread == threading.get_ident())
+    for name in ("d-pages-articles.xml.bz2", "e-pages-articles.xml.bz2", "f-pages-articles.xml"):
+        assert f"skipped {folder / name}: " in here, (name, here)
     assert counters["files"] == 6 and counters["files_empty"] == 1
     assert counters["files_skipped_not_bz2"] == 1 and counters["files_skipped_not_dump"] == 1
     assert counters["bz2_streams_corrupt"] == 1
