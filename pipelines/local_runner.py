@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import shlex
 import sys
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from contracts.layout import DamagedShard
 from pipelines.local_worker import RUNNER_PID
 
 FN_API_RUNNER = "pipelines.local_runner.LocalRunner"
@@ -92,6 +94,11 @@ def worker_environment():
     os.environ[RUNNER_PID] = str(os.getpid())
     try:
         yield
+    except Exception as e:
+        failure = worker_failure(e)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         for name in added:
             os.environ.pop(name, None)
@@ -99,6 +106,28 @@ def worker_environment():
             os.environ.pop(RUNNER_PID, None)
         else:
             os.environ[RUNNER_PID] = runner_pid
+
+
+# The last line of a worker's traceback that Beam carries in its error's text:
+# "contracts.layout.DamagedShard: /.../documents-00000.parquet does not read ... [while running 'Read']"
+_WORKER_ERROR = re.compile(r"^([A-Za-z_][\w.]*): (.+?)(?: \[while running '[^']*'\])?$", re.M)
+
+
+def worker_failure(e: Exception) -> Exception | None:
+    """The error a Beam worker raised, from the failure of the job that Beam reports
+    (whose text is the worker's whole traceback): a damaged shard as itself, naming the
+    file and the step to redo; anything else as one line. None when ``e`` carries no
+    worker traceback."""
+    text = str(e)
+    if "Traceback (most recent call last)" not in text:
+        return None
+    found = _WORKER_ERROR.findall(text)
+    if not found:
+        return None
+    name, message = found[-1]
+    if name.rsplit(".", 1)[-1] == DamagedShard.__name__:
+        return DamagedShard(message)
+    return RuntimeError(f"a Beam worker failed: {name}: {message}")
 
 
 _heap_frozen = False

@@ -128,10 +128,14 @@ def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(
             list(read_rows([str(shard)]))
         with pytest.raises(DamagedShard, match=message):  # the examples job's
             plan_units([str(folder)], docs_per_bucket=8) if damage == "truncated" else read_unit(unit, lambda *a: None)
-    # The vocab job looks at every shard's footer before it starts its workers.
-    shard.write_bytes(_damaged_copies(shard)["truncated"])
-    with pytest.raises(DamagedShard, match=message):
-        vocab.run(VocabConfig(vocab_size=1000), [str(folder)], str(tmp_path / "vocab"), pipeline_options(direct_num_workers=1))
+    # The vocab job looks at every shard's footer before it starts its workers; damage inside
+    # a shard is met by a worker, and the job's error is that worker's, in one line.
+    for damage, data in _damaged_copies(shard).items():
+        shard.write_bytes(data)
+        with pytest.raises(DamagedShard, match=message) as raised:
+            vocab.run(VocabConfig(vocab_size=1000), [str(folder)], str(tmp_path / f"vocab-{damage[:4]}"),
+                      pipeline_options(direct_num_workers=1))
+        assert "\n" not in str(raised.value), damage
 
 
 def test_a_damaged_examples_shard_fails_the_loader_with_its_url(tmp_path):
