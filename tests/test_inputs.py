@@ -38,6 +38,19 @@ def test_an_appended_sentence_reruns_the_books_step_and_the_plan_says_which_file
     first.run()
     assert [p.action for p in books_runner(tmp_path, "books/*.txt").plan()] == ["reuse"]
 
+    # A damaged copy of the real output (cut short, as a full disk or a bad copy leaves it)
+    # is not done: status says which file, the plan redoes the step. Its bytes back: done.
+    (shard,) = Path(first.output("books")).glob("documents-*.parquet")
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    damaged = books_runner(tmp_path, "books/*.txt")
+    (row,) = damaged.status()
+    assert row["state"] == "damaged" and shard.name in row["error"], row
+    (plan,) = damaged.plan()
+    assert plan.action == "run" and "no longer matches its manifest" in plan.reason and shard.name in plan.reason
+    shard.write_bytes(whole)
+    assert [p.action for p in books_runner(tmp_path, "books/*.txt").plan()] == ["reuse"]
+
     with open(shelf / BOOK.name, "a") as f:
         f.write(SENTENCE)
     again = books_runner(tmp_path, "books/*.txt")

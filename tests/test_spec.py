@@ -169,3 +169,22 @@ def test_set_applies_to_the_workflow_run_only(tmp_path, capsys):
     assert main(["validate", "-f", str(path), "--set", "a.copies=3"]) == 2
     err = capsys.readouterr().err
     assert "workflows.other.steps.a.params.copies: unknown key" in err and "workflows.w." not in err
+
+
+@pytest.mark.parametrize(
+    "assignment, expected",
+    [
+        ("pretrain.steps=[1", "error: --set pretrain.steps=[1: the value is not valid YAML"),
+        ("pretrain.model.hidden=3", "error: --set pretrain.model.hidden=3: pretrain.model is 'tiny', not a mapping"),
+        ("finetune.tasks.0.epochs=2", None),
+    ],
+)
+def test_the_issues_set_overrides_on_the_demo(tmp_path, capsys, assignment, expected):
+    # The overrides a user tried on the shipped workflows.yaml: one line and exit 2, not a traceback.
+    path = Path(__file__).resolve().parents[1] / "workflows.yaml"
+    code = main(["run", "demo", "-f", str(path), "--storage", str(tmp_path), "--dry-run", "--set", assignment])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 0 and "Traceback" not in err
+    else:
+        assert code == 2 and err.startswith(expected) and len(err.strip().splitlines()) == 1, err
