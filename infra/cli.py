@@ -242,17 +242,6 @@ def storage_error(r, e: Exception) -> int:
     return 1
 
 
-def number(value) -> str:
-    """A counter as a person reads it: 111 (not 111.0), 0.1235, 1.235e+06."""
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.4g}"
-    return str(value)
-
-
-def counters_text(counters: dict, n: int = 4) -> str:
-    return ", ".join(f"{k}={number(v)}" for k, v in list(counters.items())[:n])
-
-
 def progress(output: str, params: dict) -> dict | None:
     """A running step's progress from what it writes as it goes: the pretraining loop's
     ``metrics.jsonl`` (its last line's step of ``steps``; the ETA from its throughput).
@@ -323,7 +312,7 @@ def cmd_status(spec, args) -> int:
         return failed
     for row in rows:
         took = f"{row['seconds']:.1f}s" if row.get("seconds") is not None else "-"
-        print(f"{row['state']:12} {row['step']:14} {took:>9}  {row['output']}  {counters_text(row.get('counters', {}))}")
+        print(f"{row['state']:12} {row['step']:14} {took:>9}  {row['output']}  {runner_mod.counters_text(row.get('counters', {}))}")
         if row["state"] == "running":
             p = row.get("progress")
             done = f"step {p['step']}/{p['total']} ({p['step'] / p['total']:.0%})" if p else "no progress recorded"

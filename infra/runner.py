@@ -386,7 +386,7 @@ class Runner:
                 "host": socket.gethostname(),
                 "run_id": self.run_id,
             }
-            logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, _short(counters))
+            logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, counters_text(counters))
             with bookkeeping(storage.join(p.output, LOG)):
                 self._close_log(p, local_log, handler)
             handler = None
@@ -539,8 +539,15 @@ class Runner:
         return rows
 
 
-def _short(counters: dict, n: int = 4) -> str:
-    return ", ".join(f"{k}={v}" for k, v in list(counters.items())[:n])
+def number(value) -> str:
+    """A counter as a person reads it: 111 (not 111.0), 0.1235, 1.235e+06."""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
+
+
+def counters_text(counters: dict, n: int = 4) -> str:
+    return ", ".join(f"{k}={number(v)}" for k, v in list(counters.items())[:n])
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import cli
+from infra import cli, runner
 from infra.cli import main
 from infra.runner import Runner
 from infra.spec import load
@@ -98,7 +98,7 @@ def test_validate_warns_about_placeholders_and_missing_local_data(tmp_path, caps
 
 
 def test_counters_read_as_numbers():
-    assert cli.counters_text({"documents_read": 111.0, "loss": 2.3456789, "tokens": 1234567.8, "shards": 4, "x": 1}) \
+    assert runner.counters_text({"documents_read": 111.0, "loss": 2.3456789, "tokens": 1234567.8, "shards": 4, "x": 1}) \
         == "documents_read=111, loss=2.346, tokens=1.235e+06, shards=4"
 
 
