@@ -67,7 +67,7 @@ def test_a_run_learns_and_writes_its_folder(straight):
     lines = metrics(out)
     assert [m["step"] for m in lines] == list(range(2, 2 * N + 1, 2))
     assert lines[-1]["loss"] < lines[0]["loss"] - 0.5  # learning, not noise
-    for key in ("mlm_acc", "nsp_acc", "lr", "grad_norm", "sequences_per_s", "tokens_per_s"):
+    for key in ("mlm_acc", "nsp_acc", "lr", "grad_norm", "sequences_per_s", "tokens_per_s", "stall_ms", "stall_share"):
         assert key in lines[0]
     assert "eval_mlm_acc" in lines[-1] and "eval_loss" in lines[N // 2 - 1]
     assert final["step"] == 2 * N and final["eval_loss"] == lines[-1]["eval_loss"]
