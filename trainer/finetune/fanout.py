@@ -9,6 +9,13 @@ default as many as the cluster's CPUs/GPUs hold, given each trial's workers). A 
 whose folder has ``result.json`` is reused, not rerun; a trial that fails is recorded with
 its error (``error.txt`` in its folder) and the others go on.
 
+Each trial folder records its key in ``trial.json``: a hash over what its model depends on
+(the caller's ``identity``: the kind's version, the identity of the model it starts from
+and of its task's own files, not the other tasks'; and the trial's settings, seed
+included). A step whose hash changed (another task's train file fixed) runs in a new
+folder: a trial finished in a sibling folder of the same step (``siblings``) with the same
+key is copied in, not trained again.
+
 The step's ``results.json`` and ``results.md``: per task, every setting's trials and their
 scores (in percent), each metric's median over the seeds with the main metric's median,
 mean ± std and min-max, the best setting (by the median of the task type's dev main
@@ -19,20 +26,26 @@ metric: accuracy, entity F1, SQuAD F1, ...) and its test score.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
+import posixpath
 import re
 import statistics
 import time
 import traceback
 from typing import Any
 
-from contracts.storage import join, write_bytes_atomic, write_json
+from contracts.config import data_paths, hashed
+from contracts.storage import exists, fs_for, join, list_files, read_json, remove_tree, write_bytes_atomic, write_json
 
 from .config import FinetuneConfig, TrialConfig, grid_settings, seeds_of, setting_id, with_setting
 from .tasks import TaskConfig
-from .trial import run_trial
+from .trial import RESULT, run_trial
+
+TRIAL_KEY = "trial.json"
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,60 @@ def expand(config: FinetuneConfig, init: str, output: str, workers: int = 1, cpu
                                           output=join(output, "trials", task.name, tid), workers=workers,
                                           cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker))
     return trials
+
+
+def trial_key(trial: TrialConfig, identity: dict[str, Any]) -> str:
+    """The hash of what ``trial``'s model depends on: ``identity``'s ``version`` and
+    ``model``, its task's file identities (``identity["files"][task]``: data path key ->
+    digest) and its task's settings without the paths (their contents stand for them)."""
+    task = hashed(trial.task)
+    for key in {path.split(".")[0] for path in data_paths(trial.task)}:
+        task.pop(key, None)
+    blob = {"version": identity["version"], "model": identity["model"], "files": identity["files"][trial.task.name],
+            "task": task, "setting": trial.setting, "trial_id": trial.trial_id}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_with_key(trial: TrialConfig, key: str, siblings: list[str]) -> str | None:
+    """The folder of a trial finished under the same key in one of ``siblings`` (other
+    folders of the same step), or None."""
+    for sibling in siblings:
+        folder = join(sibling, "trials", trial.task.name, trial.trial_id)
+        try:
+            if exists(join(folder, RESULT)) and read_json(join(folder, TRIAL_KEY)).get("key") == key:
+                return folder
+        except (OSError, ValueError):  # no key (an older kind's trial) or unreadable: not known to match
+            continue
+    return None
+
+
+def copy_trial(source: str, target: str) -> None:
+    """The trial folder ``source`` copied to ``target`` (replacing what an attempt left
+    there), ``result.json`` last: a folder with it is whole."""
+    remove_tree(target)
+    src_fs, src = fs_for(source)
+    dst_fs, dst = fs_for(target)
+    for name in sorted(list_files(source), key=lambda name: name == RESULT):
+        to = posixpath.join(dst, name)
+        dst_fs.makedirs(posixpath.dirname(to), exist_ok=True)
+        if src_fs is dst_fs:
+            src_fs.copy(posixpath.join(src, name), to)
+        else:  # another store (a memory:// step trains in a local folder)
+            dst_fs.pipe_file(to, src_fs.cat_file(posixpath.join(src, name)))
+
+
+def reuse_from_siblings(trials: list[TrialConfig], identity: dict[str, Any], siblings: list[str]) -> None:
+    """Write each trial's key into its folder; a trial not finished there whose key a
+    sibling folder's finished trial has is copied from it."""
+    for trial in trials:
+        key = trial_key(trial, identity)
+        if not exists(join(trial.output, RESULT)):
+            source = finished_with_key(trial, key, siblings)
+            if source is not None:
+                copy_trial(source, trial.output)
+                log.info("reused trial %s/%s from %s", trial.task.name, trial.trial_id,
+                         source.rsplit("/trials/", 1)[0])
+        write_json(join(trial.output, TRIAL_KEY), {"key": key})
 
 
 def default_concurrency(trial: TrialConfig) -> int:
@@ -320,10 +387,15 @@ def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
 
 
 def finetune(config: FinetuneConfig, init: str, output: str, workers: int = 1, cpus_per_worker: float = 1,
-             gpus_per_worker: float = 0) -> dict[str, Any]:
+             gpus_per_worker: float = 0, identity: dict[str, Any] | None = None,
+             siblings: list[str] = ()) -> dict[str, Any]:
     """The whole step (Ray must be connected): expand, run, write ``results.json`` and
-    ``results.md``; returns the summary."""
+    ``results.md``; returns the summary. With ``identity`` (``{"version", "model",
+    "files": {task: {data path key: digest}}}``, see ``trial_key``), the trials record
+    their keys and those finished in ``siblings`` are copied in, not trained."""
     trials = expand(config, init, output, workers, cpus_per_worker, gpus_per_worker)
+    if identity is not None:
+        reuse_from_siblings(trials, identity, list(siblings))
     results = run_grid(trials, config.max_concurrent_trials)
     tasks = {t.name: t for t in config.tasks}
     summary = summarize(results, tasks)
