@@ -67,7 +67,7 @@ fi
     echo "dry run: $DRY_RUN"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
     echo "python3: $(command -v python3) $(python3 --version 2>&1)"
-    python3 -c "import torch; print('python3 torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)" 2>&1
+    python3 -c "import torch; print('python3 torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None)" 2>&1 | tail -1
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >>"$LOG"
 

@@ -25,7 +25,7 @@ examples from data/ (books + the sample dump, bert-base-uncased's 30,522-token v
 the vocab step's ``vocab_file``, 128 tokens, static masks) and `bertflow run` pretrains
 mini on them (1 Ray Train worker with 2 CPUs, batch 16, AdamW, clipping, the linear
 schedule); its tokens/s (real tokens) come from metrics.jsonl. In the same process, round
-after round with each `bertflow run --force pretrain`, a plain transformers loop trains
+after round (each `bertflow run` into a fresh pretrain folder), a plain transformers loop trains
 ``BertForPreTraining`` (sdpa, the same initial weights) on the same batches (the trainer's
 own loader, collated before timing) with the same optimizer, clipping and schedule, on 2
 threads; and, as a third row, our model in the same plain loop (what Ray, the prefetch
@@ -177,6 +177,7 @@ def _plain_loop(kind: str, examples: str, steps: int, model_name: str) -> list[f
 
 def trainer_benchmark(args) -> None:
     import json
+    import shutil
     import subprocess
 
     import transformers
@@ -189,7 +190,10 @@ def trainer_benchmark(args) -> None:
     rows = {"bertflow run (metrics.jsonl)": [], "transformers loop (sdpa)": [], "bertflow model, plain loop": []}
     for r in range(args.rounds):
         started = time.time()
-        cmd = [sys.executable, "-m", "infra.cli", "run", "cpu-bench", "-f", str(spec)] + (["--force", "pretrain"] if r else [])
+        # a fresh pretrain folder each round: --force would resume from the last round's final checkpoint
+        for done in (work / "runs").glob("pretrain-*"):
+            shutil.rmtree(done)
+        cmd = [sys.executable, "-m", "infra.cli", "run", "cpu-bench", "-f", str(spec)]
         subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parents[1],
                        stdout=subprocess.DEVNULL if not args.verbose else None)
         (metrics,) = (work / "runs").glob("pretrain-*/metrics.jsonl")
