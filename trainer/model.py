@@ -150,6 +150,23 @@ class BertConfig:
 # --------------------------------------------------------------------------- encoder
 
 
+class _PackRows(torch.autograd.Function):
+    """``x.index_select(0, index)`` for an index of distinct rows, whose gradient is a copy
+    of rows into zeros (``index_copy``) rather than ``index_select``'s accumulating
+    backward, a scatter-add that CPUs run element by element."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.rows = x.shape[0]
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(ctx.rows, grad.shape[1]).index_copy(0, index, grad), None
+
+
 class TokenLayout:
     """Where the real tokens of a padded [B, S] batch are, so that the encoder computes on
     them alone. Between attentions the hidden states are packed, [N, H] for the N real
@@ -179,7 +196,7 @@ class TokenLayout:
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         """[B, S, C] -> [N, C]."""
         x = x.reshape(self.batch * self.seq_len, x.shape[-1])
-        return x if self.index is None else x.index_select(0, self.index)
+        return x if self.index is None else _PackRows.apply(x, self.index)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """[N, C] -> [B, S, C], zeros at the padding."""
