@@ -11,7 +11,11 @@ Decoding, per question over all its windows: the ``n_best_size`` best starts and
 spans inside the context with ``start <= end`` and at most ``max_answer_length`` tokens,
 scored by start + end logit. With ``version_2_with_negative``, the null score is the
 lowest [CLS] start + end over the windows, and the answer is "" when null beats the best
-span by more than ``null_score_diff_threshold``.
+span by more than ``null_score_diff_threshold`` (``exact_match`` / ``f1``). Beside that
+fixed-threshold figure, v2 reports the official evaluate-v2.0 script's best-threshold
+search on the same predictions: ``best_exact`` / ``best_f1`` and the null score
+differences that reach them (``best_exact_thresh`` / ``best_f1_thresh``), as the paper's
+v2 figures are (threshold tuned on dev).
 
 Predictions: ``predictions/<split>.json`` in the official format (``{id: answer}``), and
 for v2 ``predictions/<split>_null_odds.json`` (null score minus best span score).
@@ -28,7 +32,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..files import read_text
-from ..metrics import squad_metrics
+from ..metrics import exact_match, f1_score, normalize_answer, squad_metrics
 from .base import Split, Task, TaskConfig
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,40 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
     if not questions:
         raise ValueError(f"{url}: no questions; expected {{'data': [{{'paragraphs': [{{'context', 'qas'}}]}}]}}")
     return questions, skipped
+
+
+def best_null_threshold(null_diff: dict[str, float], answered: dict[str, float],
+                        has_answer: dict[str, bool]) -> tuple[float, float]:
+    """The official SQuAD v2 best-threshold search: ``(best score in percent, threshold)``.
+
+    A question is answered with its best span when its ``null_diff`` (null score minus the
+    best span's) is at most the threshold, else with "". ``answered`` is each question's
+    score (exact or F1) for its span; "" scores 1 on a question without an answer and 0 on
+    one with. Starting from every question abstaining, the questions are taken in
+    increasing ``null_diff`` (ties in their given order), each switching to its span; the
+    threshold is the ``null_diff`` where the running total first reaches its maximum
+    (0.0 when abstaining everywhere is best)."""
+    total = best = float(sum(not has_answer[q] for q in answered))
+    threshold = 0.0
+    for q in sorted(answered, key=lambda q: null_diff[q]):
+        # answering instead of abstaining gains the span's score, or loses the no-answer's 1
+        total += answered[q] if has_answer[q] else answered[q] - 1.0
+        if total > best:
+            best, threshold = total, null_diff[q]
+    return (100.0 * best / len(answered) if answered else 0.0), threshold
+
+
+def best_threshold_metrics(golds: dict[str, list[str]], spans: dict[str, str],
+                           null_diff: dict[str, float]) -> dict[str, float]:
+    """``best_exact``, ``best_exact_thresh``, ``best_f1``, ``best_f1_thresh`` for the best
+    spans ``spans`` (before any threshold) against ``golds`` (as squad_metrics takes them)."""
+    out = {}
+    golds = {q: [a for a in answers if normalize_answer(a)] or [""] for q, answers in golds.items()}
+    has_answer = {q: answers != [""] for q, answers in golds.items()}
+    for name, score in (("exact", exact_match), ("f1", f1_score)):
+        answered = {q: max(score(spans.get(q, ""), a) for a in answers) for q, answers in golds.items()}
+        out[f"best_{name}"], out[f"best_{name}_thresh"] = best_null_threshold(null_diff, answered, has_answer)
+    return out
 
 
 class Qa(Task):
@@ -154,15 +192,19 @@ class Qa(Task):
                 span = self._best_span(s_logits[row], e_logits[row], f["offsets"], split.examples[qi].context)
                 if span and span[0] > best.get(qi, (-np.inf, ""))[0]:
                     best[qi] = span
-        predictions, null_odds = {}, {}
+        predictions, null_odds, spans = {}, {}, {}
         for qi, q in enumerate(split.examples):
             score, text = best.get(qi, (-np.inf, ""))
+            spans[q.id] = text
             if self.cfg.version_2_with_negative:
                 null_odds[q.id] = float(null[qi] - score) if np.isfinite(score) else float("inf")
                 if null[qi] - score > self.cfg.null_score_diff_threshold:
                     text = ""
             predictions[q.id] = text
-        metrics = squad_metrics({q.id: [a["text"] for a in q.answers] for q in split.examples}, predictions)
+        golds = {q.id: [a["text"] for a in q.answers] for q in split.examples}
+        metrics = squad_metrics(golds, predictions)
+        if self.cfg.version_2_with_negative:
+            metrics.update(best_threshold_metrics(golds, spans, null_odds))
         files = {"json": (json.dumps(predictions, indent=2, ensure_ascii=False) + "\n").encode()}
         if self.cfg.version_2_with_negative:
             files["null_odds.json"] = (json.dumps(null_odds, indent=2) + "\n").encode()
@@ -196,6 +238,7 @@ class Config(TaskConfig):
 
     main_metric = "f1"
     scale = 1.0  # SQuAD's metrics are in percent already
+    unscaled = frozenset({"total", "best_exact_thresh", "best_f1_thresh"})  # thresholds are logit differences
     implementation = Qa
 
     @model_validator(mode="after")

@@ -1,0 +1,105 @@
+"""Input formats as distributed (CoNLL-2003, GLUE's TSVs) and SQuAD v2's best-threshold
+search, at the reader / metric functions on the real files of data/finetune/ rewritten."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer.finetune.metrics import squad_metrics
+from trainer.finetune.tasks import classification, qa
+from trainer.finetune.tasks.ner import read_conll
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "finetune"
+
+
+def test_conll2003_four_columns_with_docstart_read_as_the_two_column_original(tmp_path):
+    original, skipped = read_conll(str(DATA / "ner" / "train.conll"))
+    assert skipped == 0 and len(original) > 3
+    # CoNLL-2003's layout: `token POS chunk NER`, a document start before some sentences
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for i, s in enumerate(original):
+        if i and i % 3 == 0:
+            lines += ["-DOCSTART- -X- -X- O", ""]
+        lines += [f"{w} NN I-NP {t}" for w, t in zip(s.words, s.tags)] + [""]
+    four = tmp_path / "train.txt"
+    four.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sentences, skipped = read_conll(str(four))
+    assert skipped == 0
+    assert [(s.words, s.tags) for s in sentences] == [(s.words, s.tags) for s in original]
+
+
+def test_glue_tsv_unquoted_with_extra_columns_selected_by_header(tmp_path):
+    with open(DATA / "sentiment" / "train.csv", newline="", encoding="utf-8") as f:
+        # GLUE's files hold a row per line: a text's line breaks become spaces
+        rows = [{"text": " ".join(r["text"].split()), "label": r["label"]} for r in csv.DictReader(f)]
+    # a sentence opening with a quote: with CSV quoting it would swallow the lines after it
+    rows[1]["text"] = '"' + rows[1]["text"]
+    tsv = tmp_path / "train.tsv"
+    # MNLI-style: more columns than the task reads, the ones it reads named by the header
+    header = ["index", "promptID", "genre", "sentence", "sentence_binary_parse", "label"]
+    with open(tsv, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for i, r in enumerate(rows):
+            f.write("\t".join([str(i), str(1000 + i), "reviews", r["text"], "( x )", r["label"]]) + "\n")
+    cfg = classification.Config(name="sst", train=str(tsv), dev=str(tsv), text_column="sentence",
+                                label_column="label", id_column="index")
+    read, skipped = classification.read_rows(cfg, str(tsv))
+    assert skipped == 0
+    assert [(r.text, r.label) for r in read] == [(r["text"], r["label"]) for r in rows]
+    assert read[1].text.startswith('"') and [r.id for r in read[:3]] == ["0", "1", "2"]
+
+
+@pytest.fixture
+def squad_v2(tmp_path):
+    """data/finetune/qa's five real questions, the 3rd and 5th marked unanswerable."""
+    data = json.loads((DATA / "qa" / "squad-sample.json").read_text(encoding="utf-8"))
+    qas = [q for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
+    assert len(qas) == 5
+    for q in (qas[2], qas[4]):
+        q["is_impossible"], q["answers"] = True, []
+    path = tmp_path / "dev-v2.0.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    questions, _ = qa.read_squad(str(path))
+    return {q.id: [a["text"] for a in q.answers] for q in questions}, [q.id for q in questions]
+
+
+def test_squad_v2_best_threshold_is_the_official_search(squad_v2):
+    golds, ids = squad_v2
+    assert [golds[i] == [] for i in ids] == [False, False, True, False, True]
+    spans = dict(zip(ids, ["Saint Bernadette Soubirous",   # exact
+                           "golden statue",                # F1 4/7 against 'a golden statue of the Virgin Mary'
+                           "1882",                         # a span for an unanswerable question
+                           "Father Julius Nieuwland",      # F1 2/3 against 'Father Julius Nieuwl'
+                           "an early wind tunnel"]))       # unanswerable
+    null_diff = dict(zip(ids, [-3.0, -1.0, 0.5, 0.2, 4.0]))
+    got = qa.best_threshold_metrics(golds, spans, null_diff)
+    # By hand: all abstaining scores 2 (the unanswerable two); in increasing null_diff each
+    # question answers: exact +1, +0, +0, -1, -1 -> highest 3 first at -3.0;
+    # F1 +1, +4/7, +2/3, -1, -1 -> highest 2 + 1 + 4/7 + 2/3 at 0.2.
+    assert got["best_exact"] == pytest.approx(100 * 3 / 5) and got["best_exact_thresh"] == -3.0
+    assert got["best_f1"] == pytest.approx(100 * (3 + 4 / 7 + 2 / 3) / 5) and got["best_f1_thresh"] == 0.2
+
+    def at(threshold):  # the predictions a threshold makes, scored as the fixed figure is
+        return squad_metrics(golds, {q: "" if null_diff[q] > threshold else spans[q] for q in ids})
+
+    # the fixed threshold 0 answers only the first two
+    assert at(0.0)["exact_match"] == pytest.approx(100 * 3 / 5)
+    assert at(0.0)["f1"] == pytest.approx(100 * (2 + 1 + 4 / 7) / 5)
+    # the best figures are what their thresholds' predictions score, and no threshold beats them
+    assert at(got["best_f1_thresh"])["f1"] == pytest.approx(got["best_f1"])
+    assert at(got["best_exact_thresh"])["exact_match"] == pytest.approx(got["best_exact"])
+    for t in [-1e9, *null_diff.values()]:
+        assert at(t)["f1"] <= got["best_f1"] + 1e-9 and at(t)["exact_match"] <= got["best_exact"] + 1e-9
+
+
+def test_squad_v2_best_threshold_when_abstaining_everywhere_is_best(squad_v2):
+    golds, ids = squad_v2
+    spans = dict.fromkeys(ids, "Notre Dame")  # wrong everywhere
+    got = qa.best_threshold_metrics(golds, spans, dict(zip(ids, [0.3, -2.0, 1.0, 5.0, -0.5])))
+    # the official search starts at threshold 0.0 with every question abstaining and keeps it
+    assert got["best_exact"] == got["best_f1"] == pytest.approx(100 * 2 / 5)
+    assert got["best_exact_thresh"] == got["best_f1_thresh"] == 0.0
