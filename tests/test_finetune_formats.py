@@ -103,3 +103,22 @@ def test_squad_v2_best_threshold_when_abstaining_everywhere_is_best(squad_v2):
     # the official search starts at threshold 0.0 with every question abstaining and keeps it
     assert got["best_exact"] == got["best_f1"] == pytest.approx(100 * 2 / 5)
     assert got["best_exact_thresh"] == got["best_f1_thresh"] == 0.0
+
+
+def test_glue_recipe_has_the_papers_settings_and_bert_base_runs_its_tasks():
+    from infra.spec import load
+    from trainer.finetune.fanout import GLUE_METRICS, glue_name
+
+    spec = load(DATA.parents[1] / "workflows.yaml")
+    glue = spec.workflow("glue").params["glue"]
+    assert glue.grid == {"lr": [2e-5, 3e-5, 5e-5], "seed": [1, 2, 3, 4, 5]}
+    tasks = {t.name: t for t in glue.tasks}
+    assert {glue_name(n) for n in tasks} == set(GLUE_METRICS) - {"wnli"}  # the paper leaves WNLI out
+    assert all((t.batch_size, t.epochs) == (32, 3) for t in tasks.values())
+    assert {n: t.main_metric for n, t in tasks.items()} == {
+        "cola": "mcc", "sst2": "accuracy", "mrpc": "f1", "qqp": "f1", "stsb": "pearson_spearman",
+        "mnli": "accuracy", "qnli": "accuracy", "rte": "accuracy"}
+    assert list(tasks["mnli"].dev) == ["matched", "mismatched"]
+    base = spec.workflow("bert-base").params["finetune"]
+    assert base.grid == glue.grid
+    assert [t for t in base.tasks if t.name in tasks] == list(tasks.values())
