@@ -152,3 +152,16 @@ def test_qa_v2_evaluate_reports_the_tuned_threshold_beside_the_fixed_one(squad_v
     # the tuned figure is what the model scores with its threshold set
     tuned, _ = evaluate(fixed["best_f1_thresh"])
     assert tuned["f1"] == pytest.approx(fixed["best_f1"])
+
+
+def test_a_tsv_without_header_reads_with_named_columns(tmp_path):
+    from trainer.finetune.files import read_records
+
+    with open(DATA / "sentiment" / "dev.csv", newline="", encoding="utf-8") as f:
+        rows = [(" ".join(r["text"].split()), r["label"]) for r in csv.DictReader(f)]
+    # CoLA's layout: source, label, the original label, sentence; no header line
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("".join(f"rt\t{label}\t\t{text}\n" for text, label in rows), encoding="utf-8")
+    records = list(read_records(str(tsv), fieldnames=["source", "label", "original", "sentence"]))
+    assert [(r["sentence"], r["label"]) for _, r in records] == rows
+    assert records[0][0] == 1

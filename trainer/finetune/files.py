@@ -40,9 +40,10 @@ def file_format(url: str) -> str:
     raise ValueError(f"{url}: unknown table format; name the file .csv, .tsv or .jsonl")
 
 
-def read_records(url: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_records(url: str, fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, dict)`` for each record of a CSV/TSV/JSONL file; a JSONL line that
-    is not JSON comes as ``{"__error__": why}``."""
+    is not JSON comes as ``{"__error__": why}``. ``fieldnames`` names the columns of a
+    CSV/TSV without a header line (GLUE's CoLA train/dev), whose first line is then a record."""
     fmt = file_format(url)
     stream = text_stream(url)
     if fmt == "jsonl":
@@ -54,7 +55,7 @@ def read_records(url: str) -> Iterator[tuple[int, dict[str, Any]]]:
                     yield n, {"__error__": f"not JSON: {e}"}
         return
     # GLUE's TSVs are unquoted (a quote is just a character); CSVs use standard quoting
-    reader = csv.DictReader(stream, delimiter="\t" if fmt == "tsv" else ",",
+    reader = csv.DictReader(stream, fieldnames=fieldnames, delimiter="\t" if fmt == "tsv" else ",",
                             quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
     for record in reader:
         yield reader.line_num, record
