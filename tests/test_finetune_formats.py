@@ -165,3 +165,17 @@ def test_a_tsv_without_header_reads_with_named_columns(tmp_path):
     records = list(read_records(str(tsv), fieldnames=["source", "label", "original", "sentence"]))
     assert [(r["sentence"], r["label"]) for _, r in records] == rows
     assert records[0][0] == 1
+
+
+def test_cola_tsv_without_a_header_reads_with_the_tasks_columns(tmp_path):
+    # GLUE's CoLA train/dev.tsv as distributed: source, label, original judgement, sentence; no header.
+    from trainer.finetune.tasks.classification import Config, read_rows
+
+    original = [row for row in csv.DictReader(open(DATA / "sentiment/dev.csv", newline=""))][:20]
+    path = tmp_path / "dev.tsv"
+    path.write_text("".join(f"gj04\t{r['label']}\t\t{' '.join(r['text'].split())}\n" for r in original))
+    cfg = Config(name="cola", train=str(path), dev=str(path), columns=["source", "label", "original", "sentence"],
+                 text_column="sentence", metric="mcc")
+    rows, skipped = read_rows(cfg, str(path))
+    assert skipped == 0 and [r.text for r in rows] == [" ".join(r["text"].split()) for r in original]
+    assert [r.label for r in rows] == [r["label"] for r in original]

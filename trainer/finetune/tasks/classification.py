@@ -39,7 +39,7 @@ class Row:
 def read_rows(cfg: "Config", url: str, limit: int | None = None) -> tuple[list[Row], int]:
     rows, skipped = [], 0
     needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    for i, (n, rec) in enumerate(read_records(url)):
+    for i, (n, rec) in enumerate(read_records(url, cfg.columns)):
         if limit is not None and len(rows) >= limit:
             break
         if i == 0 and "__error__" not in rec and set(needed) - set(rec):
@@ -121,6 +121,8 @@ class Config(TaskConfig):
     text_pair_column: str | None = Field(None, description="the second text of a pair")
     label_column: str = "label"
     id_column: str | None = Field(None, description="default: the row number")
+    columns: list[str] | None = Field(None, description="the column names of a CSV/TSV without a header line "
+                                                        "(GLUE's CoLA: [source, label, original, sentence])")
     metric: Literal["accuracy", "f1", "mcc"] = Field(
         "accuracy", description="the dev metric that picks the best setting, as GLUE scores the task: mcc (CoLA), "
                                 "f1 of the second label of two (MRPC, QQP), accuracy (the others)")
