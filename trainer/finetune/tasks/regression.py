@@ -93,6 +93,7 @@ class Config(TaskConfig):
     text_pair_column: str | None = Field("sentence2", description="the second text of a pair (None: single texts)")
     label_column: str = Field("score", description="the score to predict, a number")
     id_column: str | None = Field(None, description="default: the row number")
+    columns: list[str] | None = Field(None, description="the column names of a CSV/TSV without a header line")
 
     main_metric = "pearson_spearman"
     implementation = Regression
