@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import measure, print_scaling  # noqa: E402
-from pipelines.multistream import write_multistream  # noqa: E402
-from pipelines.sentences import split_sentences  # noqa: E402
-from contracts.layout import list_shards  # noqa: E402
-from pipelines.shards import read_rows  # noqa: E402
+from bertflow.pipelines.multistream import write_multistream  # noqa: E402
+from bertflow.pipelines.sentences import split_sentences  # noqa: E402
+from bertflow.contracts.layout import list_shards  # noqa: E402
+from bertflow.pipelines.shards import read_rows  # noqa: E402
 
 SAMPLE = ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
 WORK = ROOT / "bench-runs" / "corpus_extraction"
@@ -48,8 +48,8 @@ WE_VENV = ROOT / "bench-envs" / "wikiextractor"
 NO_BEAM = """
 import sys
 from pathlib import Path
-from pipelines import wikipedia as w
-from pipelines.config import WikipediaConfig
+from bertflow.pipelines import wikipedia as w
+from bertflow.pipelines.config import WikipediaConfig
 dump, out = sys.argv[1], Path(sys.argv[2])
 out.mkdir(parents=True)
 count = lambda name, n=1: None
@@ -114,7 +114,7 @@ def run_one(name: str, repeat: int, workers: int, we_python: Path) -> dict:
     elif name == "bertflow functions, no Beam":
         cmd = [sys.executable, "-c", NO_BEAM, str(dump), str(out)]
     else:
-        cmd = [sys.executable, "-m", "pipelines.wikipedia", "--dump", str(dump), "--output", str(out),
+        cmd = [sys.executable, "-m", "bertflow.pipelines.wikipedia", "--dump", str(dump), "--output", str(out),
                "--workers", str(workers), "--num-shards", "4"]
     stats = measure(cmd, log=WORK / f"{out.name}.log")
     if name == "WikiExtractor":

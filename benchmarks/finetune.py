@@ -40,8 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.finetune.config import TrialConfig  # noqa: E402
-from trainer.finetune.tasks import TaskConfig, task_type  # noqa: E402
+from bertflow.trainer.finetune.config import TrialConfig  # noqa: E402
+from bertflow.trainer.finetune.tasks import TaskConfig, task_type  # noqa: E402
 
 SETTINGS = {
     "sentiment": dict(type="classification", train="data/finetune/sentiment/train.csv",
@@ -70,8 +70,8 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[dict, float, float, dict]:
     """(dev metrics, wall seconds of the trial, seconds of ray.init, the trial's phase seconds)."""
     import ray
 
-    from trainer.finetune.trial import run_trial
-    from trainer.launch import connect_ray
+    from bertflow.trainer.finetune.trial import run_trial
+    from bertflow.trainer.launch import connect_ray
 
     t0 = time.time()
     connect_ray(num_cpus=cpus)
@@ -89,7 +89,7 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[dict, float, float, dict]:
 def load_task(cfg: TaskConfig, cpus: int):
     """(the task, its train split) as both sides start: ``cpus`` threads, seeded, the same
     tokenizer and features."""
-    from trainer.finetune.trial import load_tokenizer
+    from bertflow.trainer.finetune.trial import load_tokenizer
 
     torch.set_num_threads(cpus)
     torch.manual_seed(cfg.seed)
@@ -159,9 +159,9 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     that a shared machine's changing load falls on both alike."""
     import statistics
 
-    from trainer.finetune.heads import HeadConfig
-    from trainer.hf_folder import load_config, load_pretrained
-    from trainer.optim import build_optimizer
+    from bertflow.trainer.finetune.heads import HeadConfig
+    from bertflow.trainer.hf_folder import load_config, load_pretrained
+    from bertflow.trainer.optim import build_optimizer
 
     task, train = load_task(cfg, cpus)
     ours = load_pretrained(init_folder(), type(task).head(), config=HeadConfig.for_labels(load_config(init_folder()), task.labels))

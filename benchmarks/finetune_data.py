@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.books import book_document  # noqa: E402
+from bertflow.pipelines.books import book_document  # noqa: E402
 
 OUT = ROOT / "data" / "finetune"
 TRAIN_BOOKS = {"emma": 100, "mansfield-park": 100, "pride-and-prejudice": 100, "sense-and-sensibility": 100}

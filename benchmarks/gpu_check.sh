@@ -150,7 +150,7 @@ workflows:
         resources: $RES
 EOF
     say "\$ bertflow run gpu-check --only examples (in the background)"
-    "$PY" -m infra.cli run gpu-check -f "$SPEC" --only examples >>"$WORK/examples.log" 2>&1 &
+    "$PY" -m bertflow.infra.cli run gpu-check -f "$SPEC" --only examples >>"$WORK/examples.log" 2>&1 &
     EXAMPLES_PID=$!
 fi
 
@@ -163,7 +163,7 @@ bench "$OUT/model_gpu_512.txt" "$PY" benchmarks/model_gpu.py "${BENCH_512[@]}"
 if [ "$FULL" = 1 ]; then
     wait "$EXAMPLES_PID"; say "examples step: exit $? (log: $WORK/examples.log)"; cat "$WORK/examples.log" >>"$LOG"
     T0=$(date +%s)
-    run "$PY" -m infra.cli run gpu-check -f "$SPEC" || say "bertflow run failed (see the log)"
+    run "$PY" -m bertflow.infra.cli run gpu-check -f "$SPEC" || say "bertflow run failed (see the log)"
     say "bertflow run took $(( $(date +%s) - T0 )) s"
     cp $WORK/runs/pretrain-*/metrics.jsonl "$OUT/pretrain_metrics.jsonl" 2>/dev/null
     cp $WORK/runs/finetune-*/results.md "$OUT/finetune_results.md" 2>/dev/null

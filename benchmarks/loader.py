@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/loader.py                      # builds examples from data/ once
     .venv/bin/python benchmarks/loader.py --workdir /tmp/loader --seconds 3
 
-Examples come from the embedded corpus through the real pipelines (`pipelines.books` on
-data/books, `pipelines.wikipedia` on the sample dump, then `pipelines.examples` with
+Examples come from the embedded corpus through the real pipelines (`bertflow.pipelines.books` on
+data/books, `bertflow.pipelines.wikipedia` on the sample dump, then `bertflow.pipelines.examples` with
 bert-base-uncased's WordPiece vocab, 128 and 512 tokens, static and dynamic masking).
 Each case runs in a fresh process (so that its peak memory is its own), on one thread
-(``torch.set_num_threads(1)``), and reads them as `trainer.pretrain` does:
+(``torch.set_num_threads(1)``), and reads them as `bertflow.trainer.pretrain` does:
 ``ExampleStream`` -> ``train_batches`` (shuffled windows of row groups, this worker's share,
 ``Collator``: checks, dynamic masks, padding) -> batches in pinned memory when a GPU is
 there. We report
@@ -54,15 +54,15 @@ def build_examples(work: Path) -> dict[str, Path]:
 
     docs, wiki = work / "documents", work / "wiki"
     if not (docs / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.books", "--files", str(ROOT / "data/books/*.txt"), "--output", str(docs), "--num-shards", "2", "--workers", "1")
+        sh("bertflow.pipelines.books", "--files", str(ROOT / "data/books/*.txt"), "--output", str(docs), "--num-shards", "2", "--workers", "1")
     if not (wiki / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.wikipedia", "--dump", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), "--output", str(wiki),
+        sh("bertflow.pipelines.wikipedia", "--dump", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), "--output", str(wiki),
            "--num-shards", "2", "--workers", "1")
     out = {}
     for masking in ("static", "dynamic"):
         folder = work / f"examples-{masking}"
         if not (folder / "seq512" / "stats.json").exists():
-            sh("pipelines.examples", "--documents", str(docs), str(wiki), "--vocab", vocab_folder(), "--output", str(folder),
+            sh("bertflow.pipelines.examples", "--documents", str(docs), str(wiki), "--vocab", vocab_folder(), "--output", str(folder),
                "--max-seq-length", "128", "512", "--max-predictions-per-seq", "20", "76", "--dupe-factor", "2",
                "--eval-fraction", "0.02", "--num-shards", "4", "--workers", "1", "--seed", "1", "--masking", masking)
         out[masking] = folder
@@ -78,8 +78,8 @@ def one_case(folder: str, length: int, seconds: float) -> dict:
     """Run in a fresh process: the loader on ``folder``'s seq{length}/ for ``seconds``."""
     import torch
 
-    from contracts.layout import list_shards
-    from trainer.data import Collator, ExampleStream, Masking, Prefetch, load_vocab, train_batches
+    from bertflow.contracts.layout import list_shards
+    from bertflow.trainer.data import Collator, ExampleStream, Masking, Prefetch, load_vocab, train_batches
 
     torch.set_num_threads(1)
     predictions, batch_size = LENGTHS[length]

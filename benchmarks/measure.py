@@ -1,7 +1,7 @@
 """Measure a command's whole process tree: wall seconds, CPU seconds, peak memory.
 
     from benchmarks.measure import measure
-    measure([sys.executable, "-m", "pipelines.wikipedia", "--help"])
+    measure([sys.executable, "-m", "bertflow.pipelines.wikipedia", "--help"])
 
 A Beam job on the local runner is a tree (the runner, its job service, one worker process
 per worker), and so is WikiExtractor (reader, extractor, reducer): time and memory are

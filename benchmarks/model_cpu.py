@@ -4,7 +4,7 @@ One training step = forward + MLM/NSP loss + backward + AdamW step, on the same 
 the same config and the same optimizer settings for both. Batches look like real
 pretraining examples: 16 x 128 tokens, ~10% of the sequences shorter (padded), 20
 masked positions per sequence (fewer in the short ones), NSP labels. Both use the same
-optimizer, ``trainer.optim.build_optimizer(model, "adamw")`` (torch's fused AdamW), so
+optimizer, ``bertflow.trainer.optim.build_optimizer(model, "adamw")`` (torch's fused AdamW), so
 the difference is the model's. transformers runs
 with ``attn_implementation="sdpa"`` and computes its MLM head over every position (that is
 its API: labels [B, S] with -100 elsewhere); ours gathers the masked positions first.
@@ -48,8 +48,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
-from trainer.optim import build_optimizer  # noqa: E402
+from bertflow.trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
+from bertflow.trainer.optim import build_optimizer  # noqa: E402
 
 
 def make_batch(batch: int, seq_len: int, vocab: int, masked: int, seed: int = 0) -> dict:
@@ -133,9 +133,9 @@ def _plain_loop(kind: str, examples: str, steps: int, model_name: str) -> list[f
     "transformers" or "bertflow"."""
     import transformers
 
-    from contracts.layout import list_shards
-    from trainer.data import Collator, ExampleStream, Masking, load_vocab, train_batches
-    from trainer.optim import build_schedule, clip_grad_norm
+    from bertflow.contracts.layout import list_shards
+    from bertflow.trainer.data import Collator, ExampleStream, Masking, load_vocab, train_batches
+    from bertflow.trainer.optim import build_schedule, clip_grad_norm
 
     vocab = load_vocab(examples)
     batches = train_batches(ExampleStream(list_shards(examples, "train"), 0), Collator(vocab, Masking(vocab, 0, 20)),
@@ -193,7 +193,7 @@ def trainer_benchmark(args) -> None:
         # a fresh pretrain folder each round: --force would resume from the last round's final checkpoint
         for done in (work / "runs").glob("pretrain-*"):
             shutil.rmtree(done)
-        cmd = [sys.executable, "-m", "infra.cli", "run", "cpu-bench", "-f", str(spec)]
+        cmd = [sys.executable, "-m", "bertflow.infra.cli", "run", "cpu-bench", "-f", str(spec)]
         subprocess.run(cmd, check=True, env=env, cwd=Path(__file__).resolve().parents[1],
                        stdout=subprocess.DEVNULL if not args.verbose else None)
         (metrics,) = (work / "runs").glob("pretrain-*/metrics.jsonl")

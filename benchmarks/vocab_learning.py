@@ -13,7 +13,7 @@ vocabularies are scored on the same held-out documents with the same BERT tokeni
 Measured: tokens in the vocabulary, word pieces per word and [UNK] rate on held-out text,
 and time: `tokenizers` counting + learning in process (Rust, all cores); ours as the whole
 Beam step (read shards, count, learn, write the files, tokenize the held-out report) and
-the learning from counts alone (``pipelines.wordpiece.learn`` on word_counts.tsv).
+the learning from counts alone (``bertflow.pipelines.wordpiece.learn`` on word_counts.tsv).
 Prints a markdown table.
 """
 
@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.local_runner import pipeline_options  # noqa: E402
-from pipelines import books, bert_tokenizer, vocab, wikipedia, wordpiece  # noqa: E402
-from pipelines.config import BooksConfig, VocabConfig, WikipediaConfig  # noqa: E402
-from contracts.layout import list_shards, read_vocab  # noqa: E402
-from pipelines.shards import read_rows  # noqa: E402
+from bertflow.pipelines.local_runner import pipeline_options  # noqa: E402
+from bertflow.pipelines import books, bert_tokenizer, vocab, wikipedia, wordpiece  # noqa: E402
+from bertflow.pipelines.config import BooksConfig, VocabConfig, WikipediaConfig  # noqa: E402
+from bertflow.contracts.layout import list_shards, read_vocab  # noqa: E402
+from bertflow.pipelines.shards import read_rows  # noqa: E402
 
 HELDOUT_FRACTION = 0.1
 SEED = 12345

@@ -2,7 +2,7 @@
 
 A book is cut into documents of a few paragraphs each (the sample has six books; the job
 needs many documents to pair), and each document's text is split into sentences with
-blingfire, as the books step does. Written with ``pipelines.shards.write_table`` in the
+blingfire, as the books step does. Written with ``bertflow.pipelines.shards.write_table`` in the
 documents layout of DESIGN.md.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from contracts.layout import DOCUMENTS_SCHEMA, shard_name
-from pipelines.shards import write_table
+from bertflow.contracts.layout import DOCUMENTS_SCHEMA, shard_name
+from bertflow.pipelines.shards import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = sorted((ROOT / "data" / "books").glob("*.txt"))

@@ -18,8 +18,8 @@ def tiny_bert_folder(folder: Path) -> str:
     dropout (runs compare exactly)."""
     import torch
 
-    from trainer.hf_folder import save_pretrained
-    from trainer.model import BertConfig, BertModel
+    from bertflow.trainer.hf_folder import save_pretrained
+    from bertflow.trainer.model import BertConfig, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

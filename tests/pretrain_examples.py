@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contracts.layout import EXAMPLES_SCHEMA as SCHEMA
+from bertflow.contracts.layout import EXAMPLES_SCHEMA as SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "data" / "books" / "austen-persuasion.txt"

@@ -1,10 +1,10 @@
 """Faults and clocks put into pretraining's Ray Train workers by the tests, not by the trainer.
 
-A test swaps ``trainer.pretrain.train_loop`` (what ``pretrain`` hands to Ray Train) for one
+A test swaps ``bertflow.trainer.pretrain.train_loop`` (what ``pretrain`` hands to Ray Train) for one
 of these, bound with ``functools.partial``; in the worker it patches the real loop's
 surroundings and then runs it:
 
-    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(crash_after, steps=[3, 6]))
+    monkeypatch.setattr(bertflow.trainer.pretrain, "train_loop", partial(crash_after, steps=[3, 6]))
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def crash_after(config: dict, steps: list[int]) -> None:
     import fsspec
     import ray.train
 
-    import trainer.pretrain
+    import bertflow.trainer.pretrain
 
     report = ray.train.report
     output = config["run"]["output"].rstrip("/")
@@ -48,7 +48,7 @@ def crash_after(config: dict, steps: list[int]) -> None:
         os._exit(1)
 
     ray.train.report = reporting
-    trainer.pretrain.train_loop(config)
+    bertflow.trainer.pretrain.train_loop(config)
 
 
 class StepClock:
@@ -65,15 +65,15 @@ class StepClock:
 def step_clock(config: dict) -> None:
     """The loop, timed by a ``StepClock`` in which a step lasts one second and nothing
     else (logging, evaluation, checkpoints) takes any time."""
-    import trainer.pretrain
+    import bertflow.trainer.pretrain
 
     clock = StepClock()
-    train_step = trainer.pretrain.train_step
+    train_step = bertflow.trainer.pretrain.train_step
 
     def timed_step(w, step, window):
         train_step(w, step, window)
         clock.now += 1.0
 
-    trainer.pretrain.time = clock
-    trainer.pretrain.train_step = timed_step
-    trainer.pretrain.train_loop(config)
+    bertflow.trainer.pretrain.time = clock
+    bertflow.trainer.pretrain.train_step = timed_step
+    bertflow.trainer.pretrain.train_loop(config)

@@ -10,8 +10,8 @@ import time
 import fsspec
 from pydantic import Field
 
-from contracts.config import operational
-from infra.kinds import KINDS, Input, Params, StepKind, register
+from bertflow.contracts.config import operational
+from bertflow.infra.kinds import KINDS, Input, Params, StepKind, register
 
 CALLS: list[str] = []  # step names, in the order this process ran them
 
@@ -110,6 +110,6 @@ if __name__ == "__main__":
     # The CLI with the test kinds registered, for tests that kill or interrupt a real run.
     import sys
 
-    from infra.cli import main
+    from bertflow.infra.cli import main
 
     sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import books, wikipedia
+from bertflow.pipelines import books, wikipedia
 from tests.real_files import book_in_html, real_html, real_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +73,8 @@ def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, c
 
 
 def test_a_vocab_file_that_is_not_utf8_or_not_berts_is_named_with_its_line(tmp_path):
-    from contracts.layout import read_vocab
-    from pipelines.tokens import Vocab
+    from bertflow.contracts.layout import read_vocab
+    from bertflow.pipelines.tokens import Vocab
     from tests.book_documents import vocab_folder
 
     tokens = (vocab_folder() / "vocab.txt").read_text(encoding="utf-8").split("\n")  # bert-base-uncased's
@@ -106,12 +106,12 @@ def _damaged_copies(shard: Path) -> dict[str, bytes]:
 
 
 def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(tmp_path):
-    from contracts.layout import DamagedShard, shard_name
-    from pipelines import vocab
-    from pipelines.config import VocabConfig
-    from pipelines.documents import plan_units, read_unit
-    from pipelines.local_runner import pipeline_options
-    from pipelines.shards import read_rows
+    from bertflow.contracts.layout import DamagedShard, shard_name
+    from bertflow.pipelines import vocab
+    from bertflow.pipelines.config import VocabConfig
+    from bertflow.pipelines.documents import plan_units, read_unit
+    from bertflow.pipelines.local_runner import pipeline_options
+    from bertflow.pipelines.shards import read_rows
     from tests.book_documents import book_documents, write_documents
 
     # Documents written from a real book by a step "books"; one shard damaged after.
@@ -139,9 +139,9 @@ def test_a_damaged_shard_of_a_finished_step_names_the_file_and_the_step_to_redo(
 
 
 def test_a_damaged_examples_shard_fails_the_loader_with_its_url(tmp_path):
-    from contracts.layout import DamagedShard
+    from bertflow.contracts.layout import DamagedShard
     from tests.pretrain_examples import write_examples
-    from trainer.data import scan_units, read_eval
+    from bertflow.trainer.data import scan_units, read_eval
 
     folder = tmp_path / "examples-9e1d0c" / "seq64"
     write_examples(str(folder), num_train=32, num_eval=16, num_shards=1, with_vocab=False)
@@ -154,8 +154,8 @@ def test_a_damaged_examples_shard_fails_the_loader_with_its_url(tmp_path):
 
 
 def test_books_with_no_text_among_them_fail_saying_why(tmp_path):
-    from pipelines.config import BooksConfig
-    from pipelines.local_runner import pipeline_options
+    from bertflow.pipelines.config import BooksConfig
+    from bertflow.pipelines.local_runner import pipeline_options
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "cover.png").write_bytes(real_png())

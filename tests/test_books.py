@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from infra.kinds import KINDS, Resources, StepContext
-from pipelines.local_runner import pipeline_options
-from pipelines import books
-from pipelines.config import BooksConfig
-from contracts.layout import list_shards
-from pipelines.shards import read_rows
+from bertflow.infra.kinds import KINDS, Resources, StepContext
+from bertflow.pipelines.local_runner import pipeline_options
+from bertflow.pipelines import books
+from bertflow.pipelines.config import BooksConfig
+from bertflow.contracts.layout import list_shards
+from bertflow.pipelines.shards import read_rows
 from tests.real_files import real_png
 
 BOOKS = Path(__file__).resolve().parents[1] / "data" / "books"

@@ -1,6 +1,6 @@
 """The `bertflow` command as a user meets it: its conventions, `validate`'s warnings,
 `status` (rounded counters, progress, exit code, the last run), and stores or a cluster
-that cannot be reached (one line, in seconds). In-process through infra.cli.main."""
+that cannot be reached (one line, in seconds). In-process through bertflow.infra.cli.main."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import cli, runner
-from infra.cli import main
-from infra.runner import Runner
-from infra.spec import load
+from bertflow.infra import cli, runner
+from bertflow.infra.cli import main
+from bertflow.infra.runner import Runner
+from bertflow.infra.spec import load
 from tests import runner_kinds  # noqa: F401 - registers the test kinds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_counters_read_as_numbers():
 
 
 def test_progress_of_a_pretraining_step_from_its_metrics(tmp_path):
-    from trainer.metrics_log import MetricsLog
+    from bertflow.trainer.metrics_log import MetricsLog
 
     metrics = MetricsLog(str(tmp_path), start_step=0)
     metrics.write(10, {"loss": 7.0, "sequences_per_s": 64.0})

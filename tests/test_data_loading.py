@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests.pretrain_examples import SCHEMA, write_examples
-from contracts.layout import IGNORE_INDEX, list_shards
-from trainer.data import (
+from bertflow.contracts.layout import IGNORE_INDEX, list_shards
+from bertflow.trainer.data import (
     Collator,
     ExampleStream,
     Masking,

@@ -1,4 +1,4 @@
-"""The cluster files in infra/deploy agree with the recipe they ship for: the KubeRay
+"""The cluster files in bertflow/infra/deploy agree with the recipe they ship for: the KubeRay
 worker group holds every Ray step of workflows.yaml's `bert-base`, and the two images
 carry the same Beam (Dataflow runs a job only on workers of the SDK that submitted it)."""
 
@@ -13,10 +13,10 @@ import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from infra.spec import load
+from bertflow.infra.spec import load
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "infra" / "deploy"
+DEPLOY = ROOT / "bertflow" / "infra" / "deploy"
 
 
 def manifests() -> dict[str, dict]:

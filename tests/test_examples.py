@@ -1,4 +1,4 @@
-"""The pretraining examples Beam job (pipelines/examples.py) and the ``pretraining_data``
+"""The pretraining examples Beam job (bertflow/pipelines/examples.py) and the ``pretraining_data``
 step kind, run for real on the FnApiRunner over documents made from the sample books."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.local_runner import pipeline_options
-from infra.kinds import KINDS, StepKind, register
-from infra.runner import Runner
-from infra.spec import SpecError, SpecFile
-from contracts.layout import EXAMPLES_SCHEMA as SCHEMA
-from contracts.layout import examples_folder, list_shards
-from pipelines.config import ExamplesConfig
-from pipelines.documents import split_of
-from pipelines.examples import run
-from pipelines.shards import read_rows
+from bertflow.pipelines.local_runner import pipeline_options
+from bertflow.infra.kinds import KINDS, StepKind, register
+from bertflow.infra.runner import Runner
+from bertflow.infra.spec import SpecError, SpecFile
+from bertflow.contracts.layout import EXAMPLES_SCHEMA as SCHEMA
+from bertflow.contracts.layout import examples_folder, list_shards
+from bertflow.pipelines.config import ExamplesConfig
+from bertflow.pipelines.documents import split_of
+from bertflow.pipelines.examples import run
+from bertflow.pipelines.shards import read_rows
 from tests.book_documents import book_documents, vocab_folder, write_documents
 
 
@@ -190,8 +190,8 @@ def test_eval_split_is_disjoint_by_document(inputs, tmp_path):
 def test_bad_documents_are_counted_and_skipped(inputs, tmp_path):
     import pyarrow as pa
 
-    from pipelines.shards import write_table
-    from contracts.layout import DOCUMENTS_SCHEMA as DOCS
+    from bertflow.pipelines.shards import write_table
+    from bertflow.contracts.layout import DOCUMENTS_SCHEMA as DOCS
 
     docs = tmp_path / "docs"
     rows = inputs["rows"][:40] + [
@@ -284,7 +284,7 @@ def test_a_tiny_eval_fraction_still_holds_out_one_document(inputs, tmp_path):
     """With eval_fraction > 0 and two or more documents the eval split is never empty:
     the document with the least split hash is held out even when no hash falls under the
     fraction (90 documents at 1e-6: none would)."""
-    from contracts.hashing import stable_hash
+    from bertflow.contracts.hashing import stable_hash
 
     counters = make(inputs, tmp_path / "ex", eval_fraction=1e-6, dupe_factor=1, nsp=False, masking="dynamic",
                     short_seq_prob=0.0)

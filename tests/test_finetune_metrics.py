@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainer.finetune.metrics import (
+from bertflow.trainer.finetune.metrics import (
     classification_metrics, entities, exact_match, f1_score, ner_metrics, normalize_answer, squad_metrics,
 )
 

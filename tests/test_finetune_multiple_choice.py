@@ -19,7 +19,7 @@ def tiny_bert(tmp_path_factory):
 
 
 def choice(**kw):
-    from trainer.finetune.tasks import task_config
+    from bertflow.trainer.finetune.tasks import task_config
 
     return task_config({"name": "choice", "type": "multiple_choice", "train": str(DATA / "choice/train.csv"),
                         "dev": str(DATA / "choice/dev.csv"), "id_column": "id", "max_seq_length": 24, "epochs": 1,
@@ -31,10 +31,10 @@ def test_multiple_choice_trains_and_its_folder_loads_in_transformers(tiny_bert, 
     import torch
     from transformers import AutoTokenizer, BertForMultipleChoice as HFMultipleChoice
 
-    from trainer.finetune.config import TrialConfig
-    from trainer.finetune.heads import BertForMultipleChoice, HeadConfig
-    from trainer.finetune.trial import train_loop
-    from trainer.hf_folder import load_pretrained
+    from bertflow.trainer.finetune.config import TrialConfig
+    from bertflow.trainer.finetune.heads import BertForMultipleChoice, HeadConfig
+    from bertflow.trainer.finetune.trial import train_loop
+    from bertflow.trainer.hf_folder import load_pretrained
 
     train_loop(TrialConfig(task=choice(), init=tiny_bert, output=str(tmp_path / "t")).model_dump())
     result = json.loads((tmp_path / "t/result.json").read_text())
@@ -69,7 +69,7 @@ def test_multiple_choice_trains_and_its_folder_loads_in_transformers(tiny_bert, 
 
 
 def test_questions_are_read_and_bad_rows_skipped_with_their_line(tmp_path, caplog):
-    from trainer.finetune.trial import load_tokenizer
+    from bertflow.trainer.finetune.trial import load_tokenizer
 
     with open(DATA / "choice/dev.csv", newline="") as f:
         rows = list(csv.DictReader(f))[:6]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.finetune_models import minilm_folder, tiny_bert_folder
-from trainer.finetune.metrics import binary_f1, matthews_corrcoef, pearson, regression_metrics, spearman
+from bertflow.trainer.finetune.metrics import binary_f1, matthews_corrcoef, pearson, regression_metrics, spearman
 
 
 def _predictions(seed: int, n: int, labels: int):
@@ -68,7 +68,7 @@ def tiny_bert(tmp_path_factory):
 
 
 def similarity(**kw):
-    from trainer.finetune.tasks import task_config
+    from bertflow.trainer.finetune.tasks import task_config
 
     return task_config({"name": "similarity", "type": "regression", "train": str(DATA / "similarity/train.csv"),
                         "dev": str(DATA / "similarity/dev.csv"), "text_column": "word1",
@@ -80,10 +80,10 @@ def test_regression_trains_and_its_folder_loads_in_transformers(tiny_bert, tmp_p
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification as HFClassifier
 
-    from trainer.finetune.config import TrialConfig
-    from trainer.finetune.heads import BertForSequenceClassification, HeadConfig
-    from trainer.finetune.trial import train_loop
-    from trainer.hf_folder import load_pretrained
+    from bertflow.trainer.finetune.config import TrialConfig
+    from bertflow.trainer.finetune.heads import BertForSequenceClassification, HeadConfig
+    from bertflow.trainer.finetune.trial import train_loop
+    from bertflow.trainer.hf_folder import load_pretrained
 
     train_loop(TrialConfig(task=similarity(), init=tiny_bert, output=str(tmp_path / "t")).model_dump())
     result = json.loads((tmp_path / "t/result.json").read_text())
@@ -112,7 +112,7 @@ def test_regression_trains_and_its_folder_loads_in_transformers(tiny_bert, tmp_p
 
 
 def test_a_score_that_is_not_a_number_is_skipped_and_counted(tmp_path, caplog):
-    from trainer.finetune.trial import load_tokenizer
+    from bertflow.trainer.finetune.trial import load_tokenizer
 
     lines = (DATA / "similarity/dev.csv").read_text().splitlines()
     bad = tmp_path / "dev.csv"

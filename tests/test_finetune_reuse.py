@@ -11,9 +11,9 @@ from pathlib import Path
 
 import fsspec
 
-from infra.inputs import identity
-from trainer.finetune.config import FinetuneConfig
-from trainer.finetune.fanout import TRIAL_KEY, expand, reuse_from_siblings, trial_key
+from bertflow.infra.inputs import identity
+from bertflow.trainer.finetune.config import FinetuneConfig
+from bertflow.trainer.finetune.fanout import TRIAL_KEY, expand, reuse_from_siblings, trial_key
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "finetune"
 
@@ -66,7 +66,7 @@ def test_finished_trials_with_the_same_key_are_copied_from_siblings(tmp_path, ca
     memory.pipe_file(f"{failed.output}/error.txt", b"FileNotFoundError")
 
     new = expand(cfg, "init", str(tmp_path / "finetune-cccc"))
-    with caplog.at_level(logging.INFO, logger="trainer.finetune.fanout"):
+    with caplog.at_level(logging.INFO, logger="bertflow.trainer.finetune.fanout"):
         reuse_from_siblings(new, ident(cfg), [old, "memory://runs/finetune-bbbb"])
     assert [r.getMessage() for r in caplog.records] == [f"reused trial wnut/default from {old}"]
     copied = Path(new[1].output)

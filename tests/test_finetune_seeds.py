@@ -3,8 +3,8 @@ table shows the spread; a failing seed is reported beside the others."""
 
 import pytest
 
-from trainer.finetune.config import FinetuneConfig
-from trainer.finetune.fanout import expand, results_table, summarize
+from bertflow.trainer.finetune.config import FinetuneConfig
+from bertflow.trainer.finetune.fanout import expand, results_table, summarize
 
 
 def _task(**kw):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.spec import SpecError, load
+from bertflow.infra.spec import SpecError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainer.finetune.config import FinetuneConfig, TrialConfig
-from trainer.finetune.tasks import TASK_TYPES, task_config, task_type
+from bertflow.trainer.finetune.config import FinetuneConfig, TrialConfig
+from bertflow.trainer.finetune.tasks import TASK_TYPES, task_config, task_type
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_bad_settings_fail_at_validation():
 
 
 def test_a_grid_key_multiplies_only_the_tasks_that_have_it():
-    from trainer.finetune.fanout import expand
+    from bertflow.trainer.finetune.fanout import expand
 
     config = FinetuneConfig.model_validate({"tasks": _tasks("classification", "qa", seed=None),
                                             "grid": {"lr": [1e-4, 2e-4], "doc_stride": [32, 64]}, "seed": 7})
@@ -64,7 +64,7 @@ def test_a_grid_key_multiplies_only_the_tasks_that_have_it():
 
 
 def test_operational_settings_are_left_out_of_the_hash():
-    from contracts.config import hashed
+    from bertflow.contracts.config import hashed
 
     config = FinetuneConfig.model_validate({"tasks": _tasks("ner"), "max_concurrent_trials": 2})
     kept = hashed(config)
@@ -73,8 +73,8 @@ def test_operational_settings_are_left_out_of_the_hash():
 
 
 def test_best_and_shown_as_the_task_type_says():
-    from trainer.finetune.fanout import results_table, summarize
-    from trainer.finetune.tasks import ner, qa
+    from bertflow.trainer.finetune.fanout import results_table, summarize
+    from bertflow.trainer.finetune.tasks import ner, qa
 
     class LossLike(ner.Config):  # a metric where lower is better
         higher_is_better = False
@@ -100,8 +100,8 @@ def test_best_and_shown_as_the_task_type_says():
 def test_collate_pads_token_fields_of_any_rank():
     import torch
 
-    from contracts.layout import IGNORE_INDEX
-    from trainer.finetune.batching import collate
+    from bertflow.contracts.layout import IGNORE_INDEX
+    from bertflow.trainer.finetune.batching import collate
 
     flat = collate([{"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 0], "labels": [IGNORE_INDEX, 1, IGNORE_INDEX]},
                     {"input_ids": [2, 3], "token_type_ids": [0, 0], "labels": [IGNORE_INDEX, IGNORE_INDEX]}],
@@ -124,14 +124,14 @@ def test_collate_pads_token_fields_of_any_rank():
 
 
 def test_the_settings_load_without_torch():
-    code = ("import sys, trainer.finetune.config\n"
+    code = ("import sys, bertflow.trainer.finetune.config\n"
             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_a_failed_trial_keeps_its_error_when_error_txt_cannot_be_written(monkeypatch, caplog, tmp_path):
-    from trainer.finetune import fanout
+    from bertflow.trainer.finetune import fanout
 
     def fails(trial):
         raise ValueError("the trial's own error")
@@ -151,11 +151,11 @@ def test_a_failed_trial_keeps_its_error_when_error_txt_cannot_be_written(monkeyp
 def test_the_command_line_is_made_from_the_schema(monkeypatch, tmp_path):
     import json
 
-    import trainer.launch
-    from trainer.finetune import __main__ as cli
+    import bertflow.trainer.launch
+    from bertflow.trainer.finetune import __main__ as cli
 
     calls = {}
-    monkeypatch.setattr(trainer.launch, "connect_ray", lambda **kw: calls.update(ray=kw))
+    monkeypatch.setattr(bertflow.trainer.launch, "connect_ray", lambda **kw: calls.update(ray=kw))
     monkeypatch.setattr(cli, "finetune", lambda config, *args: calls.update(config=config, args=args) or {"tasks": {}})
     spec = tmp_path / "finetune.json"
     spec.write_text(json.dumps({"tasks": _tasks("ner"), "grid": {"lr": ["1e-4"]}, "seed": 1}))

@@ -9,9 +9,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from infra import inputs
-from infra.runner import Runner
-from infra.spec import SpecFile
+from bertflow.infra import inputs
+from bertflow.infra.runner import Runner
+from bertflow.infra.spec import SpecFile
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "data/books/austen-persuasion.txt"

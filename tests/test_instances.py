@@ -1,4 +1,4 @@
-"""The pure functions of pretraining instances (pipelines/instances.py), on real text."""
+"""The pure functions of pretraining instances (bertflow/pipelines/instances.py), on real text."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipelines.config import InstanceConfig
-from pipelines.instances import _trims, batch_table, make_batches
-from pipelines.masking import MaskDraws, mask_batch, num_to_predict
-from pipelines.tokens import Document, SentenceEncoder, Vocab, tokenize_documents
+from bertflow.pipelines.config import InstanceConfig
+from bertflow.pipelines.instances import _trims, batch_table, make_batches
+from bertflow.pipelines.masking import MaskDraws, mask_batch, num_to_predict
+from bertflow.pipelines.tokens import Document, SentenceEncoder, Vocab, tokenize_documents
 from tests.book_documents import book_documents, vocab_folder
 
 
@@ -276,8 +276,8 @@ TRICKY = [
 
 @pytest.mark.parametrize("lowercase", [True, False])
 def test_sentence_encoder_gives_the_ids_of_whole_sentences(lowercase):
-    from contracts.layout import read_vocab
-    from pipelines.bert_tokenizer import build_tokenizer
+    from bertflow.contracts.layout import read_vocab
+    from bertflow.pipelines.bert_tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(read_vocab(str(vocab_folder() / "vocab.txt")), lowercase=lowercase)
     sentences = [s for r in book_documents(paragraphs_per_book=40) for s in r["sentences"]] + TRICKY

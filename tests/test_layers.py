@@ -1,9 +1,10 @@
-"""Layers run one way: contracts <- pipelines, trainer <- infra (only where a kind runs).
+"""Layers run one way inside the `bertflow` package: contracts <- pipelines, trainer <- infra
+(only where a kind runs).
 
     contracts   imports nothing of ours
     pipelines   imports contracts (never trainer, never infra)
     trainer     imports contracts (never pipelines, never infra)
-    infra       imports pipelines and trainer only in a step kind (infra/kinds/): a job's
+    infra       imports pipelines and trainer only in a step kind (bertflow/infra/kinds/): a job's
                 schema module (its `...config` module: the kind's Params) at the top,
                 the job itself inside the kind's functions, so that loading the spec and
                 the CLI pays for no engine
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "bertflow"
 OURS = ("contracts", "pipelines", "trainer", "infra")
 ALLOWED = {
     "contracts": {"contracts"},
@@ -47,18 +49,19 @@ def imports(path: Path):
                     yield child.module, child.lineno, inside
             yield from walk(child, inside)
 
-    return [(module, line, inside) for module, line, inside in walk(tree, False) if module.split(".")[0] in OURS]
+    return [(module.split(".", 1)[1], line, inside) for module, line, inside in walk(tree, False)
+            if module.split(".")[0] == "bertflow" and module.count(".") and module.split(".")[1] in OURS]
 
 
 def test_imports_run_one_way():
     wrong = []
     for layer in OURS:
-        for path in sorted((ROOT / layer).rglob("*.py")):
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
             for module, line, inside in imports(path):
                 top = module.split(".")[0]
                 if top in ALLOWED[layer]:
                     continue
-                where = path.relative_to(ROOT)
+                where = path.relative_to(PACKAGE)
                 in_kind = layer == "infra" and top in ("pipelines", "trainer") and where.parts[1] == "kinds"
                 if in_kind and (inside or module.endswith("config")):
                     continue
@@ -68,20 +71,20 @@ def test_imports_run_one_way():
 
 def test_the_walk_sees_a_wrong_import(tmp_path, monkeypatch):
     # The checker itself: a module-level import of a job in infra is caught.
-    fake = tmp_path / "infra" / "engine.py"
-    fake.parent.mkdir()
-    fake.write_text("from pipelines.local_runner import x\n\ndef f():\n    from trainer import y\n")
+    fake = tmp_path / "bertflow" / "infra" / "engine.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from bertflow.pipelines.local_runner import x\n\ndef f():\n    from bertflow.trainer import y\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert [(m, inside) for m, _, inside in imports(fake)] == [("pipelines.local_runner", False), ("trainer", True)]
 
 
 def test_the_spec_and_the_cli_load_no_engine():
     code = (
-        "import contextlib, io, sys, infra.cli\n"
-        "from infra.kinds import KINDS\n"
+        "import contextlib, io, sys, bertflow.infra.cli\n"
+        "from bertflow.infra.kinds import KINDS\n"
         "assert set(KINDS) >= {'wikipedia', 'books', 'vocab', 'pretraining_data', 'pretrain', 'finetune'}, KINDS\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    assert infra.cli.main(['validate', '-f', 'workflows.yaml']) == 0\n"
+        "    assert bertflow.infra.cli.main(['validate', '-f', 'workflows.yaml']) == 0\n"
         "print(sorted(m for m in ('apache_beam', 'torch', 'ray', 'transformers') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

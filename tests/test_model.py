@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.hf_folder import load_pretrained, save_pretrained
-from trainer.model import SIZES, BertConfig, BertForPreTraining, BertModel
+from bertflow.trainer.hf_folder import load_pretrained, save_pretrained
+from bertflow.trainer.model import SIZES, BertConfig, BertForPreTraining, BertModel
 
 transformers = pytest.importorskip("transformers")  # a test dependency (pyproject [test])
 
@@ -249,7 +249,7 @@ def test_compile_keeps_the_packed_layout_in_one_graph_and_matches_eager():
     # inductor's C++ build of the kernels (a minute of the suite's time on CPU).
     from torch._dynamo.backends.registry import lookup_backend
 
-    from trainer.model import compile_model
+    from bertflow.trainer.model import compile_model
 
     graphs = []
 

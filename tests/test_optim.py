@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.model import BertConfig, BertForPreTraining
-from trainer.optim import LAMB, build_optimizer, build_schedule, clip_grad_norm, schedule_factor
+from bertflow.trainer.model import BertConfig, BertForPreTraining
+from bertflow.trainer.optim import LAMB, build_optimizer, build_schedule, clip_grad_norm, schedule_factor
 
 
 def test_lamb_first_step_by_hand():

@@ -1,6 +1,6 @@
-"""The Beam jobs' settings (``pipelines.config``: one model per job, the kinds' schema and
+"""The Beam jobs' settings (``bertflow.pipelines.config``: one model per job, the kinds' schema and
 the jobs' command lines) and Beam's pipeline options from a spec's ``beam:``
-(``pipelines.local_runner.pipeline_options``)."""
+(``bertflow.pipelines.local_runner.pipeline_options``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import os
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, StandardOptions
 
-from contracts.config import hashed, is_operational, parse
-from infra.kinds import KINDS
-from pipelines import books, examples, vocab, wikipedia
-from pipelines.config import BooksConfig, ExamplesConfig, VocabConfig, WikipediaConfig
-from pipelines.local_runner import FN_API_RUNNER, pipeline_options
+from bertflow.contracts.config import hashed, is_operational, parse
+from bertflow.infra.kinds import KINDS
+from bertflow.pipelines import books, examples, vocab, wikipedia
+from bertflow.pipelines.config import BooksConfig, ExamplesConfig, VocabConfig, WikipediaConfig
+from bertflow.pipelines.local_runner import FN_API_RUNNER, pipeline_options
 
 JOBS = [(wikipedia, WikipediaConfig, "wikipedia"), (books, BooksConfig, "books"), (vocab, VocabConfig, "vocab"),
         (examples, ExamplesConfig, "pretraining_data")]

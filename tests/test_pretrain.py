@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import trainer.pretrain
+import bertflow.trainer.pretrain
 from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
-from trainer.pretrain import PretrainRun, pretrain
-from trainer.pretrain_config import PretrainConfig
+from bertflow.trainer.pretrain import PretrainRun, pretrain
+from bertflow.trainer.pretrain_config import PretrainConfig
 
 N = 6  # steps before the kill; the straight run does 2N
 
@@ -27,7 +27,7 @@ N = 6  # steps before the kill; the straight run does 2N
 def ray_local():
     import ray
 
-    from trainer.launch import connect_ray
+    from bertflow.trainer.launch import connect_ray
 
     connect_ray(num_cpus=2)
     yield
@@ -85,7 +85,7 @@ def test_killed_workers_resume_to_the_weights_of_a_straight_run(straight, exampl
     out, _ = straight
     # a worker exits hard (os._exit) after the checkpoint of step N and the run fails (Ray
     # Train's own restart within a run, max_failures, is test_pretrain_multinode's)
-    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[N]))
+    monkeypatch.setattr(bertflow.trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[N]))
     cfg = config(checkpoint_every=N // 2, max_failures=0)
     with pytest.raises(Exception, match="(?i)fail"):
         pretrain(cfg, wiring(examples, tmp_path))
@@ -111,9 +111,9 @@ def test_rates_count_training_steps_alone_and_no_eval_split_gives_no_eval_metric
     examples = write_examples(str(tmp_path / "examples"), num_train=64, num_eval=0, max_len=32)
     # a step lasts one second of this clock, and nothing else any time: a window's rate is
     # its sequences per step, though an evaluation (step 2) and a checkpoint (step 3) fall inside it
-    monkeypatch.setattr(trainer.pretrain, "train_loop", pretrain_faults.step_clock)
+    monkeypatch.setattr(bertflow.trainer.pretrain, "train_loop", pretrain_faults.step_clock)
     cfg = config(steps=8, batch_size=4, grad_accum=1, log_every=4, eval_every=2, checkpoint_every=3)
-    with caplog.at_level(logging.WARNING, logger="trainer.pretrain"):
+    with caplog.at_level(logging.WARNING, logger="bertflow.trainer.pretrain"):
         final = pretrain(cfg, wiring(examples, tmp_path / "out"))
     lines = metrics(tmp_path / "out")
     assert [m["step"] for m in lines] == [4, 8]
@@ -123,7 +123,7 @@ def test_rates_count_training_steps_alone_and_no_eval_split_gives_no_eval_metric
 
 
 def test_command_line_is_the_config(examples, tmp_path):
-    from trainer.pretrain import command_line
+    from bertflow.trainer.pretrain import command_line
 
     model = {"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}
     cfg, run, args = command_line(["--examples", examples, "--output", str(tmp_path), "--workers", "2",
@@ -140,10 +140,10 @@ def test_command_line_is_the_config(examples, tmp_path):
 def test_exported_model_loads_in_transformers_with_our_logits(straight, examples):
     import transformers
 
-    from contracts.layout import list_shards
-    from trainer.data import Collator, ExampleStream, Masking, load_vocab
-    from trainer.hf_folder import load_pretrained
-    from trainer.model import BertForPreTraining
+    from bertflow.contracts.layout import list_shards
+    from bertflow.trainer.data import Collator, ExampleStream, Masking, load_vocab
+    from bertflow.trainer.hf_folder import load_pretrained
+    from bertflow.trainer.model import BertForPreTraining
 
     out, _ = straight
     ours = load_pretrained(str(out / "model"), BertForPreTraining).eval()
@@ -163,7 +163,7 @@ def test_exported_model_loads_in_transformers_with_our_logits(straight, examples
 
 
 def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path):
-    from infra.kinds import KINDS, Resources, StepContext
+    from bertflow.infra.kinds import KINDS, Resources, StepContext
 
     out, _ = straight
     # an examples step that made two lengths: the step reads the one it names
@@ -191,13 +191,13 @@ def test_phase2_through_the_kind_starts_from_phase1(straight, examples, tmp_path
 def test_kind_params_fail_clearly():
     from pydantic import ValidationError
 
-    from infra.kinds import KINDS
-    from trainer.pretrain import check_run
+    from bertflow.infra.kinds import KINDS
+    from bertflow.trainer.pretrain import check_run
 
     P = KINDS["pretrain"].Params
     assert P(model={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 128}).model
     # what does not change the model is left out of the step's hash
-    from contracts.config import hashed
+    from bertflow.contracts.config import hashed
 
     assert set(P().model_dump()) - set(hashed(P())) == {
         "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "max_failures", "compile"}
@@ -210,8 +210,8 @@ def test_kind_params_fail_clearly():
 
 
 def test_a_typo_in_the_model_config_fails_before_ray_starts(examples, tmp_path):
-    from infra.kinds import KINDS
-    from trainer.pretrain import check_run
+    from bertflow.infra.kinds import KINDS
+    from bertflow.trainer.pretrain import check_run
 
     P = KINDS["pretrain"].Params
     with pytest.raises(ValueError, match="hidden_szie"):
@@ -219,9 +219,9 @@ def test_a_typo_in_the_model_config_fails_before_ray_starts(examples, tmp_path):
 
 
 def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):
-    from trainer import checkpoint
-    from trainer.model import BertConfig, BertForPreTraining
-    from trainer.optim import build_optimizer, build_schedule
+    from bertflow.trainer import checkpoint
+    from bertflow.trainer.model import BertConfig, BertForPreTraining
+    from bertflow.trainer.optim import build_optimizer, build_schedule
 
     def make(seed):
         torch.manual_seed(seed)
@@ -255,7 +255,7 @@ def test_ray_started_from_a_step_thread_outlives_the_thread():
 
     import ray
 
-    from trainer.launch import connect_ray
+    from bertflow.trainer.launch import connect_ray
 
     if ray.is_initialized():
         ray.shutdown()

@@ -11,11 +11,11 @@ import fsspec
 import pytest
 from safetensors.torch import load as load_safetensors
 
-import trainer.pretrain
+import bertflow.trainer.pretrain
 from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
-from trainer.pretrain import PretrainRun, pretrain
-from trainer.pretrain_config import PretrainConfig
+from bertflow.trainer.pretrain import PretrainRun, pretrain
+from bertflow.trainer.pretrain_config import PretrainConfig
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_two_nodes_with_checkpoints_on_s3(two_nodes, s3_bucket, monkeypatch):
     examples = write_examples(f"{s3_bucket}/examples", num_train=64, num_eval=16, max_len=32, num_shards=2)
     output = f"{s3_bucket}/pretrain"
     # a worker dies after the checkpoint of step 2; Ray Train brings the group back from S3
-    monkeypatch.setattr(trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[2]))
+    monkeypatch.setattr(bertflow.trainer.pretrain, "train_loop", partial(pretrain_faults.crash_after, steps=[2]))
     cfg = PretrainConfig(model="tiny", steps=4, batch_size=4, lr=1e-3, warmup=0, log_every=2, checkpoint_every=2,
                          eval_examples=16, max_failures=1)
     final = pretrain(cfg, PretrainRun(examples=examples, output=output, workers=2, cpus_per_worker=1))

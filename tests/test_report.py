@@ -26,12 +26,12 @@ import pytest
 import yaml
 from pydantic import Field
 
-from contracts import storage
-from infra.cli import main
-from infra.kinds import KINDS, Params, StepKind, register
-from infra.report import find_record, write_report
-from infra.runner import Runner
-from infra.spec import SpecFile
+from bertflow.contracts import storage
+from bertflow.infra.cli import main
+from bertflow.infra.kinds import KINDS, Params, StepKind, register
+from bertflow.infra.report import find_record, write_report
+from bertflow.infra.runner import Runner
+from bertflow.infra.spec import SpecFile
 
 CHROMIUM_MISSING = "chromium is not on PATH: .ci/run installs it (apt-get install -y chromium, as root)"
 
@@ -48,11 +48,11 @@ class ReportExamplesKind(StepKind):
     Params = StatsParams
 
     def run(self, ctx):
-        from pipelines.config import ExamplesConfig
-        from pipelines.examples import STATS, STATS_PARAMS, load_tokenizer, load_vocab
-        from pipelines.instances import make_batches
-        from pipelines.stats import add_counts, batch_counts, summarize, zero_counts
-        from pipelines.tokens import SentenceEncoder, tokenize_documents
+        from bertflow.pipelines.config import ExamplesConfig
+        from bertflow.pipelines.examples import STATS, STATS_PARAMS, load_tokenizer, load_vocab
+        from bertflow.pipelines.instances import make_batches
+        from bertflow.pipelines.stats import add_counts, batch_counts, summarize, zero_counts
+        from bertflow.pipelines.tokens import SentenceEncoder, tokenize_documents
         from tests.book_documents import book_documents, vocab_folder
 
         cfg = ExamplesConfig(max_seq_length=ctx.params.max_seq_length, max_predictions_per_seq=8, dupe_factor=2)
@@ -82,8 +82,8 @@ class ReportPretrainKind(StepKind):
     Params = Params
 
     def run(self, ctx):
-        from trainer.metrics_log import MetricsLog
-        from trainer.pretrain import metric_tag
+        from bertflow.trainer.metrics_log import MetricsLog
+        from bertflow.trainer.pretrain import metric_tag
 
         log = MetricsLog(ctx.output, start_step=0)
         for step in range(10, 201, 10):
@@ -108,9 +108,9 @@ class ReportFinetuneKind(StepKind):
     Params = Params
 
     def run(self, ctx):
-        from trainer.finetune.config import FinetuneConfig
-        from trainer.finetune.fanout import glue_average, results_table, summarize
-        from trainer.metrics_log import MetricsLog
+        from bertflow.trainer.finetune.config import FinetuneConfig
+        from bertflow.trainer.finetune.fanout import glue_average, results_table, summarize
+        from bertflow.trainer.metrics_log import MetricsLog
 
         config = FinetuneConfig.model_validate({"tasks": [
             {"name": "sst2", "type": "classification", "train": "a.csv", "dev": "b.csv", "seeds": [1, 2]},
@@ -336,7 +336,7 @@ def test_report_without_matplotlib_says_which_extra_to_install(runs, monkeypatch
 
 
 def test_the_plan_lists_each_step_after_what_it_reads():
-    from infra.report import step_order
+    from bertflow.infra.report import step_order
 
     record = {"steps": {"a": {}, "b": {}, "c": {}},
               "spec": {"steps": {"a": {"inputs": {"parts": ["c", "b"]}}, "b": {"inputs": {}}, "c": {"inputs": {"x": "b"}}}}}

@@ -14,10 +14,10 @@ import fsspec
 import pytest
 import yaml
 
-from contracts import storage
-from infra.cli import main
-from infra.runner import SUCCESS, Runner, StepFailed
-from infra.spec import SpecFile
+from bertflow.contracts import storage
+from bertflow.infra.cli import main
+from bertflow.infra.runner import SUCCESS, Runner, StepFailed
+from bertflow.infra.spec import SpecFile
 from tests import runner_kinds
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,11 @@ import psutil
 import pytest
 import yaml
 
-from contracts import storage
-from infra.cli import main
-from infra.lease import LEASE, Lease, LeaseHeld
-from infra.runner import SCRATCH, STATUS, SUCCESS, Runner, StepFailed
-from infra.spec import SpecFile
+from bertflow.contracts import storage
+from bertflow.infra.cli import main
+from bertflow.infra.lease import LEASE, Lease, LeaseHeld
+from bertflow.infra.runner import SCRATCH, STATUS, SUCCESS, Runner, StepFailed
+from bertflow.infra.spec import SpecFile
 from tests import runner_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -373,7 +373,7 @@ def test_ctrl_c_during_a_beam_step_is_one_line(tmp_path):
     def workers() -> list[psutil.Process]:
         try:
             return [p for p in psutil.Process(proc.pid).children(recursive=True)
-                    if "pipelines.local_worker" in " ".join(p.cmdline())]
+                    if "bertflow.pipelines.local_worker" in " ".join(p.cmdline())]
         except psutil.Error:
             return []
 

@@ -1,4 +1,4 @@
-"""The one spill and merge of the Beam jobs (pipelines/shards.py), on the FnApiRunner:
+"""The one spill and merge of the Beam jobs (bertflow/pipelines/shards.py), on the FnApiRunner:
 sorted Arrow IPC runs under ``_spill/``, merged a record batch of each at a time into
 Parquet shards whose bytes depend only on the rows."""
 
@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contracts.layout import EXAMPLES_SCHEMA, list_shards
-from pipelines import shards
-from pipelines.counters import metric_counters
-from pipelines.local_runner import pipeline_options
-from pipelines.shards import WriteParquetShards, regroup, write_row_groups, write_table
+from bertflow.contracts.layout import EXAMPLES_SCHEMA, list_shards
+from bertflow.pipelines import shards
+from bertflow.pipelines.counters import metric_counters
+from bertflow.pipelines.local_runner import pipeline_options
+from bertflow.pipelines.shards import WriteParquetShards, regroup, write_row_groups, write_table
 
 ROWS = pa.schema([("id", pa.string()), ("n", pa.int64())])
 

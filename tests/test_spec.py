@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli import main
-from infra.spec import SpecError, load
+from bertflow.infra.cli import main
+from bertflow.infra.spec import SpecError, load
 from tests import runner_kinds  # noqa: F401 - registers the test kinds
 
 GOOD = """\

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from infra.runner import Runner
+from bertflow.infra.runner import Runner
 from tests.conftest import _free_port
-from infra.spec import load
+from bertflow.infra.spec import load
 
 VENV_BIN = str(Path(sys.executable).parent)
 ROOT = Path(__file__).resolve().parents[1]

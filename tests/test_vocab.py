@@ -12,15 +12,15 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from infra.kinds import KINDS, Resources, StepContext
-from pipelines.local_runner import pipeline_options
-from pipelines import vocab as vocab_job
-from pipelines.config import VocabConfig
-from pipelines.documents import document_shards
-from contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
-from contracts.layout import read_vocab, shard_name
-from pipelines.bert_tokenizer import build_tokenizer
-from pipelines.shards import write_table
+from bertflow.infra.kinds import KINDS, Resources, StepContext
+from bertflow.pipelines.local_runner import pipeline_options
+from bertflow.pipelines import vocab as vocab_job
+from bertflow.pipelines.config import VocabConfig
+from bertflow.pipelines.documents import document_shards
+from bertflow.contracts.layout import DOCUMENTS_SCHEMA as SCHEMA
+from bertflow.contracts.layout import read_vocab, shard_name
+from bertflow.pipelines.bert_tokenizer import build_tokenizer
+from bertflow.pipelines.shards import write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOKS = sorted((ROOT / "data" / "books").glob("*.txt"))

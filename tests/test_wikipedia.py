@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from infra.kinds import KINDS, Resources, StepContext
-from pipelines.local_runner import pipeline_options
-from pipelines import wikipedia
-from pipelines.config import WikipediaConfig
-from pipelines.multistream import renumber, split_dump, write_multistream
-from contracts.layout import list_shards
-from pipelines.shards import read_rows
+from bertflow.infra.kinds import KINDS, Resources, StepContext
+from bertflow.pipelines.local_runner import pipeline_options
+from bertflow.pipelines import wikipedia
+from bertflow.pipelines.config import WikipediaConfig
+from bertflow.pipelines.multistream import renumber, split_dump, write_multistream
+from bertflow.contracts.layout import list_shards
+from bertflow.pipelines.shards import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = str(ROOT / "data" / "wikipedia" / "enwiki-sample.xml.bz2")
@@ -263,7 +263,7 @@ def test_the_workers_of_a_killed_job_end_with_it(tmp_path):
 
     # Killed while its workers start: the moment they are left waiting longest.
     book = ROOT / "data" / "books" / "austen-persuasion.txt"
-    job = subprocess.Popen([sys.executable, "-m", "pipelines.books", "--files", str(book), "--output", str(tmp_path / "out"),
+    job = subprocess.Popen([sys.executable, "-m", "bertflow.pipelines.books", "--files", str(book), "--output", str(tmp_path / "out"),
                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120

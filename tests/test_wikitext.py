@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 
-from pipelines.sentences import split_sentences
-from pipelines.wikitext import strip_nested, to_paragraphs
+from bertflow.pipelines.sentences import split_sentences
+from bertflow.pipelines.wikitext import strip_nested, to_paragraphs
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "wikipedia" / "enwiki-sample.xml.bz2"
 MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|<ref|&nbsp;|thumb\||File:|Image:|Category:|\{\||\|\}|^\s*\|")
@@ -119,7 +119,7 @@ def test_a_pipe_that_begins_a_word_is_markup():
 def test_sentence_splitter_equals_blingfires_own_wrapper():
     import blingfire
 
-    from pipelines.sentences import _text_to_sentences
+    from bertflow.pipelines.sentences import _text_to_sentences
 
     root = ET.fromstring(bz2.open(SAMPLE).read())
     ns = "{http://www.mediawiki.org/xml/export-0.10/}"

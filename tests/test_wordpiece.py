@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.bert_tokenizer import WordSplitter, build_tokenizer, reserved_tokens
-from pipelines.wordpiece import LearnerConfig, alphabet_of, learn, tokenize_word
+from bertflow.pipelines.bert_tokenizer import WordSplitter, build_tokenizer, reserved_tokens
+from bertflow.pipelines.wordpiece import LearnerConfig, alphabet_of, learn, tokenize_word
 
 BOOKS = sorted((Path(__file__).resolve().parents[1] / "data" / "books").glob("*.txt"))
 SPECIALS = reserved_tokens(0)  # [PAD] [UNK] [CLS] [SEP] [MASK]
@@ -125,7 +125,7 @@ def test_a_size_beyond_the_words_is_filled_with_shared_substrings():
 
 
 def test_threshold_search_finds_the_lowest_fitting_threshold():
-    from pipelines.wordpiece import _lowest_fitting
+    from bertflow.pipelines.wordpiece import _lowest_fitting
 
     rng = random.Random(3)
     for _ in range(300):

@@ -1,0 +1,59 @@
+"""``pretrain``: BERT pretraining on Ray Train (``bertflow.trainer.pretrain``).
+
+    pretrain:
+      kind: pretrain
+      inputs: {examples: examples, vocab: vocab}     # vocab: optional if examples holds one
+      params: {model: tiny, steps: 300, batch_size: 32, optimizer: lamb, lr: 1e-3}
+      resources: {workers: 2, cpus_per_worker: 1}
+    phase2:
+      kind: pretrain
+      inputs: {examples: examples, vocab: vocab, init: pretrain}   # phase 1's model/
+      params: {max_seq_length: 512, steps: 100, batch_size: 16, lr: 5e-4}
+
+``params`` is ``bertflow.trainer.pretrain_config.PretrainConfig``; ``max_seq_length`` picks one
+length of an examples step that made several. The step's output folder persists until
+the step succeeds, so a rerun after a crash resumes from the last checkpoint in it.
+"""
+
+from __future__ import annotations
+
+from bertflow.contracts.layout import examples_folder
+from bertflow.trainer.pretrain_config import PretrainConfig
+
+from . import register
+from .base import Input, StepContext, StepKind
+
+
+@register
+class Pretrain(StepKind):
+    name = "pretrain"
+    version = 2  # 2: rates over training steps alone; no eval metrics without an eval split
+    Params = PretrainConfig
+    inputs = {
+        "examples": Input(),
+        "vocab": Input(required=False),
+        "init": Input(required=False),  # a pretrain step (its model/) or any model folder step
+    }
+
+    def run(self, ctx: StepContext) -> dict[str, float]:
+        from bertflow.trainer.launch import connect_ray
+        from bertflow.trainer.pretrain import PretrainRun, check_run, pretrain
+
+        p: PretrainConfig = ctx.params
+        if ctx.inputs.get("init") and p.init:
+            raise ValueError("give init either as an input or as a param, not both")
+        init = ctx.input("init") if ctx.inputs.get("init") else (ctx.resolve_path(p.init) if p.init else None)
+        run = PretrainRun(
+            examples=examples_folder(ctx.input("examples"), p.max_seq_length),
+            output=ctx.output,
+            vocab=ctx.input("vocab") if ctx.inputs.get("vocab") else None,
+            init=init,
+            workers=ctx.resources.workers,
+            cpus_per_worker=ctx.resources.cpus_per_worker,
+            gpus_per_worker=ctx.resources.gpus_per_worker,
+        )
+        check_run(p, run)  # the batch split needs the worker count: fail before Ray starts
+        connect_ray(**ctx.ray)
+        final = pretrain(p, run)
+        ctx.log.info("pretrain: %s", {k: round(v, 4) for k, v in final.items()})
+        return final

@@ -1,0 +1,118 @@
+"""Starting training on Ray: the one Ray connection and the one ``TorchTrainer`` builder.
+
+    from bertflow.trainer.launch import connect_ray, torch_trainer
+
+    connect_ray()                                   # a new local Ray with every core
+    connect_ray(num_cpus=2)                         # ... with exactly 2 CPUs
+    connect_ray("ray://head:10001")                 # a cluster (RAY_ADDRESS is honoured too)
+
+    trainer = torch_trainer(train_loop, {"lr": 1e-4}, output="s3://b/run", name="checkpoints",
+                            workers=2, cpus_per_worker=1, gpus_per_worker=0,
+                            max_failures=2, keep_checkpoints=2, callbacks=[...])
+    result = trainer.fit()
+
+``connect_ray`` may be called from any thread, any number of times: the first call
+connects, later ones do nothing. ``torch_trainer`` runs ``train_fn(config)`` on
+``workers`` Ray Train workers (DDP over gloo on CPU, NCCL when the workers have GPUs);
+what the workers report with a checkpoint lands in ``{output}/{name}/`` (any fsspec URL
+every worker sees), and Ray Train resumes from the last of them after a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable
+
+from bertflow.contracts.storage import fs_for, is_local
+
+log = logging.getLogger(__name__)
+
+# A local Ray's GCS and raylet are started with PR_SET_PDEATHSIG: Linux kills them when
+# the *thread* that started them ends. Steps may run in threads of their own, so Ray is
+# started from this thread instead, which lives as long as the process.
+_RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-starter")
+
+
+def connect_ray(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None) -> None:
+    """Connect this process to Ray once: to ``address`` (``auto``, ``ray://head:10001``, or
+    ``RAY_ADDRESS`` when set) or to a new local Ray with exactly ``num_cpus``/``num_gpus``
+    (all cores when ``num_cpus`` is not given, no GPUs when ``num_gpus`` is not)."""
+    import ray
+
+    # Inside a job submitted to a cluster (`bertflow submit`), Ray says where it is.
+    address = address or os.environ.get("RAY_ADDRESS")
+
+    def start() -> None:
+        if ray.is_initialized():  # another step got here first
+            return
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # "local": a new Ray of our own, not whatever `ray start` left on this machine.
+            ray.init(
+                address="local",
+                num_cpus=num_cpus if num_cpus is not None else (os.cpu_count() or 1),
+                num_gpus=num_gpus or 0,
+                include_dashboard=False,
+                log_to_driver=True,
+            )
+
+    _RAY_STARTER.submit(start).result()
+    log.info("ray: %s", ray.cluster_resources())
+
+
+def ray_storage(url: str):
+    """(storage_path, storage_filesystem) for Ray Train's ``RunConfig``: a local absolute
+    path as is; anything else through a pyarrow filesystem wrapping the fsspec one, so every
+    fsspec backend (s3 with a custom endpoint, gcs, ...) works the same."""
+    if url.startswith("memory://"):
+        raise ValueError(f"{url}: Ray Train's storage must be one every worker sees (a local path, s3://, gs://), "
+                         "not memory://")
+    fs, path = fs_for(url)
+    if is_local(url):
+        return os.path.abspath(path), None
+    import pyarrow.fs as pafs
+
+    return path, pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def torch_trainer(
+    train_fn: Callable[[dict], None],
+    config: dict[str, Any],
+    *,
+    output: str,
+    name: str,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float = 0,
+    max_failures: int = 0,
+    keep_checkpoints: int | None = None,
+    callbacks: Iterable = (),
+):
+    """A ``TorchTrainer`` running ``train_fn(config)`` on ``workers`` workers of
+    ``cpus_per_worker`` CPUs (and ``gpus_per_worker`` GPUs: NCCL, else gloo). Its run
+    folder is ``{output}/{name}``; Ray Train restarts the worker group up to
+    ``max_failures`` times and keeps the last ``keep_checkpoints`` reported checkpoints
+    (all when None). Ray must be connected (``connect_ray``)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_path, storage_fs = ray_storage(output)
+    use_gpu = gpus_per_worker > 0
+    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+    return TorchTrainer(
+        train_fn,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+            callbacks=list(callbacks),
+        ),
+    )
