@@ -1,0 +1,196 @@
+"""Every command in README.md's shell blocks (```sh, ```bash, ```console), run as a reader
+would type it, with .venv's `bertflow`, in a folder holding a copy of workflows.yaml and
+the sample data. What is run how is said in the README itself (the paragraph after "The
+command line"), so a reader sees it too:
+
+- `bertflow run ...` gets `--dry-run` (the plan, the spec and flags checked, no work);
+  `s3://` URLs go to the loopback S3 server of tests/conftest.py.
+- a line whose comment begins `needs ` (`# needs a cluster`, `# needs the bucket`) is
+  parsed, not run: argparse takes its flags and the spec loads its workflow.
+- `make TARGET`: `make -n TARGET` in the repository (nothing runs), and the `bertflow`
+  lines of its recipe as above; the whole demo is `make demo` itself.
+- a ```console block's `$ ` lines are run and what they print must be the lines below.
+- otherwise the command must exit 0, or, reading a run's record where there is none,
+  print just the line that says so.
+
+A wrong command (an unknown flag, a misspelled workflow) fails its test:
+`test_a_wrong_command_fails` checks that on purpose-made wrong lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BIN = ROOT / ".venv" / "bin"
+FENCE = re.compile(r"^```(sh|bash|console)[^\n]*\n(.*?)^```", re.M | re.S)
+NEEDS = re.compile(r"^needs\b")
+NO_RECORD = re.compile(r"^error: no run of workflow '[^']+' recorded under ")
+
+
+@dataclasses.dataclass
+class Command:
+    line: int              # in README.md
+    text: str              # as written, without its comment
+    comment: str = ""
+    expected: list[str] | None = None  # a console block's output
+
+    @property
+    def argv(self) -> list[str]:
+        return shlex.split(self.text)
+
+    def __str__(self) -> str:
+        return f"README.md:{self.line}: {self.text}"
+
+
+def commands(readme: str) -> list[Command]:
+    found: list[Command] = []
+    for block in FENCE.finditer(readme):
+        first = readme.count("\n", 0, block.start(2)) + 1
+        lines = block.group(2).splitlines()
+        if block.group(1) == "console":
+            for i, line in enumerate(lines):
+                if line.startswith("$ "):
+                    out = []
+                    for nxt in lines[i + 1:]:
+                        if nxt.startswith("$ "):
+                            break
+                        out.append(nxt.rstrip())
+                    found.append(Command(first + i, line[2:].strip(), expected=out))
+            continue
+        for i, line in enumerate(lines):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            text, _, comment = line.partition(" #")
+            found.append(Command(first + i, text.strip(), comment.strip()))
+    return found
+
+
+README_COMMANDS = commands(README.read_text())
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A folder as a reader's clone holds it for these commands: workflows.yaml and data/."""
+    where = tmp_path_factory.mktemp("readme")
+    shutil.copy(ROOT / "workflows.yaml", where / "workflows.yaml")
+    (where / "data").symlink_to(ROOT / "data")
+    return where
+
+
+def environment(work: Path) -> dict[str, str]:
+    # The digest cache in the folder, not in the home of whoever runs the tests.
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "BERTFLOW_CACHE": str(work / "cache")}
+
+
+def shell(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return done.returncode, [line.rstrip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+
+
+def parse_only(cmd: Command, work: Path) -> None:
+    """A command that needs what a test has not (a cluster, a bucket): its flags and its
+    workflow must be right."""
+    argv = cmd.argv
+    if argv[0] != "bertflow":
+        pytest.skip(f"{cmd}: not a bertflow command, and it {cmd.comment}")
+    from bertflow.infra import cli
+    from bertflow.infra.spec import SpecError, load
+
+    try:
+        args = cli._parser().parse_args(argv[1:])
+    except SystemExit as e:
+        raise AssertionError(f"{cmd}: bertflow refuses its arguments (exit {e.code})") from None
+    path = args.file if os.path.isabs(args.file) else str(work / args.file)
+    try:
+        spec = load(path, args.set, args.storage, getattr(args, "workflow", None))
+        if getattr(args, "workflow", None):
+            spec.workflow(args.workflow)
+    except SpecError as e:
+        raise AssertionError(f"{cmd}: {'; '.join(e.errors)}") from None
+
+
+def bertflow(cmd: Command, argv: list[str], work: Path, env: dict[str, str]) -> None:
+    if argv[1:2] == ["run"] and "--dry-run" not in argv:
+        argv = [*argv, "--dry-run"]
+    code, out = shell(argv, work, env)
+    if code == 0:
+        return
+    # A command that reads a run's record (status --run, report) finds none in a fresh folder.
+    assert code == 1 and len(out) == 1 and NO_RECORD.match(out[0]), \
+        f"{cmd}: {shlex.join(argv)} exited {code}:\n" + "\n".join(out[-20:])
+
+
+def check(cmd: Command, work: Path, request=None) -> None:
+    """Run ``cmd`` as the module's docstring says; AssertionError when it is wrong."""
+    if NEEDS.match(cmd.comment):
+        return parse_only(cmd, work)
+    argv = cmd.argv
+    if any(a.startswith("s3://") for a in argv):
+        assert request is not None, f"{cmd}: an s3:// command needs the loopback S3 server"
+        request.getfixturevalue("s3_endpoint")  # sets AWS_ENDPOINT_URL & co. in os.environ
+        import s3fs
+
+        fs = s3fs.S3FileSystem()
+        for bucket in {a[len("s3://"):].split("/")[0] for a in argv if a.startswith("s3://")}:
+            if not fs.exists(bucket):
+                fs.mkdir(bucket)
+        s3fs.S3FileSystem.clear_instance_cache()
+    env = environment(work)
+    if cmd.expected is not None:
+        code, out = shell(argv, work, env)
+        assert out == [line for line in cmd.expected if line.strip()], \
+            f"{cmd}: printed (exit {code}):\n" + "\n".join(out) + "\nREADME shows:\n" + "\n".join(cmd.expected)
+        return
+    if argv[0] == "make":
+        code, out = shell(["make", "-n", *argv[1:]], ROOT, env)
+        assert code == 0, f"{cmd}: make -n: exit {code}\n" + "\n".join(out)
+        # The recipe's other lines (an install, when .venv is older than pyproject.toml) are
+        # make's to run; a bertflow line is the README's command in other words.
+        recipe = [shlex.split(line) for line in out if Path(line.split(" ", 1)[0]).name == "bertflow"]
+        for argv in recipe:
+            bertflow(cmd, ["bertflow", *argv[1:]], work, env)
+        return
+    if argv[0] == "bertflow":
+        return bertflow(cmd, argv, work, env)
+    code, out = shell(argv, work, env)
+    assert code == 0, f"{cmd}: exit {code}:\n" + "\n".join(out[-20:])
+
+
+def test_the_readme_has_its_commands():
+    texts = [c.text for c in README_COMMANDS]
+    # The blocks the page is about; a FENCE that stopped matching would leave none.
+    assert "make demo" in texts and "bertflow run demo --dry-run" in texts
+    assert any(c.expected for c in README_COMMANDS), "the example error's console block"
+    assert sum(bool(NEEDS.match(c.comment)) for c in README_COMMANDS) >= 2
+
+
+@pytest.mark.parametrize("cmd", README_COMMANDS, ids=[f"line{c.line}" for c in README_COMMANDS])
+def test_readme_command(cmd, work, request):
+    check(cmd, work, request)
+
+
+@pytest.mark.parametrize("cmd", [
+    Command(0, "bertflow run demo --no-such-flag"),
+    Command(0, "bertflow run demoo"),
+    Command(0, "bertflow status demo --run"),
+    Command(0, "bertflow submit bert-base --adress http://head:8265", "needs a cluster"),
+    Command(0, "bertflow submit bert-bass --address http://head:8265", "needs a cluster"),
+    Command(0, "make demoo"),
+    Command(0, "python -m bertflow.pipelines.no_such_job --help"),
+    Command(0, "bertflow validate demo --set examples.dupe_factor=0",
+            expected=["error: workflows.demo.steps.examples.params.dupe_factor: must be >= 1 (line 1)"]),
+], ids=lambda c: c.text)
+def test_a_wrong_command_fails(cmd, work):
+    with pytest.raises(AssertionError):
+        check(cmd, work)
