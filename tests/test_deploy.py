@@ -93,8 +93,11 @@ def test_the_images_carry_the_same_beam_python_and_ray_and_every_package():
         spec = SpecifierSet(re.sub(r"^[A-Za-z0-9_.-]+(\[[^\]]*\])?", "", pins[name]).split(";")[0])
         assert Version(version) in spec, f"the images' {name} {version} is outside pyproject's {pins[name]}"
 
-    # Every package the wheel installs is copied into both images.
-    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    for package in (p.rstrip("*") for p in include):
+    # Every folder the wheel's packages come from (bertflow/, and data/ for bertflow.sample_data)
+    # is copied into both images.
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {setup.get("package-dir", {}).get(p, p.replace(".", "/")).split("/")[0] for p in setup["packages"]}
+    assert folders == {"bertflow", "data"}, folders
+    for folder in folders:
         for name, text in (("Dockerfile", ray_image), ("Dockerfile.dataflow", beam_image)):
-            assert f"COPY {package} ./{package}" in text, f"{name} does not copy {package}/"
+            assert f"COPY {folder} ./{folder}" in text, f"{name} does not copy {folder}/"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import posixpath
 import shutil
@@ -31,8 +32,34 @@ def join(root: str, *parts: str) -> str:
     return posixpath.join(root.rstrip("/"), *parts)
 
 
+# The fsspec backend of each store and the extra that installs it: local use needs none.
+BACKENDS = {"gs": ("gcsfs", "gcp"), "gcs": ("gcsfs", "gcp"), "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3")}
+
+
+class MissingBackend(ImportError):
+    """A store's URL on an install without the extra that reads that store."""
+
+
+def missing_backend(url: str) -> str:
+    """"" when this install has the backend of ``url``'s store (or it needs none), else one
+    line naming the extra to install. Looks the module up without importing it."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in BACKENDS:
+        return ""
+    module, extra = BACKENDS[scheme]
+    if importlib.util.find_spec(module) is not None:
+        return ""
+    return f"{url}: {scheme}:// needs {module}, which is not installed: pip install 'bertflow[{extra}]'"
+
+
 def fs_for(url: str):
-    return fsspec.core.url_to_fs(url)
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        problem = missing_backend(url)
+        if problem:
+            raise MissingBackend(problem) from e
+        raise
 
 
 def is_local(url: str) -> bool:

@@ -1,5 +1,6 @@
 """bertflow: run workflows.yaml, from raw text to a pretrained BERT and fine-tuned results.
 
+    bertflow init my-bert
     bertflow validate
     bertflow run demo --dry-run
     bertflow run demo --set pretrain.steps=600 --force finetune
@@ -99,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow a storage root on this machine's disk (only for a cluster whose every node "
                         "mounts that same path)")
 
+    i = sub.add_parser("init", help="write a starter workflows.yaml (the demo) and the sample data it reads into DIR")
+    i.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the folder (default: this one; created if missing)")
+
     rp = sub.add_parser("report", help="write an HTML page of a run (plan, example statistics, training curves, "
                                        "fine-tuning table) and print where")
     common(rp)
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_engine_logs()
+    if args.command == "init":  # no workflows file yet
+        return cmd_init(args)
     try:
         spec = load(args.file, args.set, args.storage, getattr(args, "workflow", None))
         if args.command in ("run", "status"):
@@ -345,6 +351,17 @@ def cmd_submit(spec, args) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     return submit(args)
+
+
+def cmd_init(args) -> int:
+    from .starter import StarterError, init
+
+    try:
+        print(init(args.dir), end="")
+    except StarterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_report(spec, args) -> int:

@@ -15,6 +15,8 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+from bertflow.contracts import storage
+
 CONNECT_TIMEOUT = 3.0
 
 CREDENTIALS = {
@@ -50,10 +52,13 @@ def endpoint(url: str) -> tuple[str, int] | None:
 
 def unreachable(urls: dict[str, str], timeout: float = CONNECT_TIMEOUT) -> str:
     """"" when every store among ``urls`` (``{what: url}``: ``storage``, a step's data
-    path) answers a TCP connect, else one line: what, the URL, the endpoint, the cause and
-    the credentials to set."""
+    path) has its backend installed and answers a TCP connect, else one line: what, the URL,
+    and the extra to install, or the endpoint, the cause and the credentials to set."""
     tried: set[tuple[str, int]] = set()
     for what, url in urls.items():
+        missing = storage.missing_backend(url)  # an install without the store's extra
+        if missing:
+            return f"{what} {missing}"
         where = endpoint(url)
         if where is None or where in tried:
             continue

@@ -265,14 +265,25 @@ class SpecFile:
             for path, value in values:
                 if isinstance(value, str) and PLACEHOLDER.search(value):
                     out.append(f"{path}: '{value}' looks like a placeholder: put in your own value")
+            stores = [settings["storage"]]
             for sname, step in wf.steps.items():
                 params = KINDS[step.kind].Params.model_validate(step.params)
                 for key, value in data_paths(params).items():
                     if "://" in value and not value.startswith("file://"):
-                        continue  # a store's objects: checked by the run, with the store's credentials
+                        # A store's objects: checked by the run, with the store's credentials.
+                        stores.append((f"{at}.steps.{sname}.params.{key}", value))
+                        continue
                     url = storage.absolute(value, self.base_dir)
                     if not (storage.glob(url) if any(c in url for c in "*?[") else Path(url.removeprefix("file://")).exists()):
                         out.append(f"{at}.steps.{sname}.params.{key}: {url}: no such file or folder")
+            # A store whose fsspec backend (its extra) is not installed: one line a workflow and
+            # store kind; `run` stops at it (preflight).
+            lacking: set[str] = set()
+            for path, url in stores:
+                missing = storage.missing_backend(url)
+                if missing and url.split("://")[0] not in lacking:
+                    lacking.add(url.split("://")[0])
+                    out.append(f"{path}: {missing}")
         return self._with_lines(list(dict.fromkeys(out)))
 
     @property
