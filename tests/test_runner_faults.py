@@ -227,12 +227,8 @@ def test_lease_is_exclusive_and_a_dead_holders_expires(tmp_path):
     lease.release()
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
-def test_lease_race_has_one_winner(where, tmp_path, request):
-    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
-    url = storage.join(root, "step", LEASE)
-    storage.makedirs(storage.join(root, "step"))
-    leases = [Lease(url, f"run-{i}", settle=0.5) for i in range(4)]
+def race(leases: list[Lease]) -> list[str]:
+    """The run ids of ``leases`` whose try_take, all started at once, took the lease."""
     start = threading.Barrier(len(leases))
     won: list[str] = []
 
@@ -246,11 +242,71 @@ def test_lease_race_has_one_winner(where, tmp_path, request):
         t.start()
     for t in threads:
         t.join()
+    return won
+
+
+def lease_root(where: str, tmp_path: Path, request) -> str:
+    return str(tmp_path) if where == "local" else request.getfixturevalue("s3_bucket")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_lease_race_has_one_winner(where, tmp_path, request):
+    """Local: an exclusive create; S3: PutObject with If-None-Match: *. Neither leans on the
+    settle (0 here): of four creators at once, exactly one wins, in every round."""
+    root = lease_root(where, tmp_path, request)
+    for round_ in range(5):
+        url = storage.join(root, f"step-{round_}", LEASE)
+        storage.makedirs(storage.join(root, f"step-{round_}"))
+        won = race([Lease(url, f"run-{i}", settle=0) for i in range(4)])
+        assert len(won) == 1 and storage.read_json(url)["run_id"] == won[0], (round_, won)
+
+
+class Stalls(Lease):
+    """A run that stalls (a long GC pause, a slow network) between looking at the lease and
+    writing it, until ``resume`` is set: the writer the settle-and-read-back cannot guard."""
+
+    def __init__(self, *args, resume: threading.Event, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.resume, self.looked = resume, threading.Event()
+
+    def holder(self):
+        seen = super().holder()
+        if not self.looked.is_set():
+            self.looked.set()
+            self.resume.wait(30)
+        return seen
+
+
+@pytest.mark.parametrize("lease_before", ["none", "expired"])
+def test_s3_lease_refuses_a_stalled_writer(lease_before, s3_bucket):
+    """On S3 the write is conditional on what the writer saw (If-None-Match: * for a free
+    lease, If-Match on the ETag of an expired one): a run that looked, stalled while another
+    took the lease, then wrote, does not take it (write-settle-read-back would let it)."""
+    url = storage.join(s3_bucket, "step", LEASE)
+    if lease_before == "expired":
+        storage.write_json(url, {"run_id": "run-dead", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600})
+    resume, got = threading.Event(), []
+    late = Stalls(url, "run-late", settle=0, resume=resume)
+    thread = threading.Thread(target=lambda: got.append(late.try_take()))
+    thread.start()
+    assert late.looked.wait(30)
+    assert Lease(url, "run-first", settle=0).try_take() is None
+    resume.set()
+    thread.join(30)
+    assert got and got[0] is not None and got[0]["run_id"] == "run-first"
+    assert storage.read_json(url)["run_id"] == "run-first"
+
+
+def test_s3_lease_takeover_race_has_one_winner(s3_bucket):
+    url = storage.join(s3_bucket, "step", LEASE)
+    storage.write_json(url, {"run_id": "run-dead", "host": "elsewhere", "pid": 1, "heartbeat": time.time() - 3600})
+    won = race([Lease(url, f"run-{i}", settle=0) for i in range(4)])
     assert len(won) == 1 and storage.read_json(url)["run_id"] == won[0]
 
 
-def test_heartbeat_notices_a_lost_lease(tmp_path):
-    url = str(tmp_path / LEASE)
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_heartbeat_notices_a_lost_lease(where, tmp_path, request):
+    url = storage.join(lease_root(where, tmp_path, request), LEASE)
     lease = Lease(url, "run-a", interval=0.05)
     lease.acquire(wait=0)
     storage.write_json(url, {"run_id": "run-b", "host": "elsewhere", "pid": 1, "heartbeat": time.time()})
