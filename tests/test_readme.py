@@ -19,7 +19,9 @@ A wrong command (an unknown flag, a misspelled workflow) fails its test:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 import shlex
@@ -120,8 +122,20 @@ def parse_only(cmd: Command, work: Path) -> None:
         raise AssertionError(f"{cmd}: {'; '.join(e.errors)}") from None
 
 
+def subcommand(argv: list[str]) -> str | None:
+    """The bertflow command ``argv`` names (options may come before it: `-f FILE run`),
+    None when bertflow would refuse it (the real command then says how)."""
+    from bertflow.infra import cli
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            return cli._parser().parse_args(argv[1:]).command
+    except SystemExit:
+        return None
+
+
 def bertflow(cmd: Command, argv: list[str], work: Path, env: dict[str, str]) -> None:
-    if argv[1:2] == ["run"] and "--dry-run" not in argv:
+    if subcommand(argv) == "run" and "--dry-run" not in argv:
         argv = [*argv, "--dry-run"]
     code, out = shell(argv, work, env)
     if code == 0:
@@ -183,6 +197,7 @@ def test_readme_command(cmd, work, request):
 @pytest.mark.parametrize("cmd", [
     Command(0, "bertflow run demo --no-such-flag"),
     Command(0, "bertflow run demoo"),
+    Command(0, "bertflow -f nosuch.yaml run demo"),
     Command(0, "bertflow status demo --run"),
     Command(0, "bertflow submit bert-base --adress http://head:8265", "needs a cluster"),
     Command(0, "bertflow submit bert-bass --address http://head:8265", "needs a cluster"),
