@@ -179,3 +179,20 @@ def test_cola_tsv_without_a_header_reads_with_the_tasks_columns(tmp_path):
     rows, skipped = read_rows(cfg, str(path))
     assert skipped == 0 and [r.text for r in rows] == [" ".join(r["text"].split()) for r in original]
     assert [r.label for r in rows] == [r["label"] for r in original]
+
+
+def test_classification_and_regression_share_one_definition_of_their_columns():
+    from bertflow.trainer.finetune.tasks import task_type
+    from bertflow.trainer.finetune.tasks.columns import TextColumns
+
+    classification, regression = task_type("classification"), task_type("regression")
+    assert issubclass(classification, TextColumns) and issubclass(regression, TextColumns)
+    for name, field in TextColumns.model_fields.items():
+        if name in TextColumns.__annotations__:  # the column fields, not TaskConfig's
+            assert classification.model_fields[name].description == field.description
+            assert regression.model_fields[name].description == field.description
+    # each reads its own layout by default: GLUE's text,label; STS-B's sentence1,sentence2,score
+    assert (classification.model_fields["text_column"].default, classification.model_fields["label_column"].default) \
+        == ("text", "label")
+    assert [regression.model_fields[k].default for k in ("text_column", "text_pair_column", "label_column")] \
+        == ["sentence1", "sentence2", "score"]

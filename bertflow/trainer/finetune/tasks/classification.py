@@ -16,47 +16,17 @@ import collections
 import csv
 import io
 import logging
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 
-from ..files import read_records
 from ..metrics import classification_metrics
-from .base import Split, Task, TaskConfig
+from .base import Split, Task
+from .columns import Row, TextColumns, read_rows
+
+__all__ = ["Classification", "Config", "Row", "read_rows"]  # the reader is columns'; imported from here too
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Row:
-    id: str
-    text: str
-    pair: str | None
-    label: str
-
-
-def read_rows(cfg: "Config", url: str, limit: int | None = None) -> tuple[list[Row], int]:
-    rows, skipped = [], 0
-    needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    for i, (n, rec) in enumerate(read_records(url, cfg.columns)):
-        if limit is not None and len(rows) >= limit:
-            break
-        if i == 0 and "__error__" not in rec and set(needed) - set(rec):
-            raise ValueError(f"{url}: no column(s) {sorted(set(needed) - set(rec))}; "
-                             f"the file has {sorted(rec)}")
-        missing = [c for c in needed if rec.get(c) in (None, "")]
-        if "__error__" in rec or missing:
-            skipped += 1
-            log.warning("%s:%d: skipped: %s", url, n, rec.get("__error__") or f"no value for {missing}")
-            continue
-        rid = str(rec[cfg.id_column]) if cfg.id_column and rec.get(cfg.id_column) is not None else str(i)
-        rows.append(Row(rid, str(rec[cfg.text_column]),
-                        str(rec[cfg.text_pair_column]) if cfg.text_pair_column else None,
-                        str(rec[cfg.label_column])))
-    if not rows:
-        raise ValueError(f"{url}: no usable rows (columns {needed}); check the column names")
-    return rows, skipped
 
 
 class Classification(Task):
@@ -115,14 +85,8 @@ class Classification(Task):
         return metrics, {"csv": out.getvalue().encode()}
 
 
-class Config(TaskConfig):
+class Config(TextColumns):
     type: Literal["classification"] = "classification"
-    text_column: str = "text"
-    text_pair_column: str | None = Field(None, description="the second text of a pair")
-    label_column: str = "label"
-    id_column: str | None = Field(None, description="default: the row number")
-    columns: list[str] | None = Field(None, description="the column names of a CSV/TSV without a header line "
-                                                        "(GLUE's CoLA: [source, label, original, sentence])")
     metric: Literal["accuracy", "f1", "mcc"] = Field(
         "accuracy", description="the dev metric that picks the best setting, as GLUE scores the task: mcc (CoLA), "
                                 "f1 of the second label of two (MRPC, QQP), accuracy (the others)")

@@ -22,11 +22,9 @@ import logging
 import math
 from typing import Literal
 
-from pydantic import Field
-
 from ..metrics import regression_metrics
-from .base import Split, Task, TaskConfig
-from .classification import read_rows
+from .base import Split, Task
+from .columns import LabelColumn, PairColumn, TextColumn, TextColumns, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +85,12 @@ class Regression(Task):
         return metrics, {"csv": out.getvalue().encode()}
 
 
-class Config(TaskConfig):
+class Config(TextColumns):
     type: Literal["regression"] = "regression"
-    text_column: str = "sentence1"
-    text_pair_column: str | None = Field("sentence2", description="the second text of a pair (None: single texts)")
-    label_column: str = Field("score", description="the score to predict, a number")
-    id_column: str | None = Field(None, description="default: the row number")
-    columns: list[str] | None = Field(None, description="the column names of a CSV/TSV without a header line")
+    # STS-B's header by default (classification's are text and label)
+    text_column: TextColumn = "sentence1"
+    text_pair_column: PairColumn = "sentence2"
+    label_column: LabelColumn = "score"
 
     main_metric = "pearson_spearman"
     implementation = Regression
