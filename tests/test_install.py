@@ -76,7 +76,8 @@ def test_the_wheel_holds_every_package_and_the_sample_data(installed):
                if "__pycache__" not in p.parts}
     missing = sorted(f for f in folders if not any(n.startswith(f + "/") and n.endswith(".py") for n in names))
     assert not missing, f"pyproject's [tool.setuptools] packages leave out {missing}"
-    data = {str(p.relative_to(ROOT / "data")) for p in (ROOT / "data").rglob("*") if p.is_file()}
+    data = {str(p.relative_to(ROOT / "data")) for p in (ROOT / "data").rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
     shipped = {n.removeprefix("bertflow/sample_data/") for n in names if n.startswith("bertflow/sample_data/")}
     assert shipped == data
     assert not any(n.startswith(("tests/", "benchmarks/", "data/")) for n in names)
@@ -103,6 +104,8 @@ def test_outside_the_repo_init_validate_plan_and_run_a_step(installed, tmp_path)
     for rel in ("wikipedia/enwiki-sample.xml.bz2", "books/austen-emma.txt", "finetune/qa/squad-sample.json", "README.md"):
         assert (project / "data" / rel).read_bytes() == (ROOT / "data" / rel).read_bytes()
     assert "cd my-bert" in init.stdout and "bertflow run demo" in init.stdout
+    copied = {str(p.relative_to(project / "data")) for p in (project / "data").rglob("*") if p.is_file()}
+    assert "__init__.py" not in copied and "README.md" in copied
 
     again = bertflow(installed, home, "init", "my-bert")
     assert again.returncode == 2

@@ -2,7 +2,8 @@
 
 It writes ``DIR/workflows.yaml`` (the demo workflow, the same as the repo's) and
 ``DIR/data/`` (the sample corpus and fine-tuning sets it reads, copied from the installed
-package: ``bertflow.sample_data`` is the repo's ``data/`` folder, shipped in the wheel).
+package: ``bertflow.sample_data`` is the repo's ``data/`` folder, shipped in the wheel, and
+an editable install's ``data/`` itself).
 An existing ``workflows.yaml`` is never overwritten.
 """
 
@@ -68,16 +69,16 @@ class StarterError(Exception):
     """A folder that `init` would have to overwrite: one line, nothing written."""
 
 
-def sample_files() -> dict[str, resources.abc.Traversable]:
-    """``{relative path: file}`` of the installed sample data."""
-    out: dict[str, resources.abc.Traversable] = {}
+def sample_files() -> dict:
+    """``{relative path: file}`` of the installed sample data (importlib.resources' files)."""
+    out = {}
 
     def walk(node, prefix: str) -> None:
         for child in node.iterdir():
             if child.is_dir():
                 if child.name != "__pycache__":
                     walk(child, f"{prefix}{child.name}/")
-            else:
+            elif not (prefix == "" and child.name == "__init__.py"):  # what makes it a package
                 out[prefix + child.name] = child
 
     walk(resources.files(SAMPLE_DATA), "")
