@@ -27,8 +27,9 @@ from bertflow.pipelines.local_worker import RUNNER_PID
 FN_API_RUNNER = "bertflow.pipelines.local_runner.LocalRunner"
 LOCAL_RUNNERS = {"directrunner", "direct", "fnapirunner", FN_API_RUNNER.lower(),
                  "apache_beam.runners.portability.fn_api_runner.fnapirunner"}
-# exec: the shell the FnApiRunner starts it with becomes the worker.
-WORKER_COMMAND = f"exec {shlex.quote(sys.executable)} -m bertflow.pipelines.local_worker"
+# exec: the shell the FnApiRunner starts it with becomes the worker. trap '' INT: the worker
+# starts with Ctrl-C ignored (kept across exec), so one that is still importing prints no traceback.
+WORKER_COMMAND = f"trap '' INT; exec {shlex.quote(sys.executable)} -m bertflow.pipelines.local_worker"
 
 
 class LocalRunner(FnApiRunner):

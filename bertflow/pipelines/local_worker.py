@@ -63,6 +63,7 @@ def watch() -> None:
 def main() -> None:
     # A terminal's Ctrl-C reaches the whole process group: the job's process handles it
     # (and its end ends this worker); a worker that took it would print its tracebacks.
+    # LocalRunner's command starts it ignored already; this covers a worker started otherwise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watch()
     from apache_beam.runners.worker import sdk_worker_main
