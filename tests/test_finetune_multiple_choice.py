@@ -103,3 +103,27 @@ def test_questions_are_read_and_bad_rows_skipped_with_their_line(tmp_path, caplo
         task.load(str(DATA / "choice/dev.csv"), train=False)
     with pytest.raises(ValueError, match="two or more different endings"):
         choice(ending_columns=["ending0"])
+
+
+def test_the_completion_set_is_real_sentences_cut_in_two():
+    """data/finetune/completion (the benchmark's set): each context plus its right ending is a
+    sentence of its novel as the books step splits it; each wrong ending ends another of
+    its sentences; no novel is in both splits."""
+    from bertflow.pipelines.books import book_document
+
+    books, novels = {}, {}
+    for split in ("train", "dev"):
+        with open(DATA / f"completion/{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == {"train": 800, "dev": 400}[split] and len({r["id"] for r in rows}) == len(rows)
+        books[split] = {r["id"].rsplit("-", 1)[0] for r in rows}
+        for r in rows[:25]:
+            name, index = r["id"].rsplit("-", 1)
+            if name not in novels:
+                novels[name] = book_document(str(DATA.parent / f"books/austen-{name}.txt"), name,
+                                             lambda *a, **k: None)["sentences"]
+            sentences = novels[name]
+            endings = [r[f"ending{k}"] for k in range(4)]
+            assert sentences[int(index)] == f"{r['sent1']} {endings[int(r['label'])]}"
+            assert all(any(s.endswith(" " + e) for s in sentences) for e in endings)
+    assert books["train"].isdisjoint(books["dev"]) and len(books["train"]) == 4 and len(books["dev"]) == 2
