@@ -13,12 +13,16 @@ command line"), so a reader sees it too:
 - otherwise the command must exit 0, or, reading a run's record where there is none,
   print just the line that says so.
 
+A `bertflow ...` command named in the prose (outside the blocks) is parsed: its verb must
+exist and its flags parse, a capitalised placeholder (`WORKFLOW`) read as the demo.
+
 A wrong command (an unknown flag, a misspelled workflow) fails its test:
 `test_a_wrong_command_fails` checks that on purpose-made wrong lines.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
@@ -77,7 +81,18 @@ def commands(readme: str) -> list[Command]:
     return found
 
 
+INLINE = re.compile(r"`(bertflow [a-z][^`\n]*)`")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z_]+$")  # WORKFLOW, DIR: the reader's own value
+
+
+def inline_commands(readme: str) -> list[Command]:
+    """The `bertflow ...` commands the prose names, outside the shell blocks."""
+    prose = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), readme)
+    return [Command(prose.count("\n", 0, m.start()) + 1, m.group(1)) for m in INLINE.finditer(prose)]
+
+
 README_COMMANDS = commands(README.read_text())
+INLINE_COMMANDS = inline_commands(README.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +207,30 @@ def test_the_readme_has_its_commands():
 @pytest.mark.parametrize("cmd", README_COMMANDS, ids=[f"line{c.line}" for c in README_COMMANDS])
 def test_readme_command(cmd, work, request):
     check(cmd, work, request)
+
+
+def check_inline(cmd: Command, work: Path) -> None:
+    """A command named in the prose: its verb is bertflow's; with arguments (a placeholder
+    in capitals standing for the demo's), bertflow takes them and the spec has the workflow."""
+    from bertflow.infra import cli
+
+    verb = cmd.argv[1]
+    verbs = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert verb in verbs, f"{cmd}: bertflow has no command {verb!r} (it has {', '.join(verbs)})"
+    if len(cmd.argv) > 2:
+        text = shlex.join("demo" if PLACEHOLDER.match(a) else a for a in cmd.argv)
+        parse_only(dataclasses.replace(cmd, text=text), work)
+
+
+@pytest.mark.parametrize("cmd", INLINE_COMMANDS, ids=[f"line{c.line}" for c in INLINE_COMMANDS])
+def test_readme_prose_command(cmd, work):
+    check_inline(cmd, work)
+
+
+def test_a_wrong_prose_command_fails(work):
+    for text in ("bertflow stats demo", "bertflow status demo --runs latest", "bertflow submit WORKFLOW --adress x"):
+        with pytest.raises(AssertionError):
+            check_inline(Command(0, text), work)
 
 
 @pytest.mark.parametrize("cmd", [
