@@ -73,7 +73,7 @@ class JoinKind(StepKind):
         if ctx.params.fail:
             raise RuntimeError("asked to fail")
         if ctx.params.hang:
-            print(f"HANGING pid={os.getpid()}", flush=True)
+            ctx.log.warning("HANGING pid=%d", os.getpid())  # on the terminal: a print goes to the step log
             time.sleep(600)
         _write(f"{ctx.output}/text.txt", ctx.params.separator.join(parts))
         return {"parts": len(parts)}

@@ -4,6 +4,7 @@
     bertflow validate
     bertflow run demo --dry-run
     bertflow run demo --set pretrain.steps=600 --force finetune
+    bertflow run demo -v                          # Ray's and Beam's own logs on the terminal too
     bertflow status demo
     bertflow status demo --run latest
     bertflow submit bert-base --address http://127.0.0.1:8265
@@ -29,14 +30,17 @@ from bertflow.contracts.config import data_paths
 
 from . import preflight
 from . import runner as runner_mod
+from .console import Console, plain
 from .kinds import KINDS
+from .kinds.pretrain import last_metrics
 from .spec import SpecError, load
 
 FILE_HELP = "the workflows file (default ./workflows.yaml); before or after the command"
 STORAGE_HELP = "override the storage root (any fsspec URL: a folder, gs://, s3://)"
 # States in which `status` exits 1: the step needs a fix or a rerun.
 FAILED_STATES = ("failed", "died")
-METRICS = "metrics.jsonl"  # trainer.metrics_log.JSONL (infra reads the trainer's files, never imports it)
+VERBOSE_HELP = ("also show what the engines log and print (Ray, Ray Train, Beam); without it that goes to "
+                "each step's _logs/step.log")
 
 
 def version() -> str:
@@ -52,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"bertflow {version()}")
     p.add_argument("-f", "--file", default="workflows.yaml", help=FILE_HELP)
     p.add_argument("--storage", help=STORAGE_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="run `bertflow COMMAND -h` for its flags")
 
     def common(sp, workflow=True):
@@ -75,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", metavar="STEP", help="run this step and what it needs, nothing else")
     r.add_argument("--force", action="append", default=[], metavar="STEP", help="redo STEP (and what reads it)")
     r.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    r.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     r.add_argument("--lease-wait", type=float, metavar="SECONDS",
                    help="how long to wait for a step that another run is writing, then fail naming that run "
                         "(default: wait until that run is done with it)")
@@ -115,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.command == "run":  # its console: the runner's own lines on stdout, the engines' in the step logs
+        logging.getLogger().setLevel(logging.INFO)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_engine_logs()
     if args.command == "init":  # no workflows file yet
         return cmd_init(args)
@@ -138,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_engine_logs() -> None:
-    """Beam's local runner relays every worker's start-up and shutdown chatter; keep its
-    warnings and errors, and the steps' own progress, on the console."""
-    logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    """Beam's local runner relays every worker's start-up and shutdown chatter: not even
+    to the step's log. (Beam's INFO records reach the step's log, and Dataflow's job link
+    the terminal too: ``bertflow.infra.console``.)"""
     logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
         lambda r: "semi_persistent_directory" not in r.getMessage()
     )
@@ -201,7 +210,10 @@ def cmd_run(spec, args) -> int:
             for p in r.plan(args.only, args.force):
                 print(f"{p.action:6} {p.name:14} {p.kind:16} {p.output}  ({p.reason})")
             return 0
-        outcomes = r.run(args.only, args.force, lease_wait=args.lease_wait)
+        console = Console(sys.stdout, verbose=args.verbose)
+        r.console = console
+        with console.attached():
+            outcomes = r.run(args.only, args.force, lease_wait=args.lease_wait)
     except runner_mod.StepFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)
         if e.outcome.log:
@@ -222,14 +234,7 @@ def cmd_run(spec, args) -> int:
         raise
     except Exception as e:  # noqa: BLE001 - reading the storage root failed: one line, not a traceback
         return storage_error(r, e)
-    print()
-    for o in outcomes:
-        summary = KINDS[r.wf.steps[o.name].kind].summary(o.output)
-        if summary:
-            print(f"== {o.name}: {o.output}\n{summary.rstrip()}\n")
-    for o in outcomes:
-        print(f"{o.action:7} {o.name:14} {o.seconds:8.1f}s  {o.output}")
-    print(f"run record: {r.record_url or 'not written (see the warning above)'}")
+    console.summary(r, outcomes)
     return 0
 
 
@@ -249,27 +254,10 @@ def storage_error(r, e: Exception) -> int:
 
 
 def progress(output: str, params: dict) -> dict | None:
-    """A running step's progress from what it writes as it goes: the pretraining loop's
-    ``metrics.jsonl`` (its last line's step of ``steps``; the ETA from its throughput).
-    None when the step's folder has none (Beam steps, fine-tuning: its trials write theirs)."""
-    total, url = params.get("steps"), storage.join(output, METRICS)
-    if not isinstance(total, int) or not storage.exists(url):
-        return None
-    last = None
-    for line in storage.read_text(url).splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line still being written
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            last = record
-    if last is None:
-        return None
-    out = {"step": last["step"], "total": total}
-    rate, batch = last.get("sequences_per_s"), params.get("batch_size")
-    if rate and batch:
-        out["eta_s"] = round((total - last["step"]) * batch / rate, 1)
-    return out
+    """A pretraining step's progress from its ``metrics.jsonl``: ``{"step", "total",
+    "eta_s"}``, None before its first line (``bertflow.infra.kinds.pretrain.last_metrics``)."""
+    found = last_metrics(output, params)
+    return found[0] if found else None
 
 
 def since(at: str | None) -> str:
@@ -308,8 +296,8 @@ def cmd_status(spec, args) -> int:
                 print(f"run {url} (started {record.get('started')}: {' '.join(record.get('argv') or [])})")
         rows = r.status()
         for row in rows:
-            if row["state"] == "running":
-                row["progress"] = progress(row["output"], params[row["step"]])
+            if row["state"] == "running":  # what its kind reads from the files it has written so far
+                row["progress"] = KINDS[row["kind"]].progress(row["output"], params[row["step"]])
     except Exception as e:  # noqa: BLE001 - reading the storage root failed: one line, not a traceback
         return storage_error(r, e)
     failed = 1 if any(row["state"] in FAILED_STATES for row in rows) else 0
@@ -321,9 +309,8 @@ def cmd_status(spec, args) -> int:
         print(f"{row['state']:12} {row['step']:14} {took:>9}  {row['output']}  {runner_mod.counters_text(row.get('counters', {}))}")
         if row["state"] == "running":
             p = row.get("progress")
-            done = f"step {p['step']}/{p['total']} ({p['step'] / p['total']:.0%})" if p else "no progress recorded"
-            eta = f", ETA {p['eta_s'] / 60:.1f} min" if p and "eta_s" in p else ""
-            print(f"{'':12} {done}{eta}, {since(row.get('at'))}".rstrip(", "))
+            done = plain(row["step"], p).split("] ", 1)[1] if p else "no progress recorded"
+            print(f"{'':12} {done}, {since(row.get('at'))}".rstrip(", "))
         if row.get("held_by"):
             print(f"{'':12} written by {row['held_by']}")
         if row.get("error"):

@@ -151,8 +151,11 @@ def manifest_mismatch(listed: dict[str, int], found: dict[str, int]) -> str:
 
 
 class Runner:
-    def __init__(self, workflow: Workflow):
+    def __init__(self, workflow: Workflow, console=None):
+        """``console``: a ``bertflow.infra.console.Console`` that shows each running step's
+        progress (the runner's own lines reach it through logging: ``extra={"console": ...}``)."""
         self.wf = workflow
+        self.console = console
         self.root = storage.resolve_root(workflow.storage, workflow.base_dir)
         self.hashes: dict[str, str] = {}
         # What each step's data paths hold (a dump, books, a task's files): their content
@@ -252,7 +255,8 @@ class Runner:
         outcomes = {p.name: StepOutcome(p.name, "reused", p.output) for p in planned if p.action == "reuse"}
         todo = [p for p in planned if p.action == "run"]
         for p in planned:
-            log.info("%-10s %-6s %s (%s)", p.name, p.action, p.output, p.reason)
+            log.info("%-10s %-6s %s (%s)", p.name, p.action, p.output, p.reason,
+                     extra={"console": "reused" if p.action == "reuse" else None})
         try:
             self._schedule(todo, outcomes)
         finally:
@@ -331,13 +335,14 @@ class Runner:
             lease = Lease(storage.join(p.output, LEASE), self.run_id)
 
             def waiting(holder: dict) -> None:
-                logger.info("step %s: waiting for %s, which is writing %s", p.name, describe(holder), p.output)
+                logger.info("step %s: waiting for %s, which is writing %s", p.name, describe(holder), p.output,
+                            extra={"console": None})
 
             with bookkeeping(lease.url):
                 waited = lease.acquire(self.lease_wait, waiting, cancel)
             self._leases[p.name] = lease  # only the lease's holder writes the step's status
             if waited and self.is_done(p.name):
-                logger.info("step %s: done by the run it waited for; reused", p.name)
+                logger.info("step %s: done by the run it waited for; reused", p.name, extra={"console": "reused"})
                 outcome.action = "reused"
                 return
             with bookkeeping(storage.join(p.output, LOG)):
@@ -345,7 +350,10 @@ class Runner:
             outcome.log = self._log_url(p, local_log)
             self._log_urls[p.name] = outcome.log
             self._start_attempt(p, outcome.log)
-            logger.info("step %s (%s) -> %s", p.name, step.kind, p.output)
+            logger.info("step %s (%s) -> %s", p.name, step.kind, p.output, extra={"console": "start"})
+            if self.console is not None:
+                params = self.wf.params[p.name].model_dump(mode="json")
+                self.console.watch(p.name, functools.partial(kind.progress, p.output, params))
             ctx = StepContext(
                 step=p.name,
                 output=p.output,
@@ -386,7 +394,10 @@ class Runner:
                 "host": socket.gethostname(),
                 "run_id": self.run_id,
             }
-            logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, counters_text(counters))
+            if self.console is not None:
+                self.console.unwatch(p.name)
+            logger.info("step %s done in %.1fs: %s", p.name, outcome.seconds, counters_text(counters),
+                        extra={"console": "done"})
             with bookkeeping(storage.join(p.output, LOG)):
                 self._close_log(p, local_log, handler)
             handler = None
@@ -398,6 +409,8 @@ class Runner:
             except Exception as e:  # noqa: BLE001 - the manifest says done; a stale status must not undo it
                 logger.warning("step %s: done, but its %s could not be updated: %s", p.name, STATUS, cause(e))
         except BaseException as e:  # noqa: BLE001 - a failed step must be recorded, whatever it raised
+            if self.console is not None:
+                self.console.unwatch(p.name)
             interrupted = cancel.is_set() or isinstance(e, (Interrupted, KeyboardInterrupt))
             outcome.action = "interrupted" if interrupted else "failed"
             outcome.seconds = time.time() - t0
@@ -410,7 +423,9 @@ class Runner:
                                                      (p.name, outcome.error, traceback.format_exc()), None))
             else:
                 outcome.error = f"{type(e).__name__}: {e}"
-                logger.error("step %s failed: %s\n%s", p.name, outcome.error, traceback.format_exc())
+                # The terminal gets the line, the step's log the traceback too.
+                logger.error("step %s failed: %s", p.name, outcome.error, extra={"console": "failed"})
+                logger.info("step %s: the traceback\n%s", p.name, traceback.format_exc())
             if handler is not None:
                 try:
                     self._close_log(p, local_log, handler)
@@ -455,9 +470,10 @@ class Runner:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         handler = logging.FileHandler(path, mode="a")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        # This thread's records only: other steps may run beside it.
+        # This thread's records, and those of threads that are no step's (a local Ray's
+        # relay of its workers' output, Beam's worker handlers): other steps may run beside it.
         ident = threading.get_ident()
-        handler.addFilter(lambda record: record.thread == ident)
+        handler.addFilter(lambda record: record.thread == ident or not (record.threadName or "").startswith("step-"))
         logging.getLogger().addHandler(handler)
         return path, handler
 

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # the *thread* that started them ends. Steps may run in threads of their own, so Ray is
 # started from this thread instead, which lives as long as the process.
 _RAY_STARTER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-starter")
+# Set in this process, and so in every process of the local Ray it starts (its raylet
+# inherits the environment, its workers the raylet's): Ray is ours alone and ends with us.
+LOCAL_RAY = "BERTFLOW_LOCAL_RAY"
 
 
 def connect_ray(address: str | None = None, num_cpus: float | None = None, num_gpus: float | None = None) -> None:
@@ -47,9 +50,13 @@ def connect_ray(address: str | None = None, num_cpus: float | None = None, num_g
     def start() -> None:
         if ray.is_initialized():  # another step got here first
             return
+        # configure_logging=False: Ray's records go through this process's logging (the
+        # step's log; the terminal with `bertflow run -v`), not a stderr handler of its own;
+        # log_to_driver: what the workers print is relayed here, to land in the same place.
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=True, configure_logging=False)
         else:
+            os.environ[LOCAL_RAY] = "1"
             # "local": a new Ray of our own, not whatever `ray start` left on this machine.
             ray.init(
                 address="local",
@@ -57,10 +64,34 @@ def connect_ray(address: str | None = None, num_cpus: float | None = None, num_g
                 num_gpus=num_gpus or 0,
                 include_dashboard=False,
                 log_to_driver=True,
+                configure_logging=False,
             )
+        logging.getLogger("ray").propagate = True  # configure_logging=False drops Ray's handler, not its propagate=False
 
     _RAY_STARTER.submit(start).result()
     log.info("ray: %s", ray.cluster_resources())
+
+
+def trainer_class():
+    """Ray Train's ``TorchTrainer``; on a local Ray without its placement-group cleaner.
+
+    Ray Train (2.60) starts, for every ``fit``, a detached ``PlacementGroupCleaner``
+    actor (one more worker process) that asks the State API each second whether the
+    controller is alive, to free its placement group should the controller die. The State
+    API is served by the dashboard, which a local Ray here runs without: each ask fails
+    with a warning. And a local Ray ends with this process, placement groups and all, so
+    there is nothing for it to clean; on a cluster it stays."""
+    from ray.train.torch import TorchTrainer
+
+    if os.environ.get(LOCAL_RAY) != "1":
+        return TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class LocalTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return LocalTorchTrainer
 
 
 def ray_storage(url: str):
@@ -97,12 +128,12 @@ def torch_trainer(
     ``max_failures`` times and keeps the last ``keep_checkpoints`` reported checkpoints
     (all when None). Ray must be connected (``connect_ray``)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     storage_path, storage_fs = ray_storage(output)
     use_gpu = gpus_per_worker > 0
     resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
-    return TorchTrainer(
+    return trainer_class()(
         train_fn,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

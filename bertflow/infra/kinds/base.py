@@ -86,3 +86,27 @@ class StepKind:
         """What `bertflow run` prints about a done step's output at the end (a table of
         results, say); None for nothing."""
         return None
+
+    @classmethod
+    def progress(cls, output: str, params: dict) -> dict | None:
+        """A running step's progress from what it has written so far (``params``: its
+        parameters as JSON): ``{"n", "total" (None when unknown), "unit", "text"}``, or None
+        while there is nothing to show. The console's bars and ``bertflow status`` read it.
+        By default the files written under the output folder (a Beam job's shards and
+        spill runs: a local Beam job shows no metrics until it ends)."""
+        return files_written(output)
+
+    @classmethod
+    def artifacts(cls, output: str) -> dict[str, list[str]]:
+        """What the end of `bertflow run` points to in a done step's folder: ``models``
+        (transformers folders) and ``tensorboard`` (log folders)."""
+        return {}
+
+
+def files_written(output: str) -> dict | None:
+    files = storage.list_files(output)
+    # the job's files and its spill runs, not the runner's (_status.json, _lease.json, _logs/)
+    found = {k: v for k, v in files.items() if not k.startswith("_") or k.startswith("_spill/")}
+    if not found:
+        return None
+    return {"n": len(found), "total": None, "unit": "files", "text": f"{sum(found.values()) / 1e6:.1f} MB written"}

@@ -34,6 +34,7 @@ A task's settings are its type's ``Config`` in ``bertflow/trainer/finetune/tasks
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import shutil
@@ -42,7 +43,7 @@ import tempfile
 from bertflow.contracts import storage
 from bertflow.contracts.config import data_paths
 from bertflow.infra.inputs import identity
-from bertflow.trainer.finetune.config import FinetuneConfig
+from bertflow.trainer.finetune.config import FinetuneConfig, grid_settings, seeds_of
 
 from . import register
 from .base import Input, StepContext, StepKind
@@ -71,6 +72,51 @@ class Finetune(StepKind):
 
         with fsspec.open(f"{output}/results.md", "r") as f:
             return f.read()
+
+    @classmethod
+    def progress(cls, output: str, params: dict) -> dict | None:
+        """Epochs done over every trial's (the trials' ``metrics.jsonl``: a line per epoch
+        and, between them, the fractional epoch of each logged step; a trial with
+        ``result.json`` is done), the trials done, the last dev score seen."""
+        config = FinetuneConfig.model_validate(params)
+        epochs = trials = 0
+        for task in config.tasks:
+            n = len(list(grid_settings(task, config.grid))) * len(seeds_of(task, config.grid)[0])
+            trials += n
+            epochs += n * task.epochs
+        tasks = {t.name: t for t in config.tasks}
+        done, finished, latest = 0.0, 0, None
+        for folder in storage.glob(storage.join(output, "trials", "*", "*")):
+            task = tasks.get(posixpath.basename(posixpath.dirname(folder.rstrip("/"))))
+            if task is None:
+                continue
+            if storage.exists(storage.join(folder, "result.json")):
+                done, finished = done + task.epochs, finished + 1
+                continue
+            url = storage.join(folder, "metrics.jsonl")
+            if not storage.exists(url):
+                continue
+            seen = 0.0
+            for line in storage.read_text(url).splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line still being written
+                seen = max(seen, float(record.get("epoch") or 0))
+                score = record.get(f"dev/{task.main_metric}")
+                if isinstance(score, (int, float)):
+                    latest = f"{task.name} dev {task.main_metric} {score * task.scale:.1f}"
+            done += min(seen, task.epochs)
+        if not done and not finished:
+            return None
+        text = f"trials {finished}/{trials} done" + (f" | {latest}" if latest else "")
+        return {"n": round(done, 2), "total": epochs, "unit": "epoch", "text": text}
+
+    @classmethod
+    def artifacts(cls, output: str) -> dict[str, list[str]]:
+        models = storage.glob(storage.join(output, "trials", "*", "*", "model"))
+        shown = [storage.join(output, "trials", "<task>", "<trial>", "model") + f" ({len(models)} folders)"]
+        return {"models": shown if models else [], "tensorboard": [storage.join(output, "trials")]}
 
     def run(self, ctx: StepContext) -> dict[str, float]:
         from bertflow.trainer.finetune.fanout import finetune

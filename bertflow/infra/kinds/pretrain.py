@@ -17,11 +17,39 @@ the step succeeds, so a rerun after a crash resumes from the last checkpoint in 
 
 from __future__ import annotations
 
+import json
+
+from bertflow.contracts import storage
 from bertflow.contracts.layout import examples_folder
 from bertflow.trainer.pretrain_config import PretrainConfig
 
 from . import register
 from .base import Input, StepContext, StepKind
+
+METRICS = "metrics.jsonl"  # trainer.metrics_log.JSONL (infra reads the trainer's files, never imports it)
+
+
+def last_metrics(output: str, params: dict) -> tuple[dict, dict] | None:
+    """A pretraining step's progress from its ``metrics.jsonl``: ``({"step", "total",
+    "eta_s"}, the last line)`` (the ETA from its throughput), or None before its first line."""
+    total, url = params.get("steps"), storage.join(output, METRICS)
+    if not isinstance(total, int) or not storage.exists(url):
+        return None
+    last = None
+    for line in storage.read_text(url).splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            last = record
+    if last is None:
+        return None
+    out = {"step": last["step"], "total": total}
+    rate, batch = last.get("sequences_per_s"), params.get("batch_size")
+    if rate and batch:
+        out["eta_s"] = round((total - last["step"]) * batch / rate, 1)
+    return out, last
 
 
 @register
@@ -34,6 +62,23 @@ class Pretrain(StepKind):
         "vocab": Input(required=False),
         "init": Input(required=False),  # a pretrain step (its model/) or any model folder step
     }
+
+    @classmethod
+    def progress(cls, output: str, params: dict) -> dict | None:
+        found = last_metrics(output, params)
+        if found is None:
+            return None
+        p, last = found
+        parts = [f"{label} {last[key]:{fmt}}" for key, label, fmt in
+                 (("loss", "loss", ".3f"), ("eval_mlm_acc", "eval mlm acc", ".3f"), ("tokens_per_s", "tok/s", ".0f"))
+                 if isinstance(last.get(key), (int, float))]
+        if "eta_s" in p:
+            parts.append(f"ETA {p['eta_s'] / 60:.1f} min")
+        return {"n": p["step"], "total": p["total"], "unit": "step", "text": " | ".join(parts)}
+
+    @classmethod
+    def artifacts(cls, output: str) -> dict[str, list[str]]:
+        return {"models": [storage.join(output, "model")], "tensorboard": [storage.join(output, "tensorboard")]}
 
     def run(self, ctx: StepContext) -> dict[str, float]:
         from bertflow.trainer.launch import connect_ray
