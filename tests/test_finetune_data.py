@@ -271,3 +271,48 @@ def test_squad_answers_all_misplaced_says_how_many(tmp_path):
     with pytest.raises(ValueError, match=rf"^{shifted}: no questions left: the answers of all 5 answered questions "
                                          r"do not match their context at answer_start \(question \w+: "):
         read_squad(str(shifted))
+
+
+def test_classification_and_multiple_choice_share_one_loss_and_argmax(tokenizer):
+    """Both score classes along their logits' last axis (a text's labels, a question's
+    endings): one cross-entropy loss and one argmax prediction, ArgmaxTask's, which each
+    type's evaluate scores and writes."""
+    import csv
+
+    import torch
+    import torch.nn.functional as F
+
+    from bertflow.trainer.finetune.heads import BertForMultipleChoice, BertForSequenceClassification, HeadConfig
+    from bertflow.trainer.finetune.tasks.base import ArgmaxTask
+    from bertflow.trainer.finetune.tasks.classification import Classification
+    from bertflow.trainer.finetune.tasks.multiple_choice import MultipleChoice
+    from bertflow.trainer.model import BertConfig
+
+    for cls in (Classification, MultipleChoice):
+        assert issubclass(cls, ArgmaxTask) and "loss" not in vars(cls) and "predict" not in vars(cls)
+    torch.manual_seed(0)
+    # weights drawn wide, so that the examples' logits differ enough to pick more than one class
+    encoder = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, initializer_range=1.0)
+    cases = [(Classification, BertForSequenceClassification, "classification", "sentiment"),
+             (MultipleChoice, BertForMultipleChoice, "multiple_choice", "completion")]
+    for Task, Head, type_, folder in cases:
+        cfg = _task(type_, train=str(DATA / folder / "train.csv"), dev=str(DATA / folder / "dev.csv"),
+                    max_eval_examples=40)
+        labels = Task.read_labels(cfg)
+        task = Task(cfg, tokenizer, labels)
+        model = Head(HeadConfig.for_labels(encoder, labels)).eval()
+        split = task.load(cfg.dev, train=False)
+        batch = task.collate(split.features)  # the 40 in one batch, as evaluate's batch of 64 takes them
+        with torch.inference_mode():
+            logits = model(**task.inputs(batch, "cpu"))
+            torch.testing.assert_close(task.loss(model, batch, "cpu"), F.cross_entropy(logits, batch["labels"]))
+            metrics, files = task.evaluate(model, split, "cpu")
+        preds = logits.argmax(-1).tolist()
+        assert len(set(preds)) > 1  # a head that picked one class could hide a wrong axis
+        gold = [f["labels"] for f in split.features]
+        assert metrics["accuracy"] == pytest.approx(sum(p == g for p, g in zip(preds, gold)) / len(gold))
+        rows = list(csv.reader(files["csv"].decode().splitlines()))
+        assert rows[0] == ["id", "label", "pred"] and len(rows) == len(preds) + 1
+        shown = [labels[p] for p in preds] if Task is Classification else [str(p) for p in preds]
+        assert [row[2] for row in rows[1:]] == shown

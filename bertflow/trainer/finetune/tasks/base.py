@@ -6,7 +6,9 @@ A task type is one module of this package with two classes:
   own fields; a ``model_validator`` for checks across fields), how it is scored
   (``main_metric``, ``higher_is_better``) and shown (``scale``), and ``implementation``;
 - the implementation, a ``Task``: its head, its labels, reading a file into features,
-  collating them, the loss and the evaluation.
+  collating them, the loss and the evaluation. A type whose logits score one answer per
+  class along their last axis (a sequence's labels, a question's endings) builds on
+  ``ArgmaxTask``: the cross-entropy loss and the argmax predictions are its.
 
 The module imports no torch, ray or transformers at its top (``bertflow validate`` checks
 every task's settings without them); the implementation imports torch where it uses it.
@@ -15,10 +17,12 @@ A trial calls ``evaluate`` under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import csv
+import io
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Iterable, Iterator, Literal
 
 from pydantic import Field, model_validator
 
@@ -167,3 +171,31 @@ class Task:
     def evaluate(self, model, split: Split, device) -> tuple[dict[str, float], dict[str, bytes]]:
         """Metrics of one split and its prediction files (suffix -> bytes)."""
         raise NotImplementedError
+
+
+class ArgmaxTask(Task):
+    """A task whose model returns logits that score each class along their last axis (a
+    sequence's labels ``[B, labels]``, a question's endings ``[B, N]``), with one class
+    index per example in ``labels``: trained by cross-entropy, predicted by argmax."""
+
+    def loss(self, model, batch: dict[str, Any], device):
+        import torch.nn.functional as F
+
+        logits = model(**self.inputs(batch, device))
+        return F.cross_entropy(logits.float(), batch["labels"].to(device))
+
+    def predict(self, model, split: Split, device) -> list[int]:
+        """The best-scoring class of each feature, in order."""
+        preds: list[int] = []
+        for _, batch in self.batches(split.features):
+            preds.extend(model(**self.inputs(batch, device)).argmax(-1).tolist())
+        return preds
+
+
+def predictions_csv(rows: Iterable[tuple[Any, Any, Any]]) -> bytes:
+    """``predictions/<split>.csv``: a header ``id,label,pred`` and a row per example."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["id", "label", "pred"])
+    w.writerows(rows)
+    return out.getvalue().encode()

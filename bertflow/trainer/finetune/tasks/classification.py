@@ -13,15 +13,13 @@ Predictions: ``predictions/<split>.csv`` with ``id,label,pred``.
 from __future__ import annotations
 
 import collections
-import csv
-import io
 import logging
 from typing import Literal
 
 from pydantic import Field
 
 from ..metrics import classification_metrics
-from .base import Split, Task
+from .base import ArgmaxTask, Split, predictions_csv
 from .columns import Row, TextColumns, read_rows
 
 __all__ = ["Classification", "Config", "Row", "read_rows"]  # the reader is columns'; imported from here too
@@ -29,7 +27,7 @@ __all__ = ["Classification", "Config", "Row", "read_rows"]  # the reader is colu
 log = logging.getLogger(__name__)
 
 
-class Classification(Task):
+class Classification(ArgmaxTask):
     @classmethod
     def head(cls):
         from ..heads import BertForSequenceClassification
@@ -65,24 +63,10 @@ class Classification(Task):
                      "labels": self.label_id[r.label]} for i, r in enumerate(rows)]
         return Split(rows, features, skipped + len(unknown))
 
-    def loss(self, model, batch, device):
-        import torch.nn.functional as F
-
-        logits = model(**self.inputs(batch, device))
-        return F.cross_entropy(logits.float(), batch["labels"].to(device))
-
     def evaluate(self, model, split: Split, device):
-        preds: list[int] = []
-        for _, batch in self.batches(split.features):
-            preds.extend(model(**self.inputs(batch, device)).argmax(-1).tolist())
-        gold = [f["labels"] for f in split.features]
-        metrics = classification_metrics(gold, preds, len(self.labels))
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["id", "label", "pred"])
-        for r, p in zip(split.examples, preds):
-            w.writerow([r.id, r.label, self.labels[p]])
-        return metrics, {"csv": out.getvalue().encode()}
+        preds = self.predict(model, split, device)
+        metrics = classification_metrics([f["labels"] for f in split.features], preds, len(self.labels))
+        return metrics, {"csv": predictions_csv((r.id, r.label, self.labels[p]) for r, p in zip(split.examples, preds))}
 
 
 class Config(TextColumns):

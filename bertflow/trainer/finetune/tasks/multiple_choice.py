@@ -17,8 +17,6 @@ Predictions: ``predictions/<split>.csv`` with ``id,label,pred``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +24,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..files import read_records
-from .base import Split, Task, TaskConfig
+from .base import ArgmaxTask, Split, TaskConfig, predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def read_questions(cfg: "Config", url: str, limit: int | None = None) -> tuple[l
     return questions, skipped
 
 
-class MultipleChoice(Task):
+class MultipleChoice(ArgmaxTask):
     @classmethod
     def head(cls):
         from ..heads import BertForMultipleChoice
@@ -91,24 +89,11 @@ class MultipleChoice(Task):
                     for i, q in enumerate(questions)]
         return Split(questions, features, skipped)
 
-    def loss(self, model, batch, device):
-        import torch.nn.functional as F
-
-        logits = model(**self.inputs(batch, device))
-        return F.cross_entropy(logits.float(), batch["labels"].to(device))
-
     def evaluate(self, model, split: Split, device):
-        preds: list[int] = []
-        for _, batch in self.batches(split.features):
-            preds.extend(model(**self.inputs(batch, device)).argmax(-1).tolist())
+        preds = self.predict(model, split, device)
         gold = [q.label for q in split.examples]
         metrics = {"accuracy": sum(g == p for g, p in zip(gold, preds)) / len(gold)}
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["id", "label", "pred"])
-        for q, p in zip(split.examples, preds):
-            w.writerow([q.id, q.label, p])
-        return metrics, {"csv": out.getvalue().encode()}
+        return metrics, {"csv": predictions_csv((q.id, q.label, p) for q, p in zip(split.examples, preds))}
 
 
 class Config(TaskConfig):

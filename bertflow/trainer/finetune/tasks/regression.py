@@ -16,14 +16,12 @@ Predictions: ``predictions/<split>.csv`` with ``id,label,pred``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 from typing import Literal
 
 from ..metrics import regression_metrics
-from .base import Split, Task
+from .base import Split, Task, predictions_csv
 from .columns import LabelColumn, PairColumn, TextColumn, TextColumns, read_rows
 
 log = logging.getLogger(__name__)
@@ -77,12 +75,7 @@ class Regression(Task):
         for _, batch in self.batches(split.features):
             preds.extend(model(**self.inputs(batch, device)).float().squeeze(-1).tolist())
         metrics = regression_metrics([f["labels"] for f in split.features], preds)
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["id", "label", "pred"])
-        for r, p in zip(split.examples, preds):
-            w.writerow([r.id, r.label, f"{p:.6g}"])
-        return metrics, {"csv": out.getvalue().encode()}
+        return metrics, {"csv": predictions_csv((r.id, r.label, f"{p:.6g}") for r, p in zip(split.examples, preds))}
 
 
 class Config(TextColumns):
