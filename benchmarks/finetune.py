@@ -34,9 +34,12 @@ counts from ``run_trial`` (the TorchTrainer's worker start-up included) to its r
     python benchmarks/finetune.py --task sentiment --max-train-examples 512   # a quick look
     python benchmarks/finetune.py --task ner --steps-only   # only the interleaved step timing
     python benchmarks/finetune.py --task similarity choice --seed 1 2 3 4 5 --step-samples 0   # issue 17
+    python benchmarks/finetune.py --task choice --seed 1 --dropout 0 --same-schedule --max-steps 8 --step-samples 0
+        # the control: no dropout, one schedule: both sides' per-step losses should agree closely
 
 Several tasks or seeds run one after the other; with several seeds the table shows each
-seed's difference and the medians.
+seed's difference and the medians. Each seed also shows both sides' first train losses and
+their largest difference over all steps (``--losses``).
 """
 
 from __future__ import annotations
@@ -112,8 +115,9 @@ def start_folder(cfg: TaskConfig, out: str, dropout: float | None = None) -> str
     return out
 
 
-def run_ours(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float, float, dict]:
-    """(dev metrics, wall seconds of the trial, seconds of ray.init, the trial's phase seconds)."""
+def run_ours(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float, float, dict, list[float]]:
+    """(dev metrics, wall seconds of the trial, seconds of ray.init, the trial's phase seconds,
+    the train loss of each step its metrics.jsonl logged)."""
     import ray
 
     from bertflow.trainer.finetune.trial import run_trial
@@ -127,7 +131,10 @@ def run_ours(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float, float,
             t0 = time.time()
             trial = TrialConfig(task=cfg, setting_id="bench", init=init, output=out, cpus_per_worker=cpus)
             result = run_trial(trial)
-            return result["dev"], time.time() - t0, ray_s, result.get("phase_seconds", {})
+            wall = time.time() - t0
+            lines = [json.loads(line) for line in Path(out, "metrics.jsonl").read_text().splitlines() if line]
+            losses = [line["train/loss"] for line in lines if "train/loss" in line]
+            return result["dev"], wall, ray_s, result.get("phase_seconds", {}), losses
     finally:
         ray.shutdown()
 
@@ -187,11 +194,14 @@ def same_start(cfg: TaskConfig, init: str, cpus: int, examples: int = 32) -> flo
     return float((a.float() - b.float()).abs().max())
 
 
-def run_peer(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float]:
-    """The plain loop: transformers model, torch AdamW, transformers' linear schedule."""
+def run_peer(cfg: TaskConfig, cpus: int, init: str, same_schedule: bool = False) -> tuple[dict, float, list[float]]:
+    """The plain loop: transformers model, torch AdamW, transformers' linear schedule (ours,
+    ``bertflow.trainer.optim.build_schedule``, with ``same_schedule``). Returns (dev
+    metrics, wall seconds, each step's train loss)."""
     import transformers
 
     from bertflow.trainer.finetune.trial import epoch_batches
+    from bertflow.trainer.optim import build_schedule
 
     t0 = time.time()
     task, train = load_task(cfg, cpus, init)
@@ -203,7 +213,9 @@ def run_peer(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float]:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, eps=1e-6)
     total = math.ceil(len(train.features) / cfg.batch_size) * cfg.epochs
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    schedule = (build_schedule if same_schedule else transformers.get_linear_schedule_with_warmup)(
+        optimizer, int(cfg.warmup_ratio * total), total)
+    losses = []
     for epoch in range(cfg.epochs):
         model.train()
         # the same batches in the same order as ours: a permutation seeded by (seed, epoch)
@@ -215,10 +227,11 @@ def run_peer(cfg: TaskConfig, cpus: int, init: str) -> tuple[dict, float]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             schedule.step()
+            losses.append(loss.item())
     model.eval()
     with torch.inference_mode():
         metrics, _ = task.evaluate(Logits(model), dev, torch.device("cpu"))
-    return metrics, time.time() - t0
+    return metrics, time.time() - t0, losses
 
 
 def step_times(cfg: TaskConfig, cpus: int, samples: int) -> tuple[float, float]:
@@ -270,8 +283,14 @@ def task_config(name: str, seed: int, args) -> TaskConfig:
     s = dict(SETTINGS[name])
     for split in ("train", "dev"):
         s[split] = str(ROOT / s[split])
-    return task_type(s.pop("type"))(name=name, max_train_examples=args.max_train_examples,
-                                   eval_every_epoch=args.eval_every_epoch, seed=seed, **s)
+    if args.max_steps:  # the first steps alone: fewer train examples, so that the schedule fits them
+        s["max_train_examples"] = args.max_steps * s["batch_size"]
+        s["epochs"] = 1
+    elif args.max_train_examples:
+        s["max_train_examples"] = args.max_train_examples
+    # every step's train loss in ours' metrics.jsonl, to set beside the peer's
+    log_every = {"log_every_steps": 1} if args.losses else {}
+    return task_type(s.pop("type"))(name=name, eval_every_epoch=args.eval_every_epoch, seed=seed, **log_every, **s)
 
 
 def extra_metrics(cfg: TaskConfig, metrics: dict) -> str:
@@ -289,8 +308,8 @@ def compare(name: str, args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             init = start_folder(cfg, os.path.join(tmp, "start"), args.dropout)
             gap = same_start(cfg, init, args.cpus)
-            peer, peer_s = run_peer(cfg, args.cpus, init)
-            ours, ours_s, ray_s, phases = run_ours(cfg, args.cpus, init)
+            peer, peer_s, peer_losses = run_peer(cfg, args.cpus, init, args.same_schedule)
+            ours, ours_s, ray_s, phases, ours_losses = run_ours(cfg, args.cpus, init)
         for side, metrics in (("ours", ours), ("peer", peer)):
             scores[side].append(100 * metrics[cfg.main_metric])
         rows.append(f"| {seed} | {scores['ours'][-1]:.2f} | {scores['peer'][-1]:.2f} | "
@@ -300,10 +319,20 @@ def compare(name: str, args) -> None:
               f"start logits differ by at most {gap:.2e}; ours' phases (s): "
               f"{', '.join(f'{k} {v:.1f}' for k, v in phases.items())}; "
               f"ray.init {ray_s:.1f} (once per step, not in the wall time)", flush=True)
+        if args.losses:
+            steps = min(len(ours_losses), len(peer_losses))
+            gaps = [abs(a - b) for a, b in zip(ours_losses, peer_losses)]
+            print(f"{name} seed {seed}: train loss of steps 1-{min(args.losses, steps)}: ours "
+                  f"{' '.join(f'{v:.5f}' for v in ours_losses[:args.losses])}; transformers "
+                  f"{' '.join(f'{v:.5f}' for v in peer_losses[:args.losses])}; largest difference over "
+                  f"{steps} steps {max(gaps):.2e} (step {gaps.index(max(gaps)) + 1}), mean "
+                  f"{statistics.mean(gaps):.2e}", flush=True)
     dropout = "the checkpoint's (0.1)" if args.dropout is None else args.dropout
+    schedule = "ours" if args.same_schedule else "transformers'"
     print(f"\n{name} ({cfg.type}): lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs, max length "
-          f"{cfg.max_seq_length}, train examples {args.max_train_examples or 'all'}, {args.cpus} CPUs, "
-          f"dropout {dropout}; dev after every epoch (ours): {cfg.eval_every_epoch}\n")
+          f"{cfg.max_seq_length}, train examples {cfg.max_train_examples or 'all'}, {args.cpus} CPUs, "
+          f"dropout {dropout}, the peer's schedule {schedule}; dev after every epoch (ours): "
+          f"{cfg.eval_every_epoch}\n")
     metric = METRIC_NAMES[cfg.type]
     print(f"| seed | bertflow dev {metric} | transformers dev {metric} | difference | bertflow other | "
           f"transformers other | bertflow wall (s) | transformers wall (s) |")
@@ -337,6 +366,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="both sides' seeds, each run once (scores vary by seed: compare several)")
     parser.add_argument("--dropout", type=float, default=None,
                         help="hidden, attention and classifier dropout of both sides (default: the checkpoint's)")
+    parser.add_argument("--same-schedule", action="store_true",
+                        help="the peer steps with ours' learning-rate schedule, not transformers' (one step "
+                             "apart in warmup): with --dropout 0 the two then take the same steps")
+    parser.add_argument("--losses", type=int, default=5,
+                        help="show the first N steps' train losses of both sides and their largest difference "
+                             "(ours then logs every step; 0: off)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="train one epoch of this many steps (the first N batches' examples): a quick check "
+                             "of the per-step losses")
     args = parser.parse_args(argv)
     for name in args.task:
         if args.steps_only:
