@@ -10,8 +10,8 @@
   shuffled order. Contexts and endings have 4 to 25 words. Train: 100 from each of four
   novels; dev: 150 from each of the two others (no book in both). Columns
   ``id,sent1,ending0,ending1,ending2,ending3,label``.
-- ``completion`` (multiple choice, SWAG-like, the benchmark's set: learnt well enough that a
-  seed's noise is small), from the same novels: a real sentence of 10 to 30 words is cut
+- ``completion`` (multiple choice, SWAG-like, the benchmark's set: twice the questions of
+  ``choice``), from the same novels: a real sentence of 10 to 30 words is cut
   after half its words; the first half is the context, its real second half the right
   ending, and the second halves of three other sentences of the same book at least 200
   sentences away, each within a quarter of the right ending's length in words, the wrong
