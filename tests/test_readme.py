@@ -149,7 +149,22 @@ def subcommand(argv: list[str]) -> str | None:
         return None
 
 
+def init_before(cmd: Command, work: Path, env: dict[str, str]) -> None:
+    """The README's `bertflow init DIR` lines above ``cmd`` whose folder is not there yet:
+    a command may read what one of them writes (`-f my-bert/workflows.yaml`), and a test
+    may run alone."""
+    for earlier in README_COMMANDS:
+        argv = earlier.argv
+        if earlier.line < cmd.line and argv[:2] == ["bertflow", "init"]:
+            folder = work / (argv[2] if len(argv) > 2 else ".")
+            if not (folder / "workflows.yaml").exists():
+                code, out = shell(argv, work, env)
+                assert code == 0, f"{earlier}: exit {code}:\n" + "\n".join(out[-20:])
+
+
 def bertflow(cmd: Command, argv: list[str], work: Path, env: dict[str, str]) -> None:
+    if subcommand(argv) != "init":
+        init_before(cmd, work, env)
     if subcommand(argv) == "run" and "--dry-run" not in argv:
         argv = [*argv, "--dry-run"]
     code, out = shell(argv, work, env)
