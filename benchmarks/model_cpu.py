@@ -24,13 +24,16 @@ is printed too: on a shared machine it is the closest to what a quiet machine gi
 examples from data/ (books + the sample dump, bert-base-uncased's 30,522-token vocab via
 the vocab step's ``vocab_file``, 128 tokens, static masks) and `bertflow run` pretrains
 mini on them (1 Ray Train worker with 2 CPUs, batch 16, AdamW, clipping, the linear
-schedule); its tokens/s (real tokens) come from metrics.jsonl. In the same process, round
-after round (each `bertflow run` into a fresh pretrain folder), a plain transformers loop trains
-``BertForPreTraining`` (sdpa, the same initial weights) on the same batches (the trainer's
-own loader, collated before timing) with the same optimizer, clipping and schedule, on 2
-threads; and, as a third row, our model in the same plain loop (what Ray, the prefetch
-thread and the trainer's bookkeeping cost). Rates: the median over 10-step windows, the
-first window (warm-up) left out; each round's ratio, and their median.
+schedule); its tokens/s (real tokens) come from metrics.jsonl. Then, round after round
+(each `bertflow run` into a fresh pretrain folder), each in a fresh process: a plain
+transformers loop trains ``BertForPreTraining`` (sdpa, the same initial weights) on the same
+batches (the trainer's own loader, collated before timing) with the same optimizer, clipping
+and schedule, on 2 threads; the same loop with the allocator settings bertflow gives its
+training workers (``bertflow.trainer.launch.WORKER_ALLOCATOR_ENV``), to show what they are
+worth to anyone's loop; and our model in the same plain loop (what Ray, the prefetch thread
+and the trainer's bookkeeping cost, less what the allocator settings save). Rates: the
+median over 10-step windows, the first window (warm-up) left out; each round's ratio, and
+their median.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bertflow.trainer.model import BertConfig, BertForPreTraining, compile_model  # noqa: E402
+from bertflow.trainer.launch import WORKER_ALLOCATOR_ENV  # noqa: E402
 from bertflow.trainer.optim import build_optimizer  # noqa: E402
 
 
@@ -186,8 +190,12 @@ def trainer_benchmark(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     spec = _trainer_spec(work, args.steps, args.size)
     env = dict(os.environ, RAY_DEDUP_LOGS="1")
-    torch.set_num_threads(args.threads)
-    rows = {"bertflow run (metrics.jsonl)": [], "transformers loop (sdpa)": [], "bertflow model, plain loop": []}
+    # Each plain loop runs in a fresh process of its own, like the trainer's worker; the
+    # second transformers row gets the allocator settings bertflow gives its workers.
+    plain = {"transformers loop (sdpa)": ("transformers", {}),
+             "transformers loop (sdpa), bertflow's allocator settings": ("transformers", WORKER_ALLOCATOR_ENV),
+             "bertflow model, plain loop": ("bertflow", {})}
+    rows = {"bertflow run (metrics.jsonl)": [], **{name: [] for name in plain}}
     for r in range(args.rounds):
         started = time.time()
         # a fresh pretrain folder each round: --force would resume from the last round's final checkpoint
@@ -201,13 +209,18 @@ def trainer_benchmark(args) -> None:
         ours = _window_rate([m["tokens_per_s"] for m in lines if "tokens_per_s" in m])
         stall = statistics.median([m["stall_ms"] for m in lines if "stall_ms" in m] or [float("nan")])
         examples = str(next((work / "runs").glob("examples-*")))
-        theirs = _window_rate(_plain_loop("transformers", examples, args.steps, args.size))
-        plain = _window_rate(_plain_loop("bertflow", examples, args.steps, args.size))
-        for name, v in zip(rows, (ours, theirs, plain)):
-            rows[name].append(v)
-        print(f"round {r + 1}: bertflow run {ours:,.0f} tok/s (stall {stall:.1f} ms/step), transformers {theirs:,.0f}, "
-              f"plain loop {plain:,.0f}: {ours / theirs:.2f}x ({time.time() - started:.0f} s; load "
-              f"{os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+        rows["bertflow run (metrics.jsonl)"].append(ours)
+        for name, (kind, allocator) in plain.items():
+            clean = {k: v for k, v in os.environ.items() if k not in WORKER_ALLOCATOR_ENV}
+            out = subprocess.run([sys.executable, __file__, "--plain-loop", kind, "--examples", examples, "--steps",
+                                  str(args.steps), "--size", args.size, "--threads", str(args.threads)],
+                                 check=True, env={**clean, **allocator}, capture_output=True, text=True).stdout
+            rows[name].append(_window_rate(json.loads(out.splitlines()[-1])))
+        theirs = rows["transformers loop (sdpa)"][-1]
+        print(f"round {r + 1}: bertflow run {ours:,.0f} tok/s (stall {stall:.1f} ms/step), "
+              + ", ".join(f"{name} {vals[-1]:,.0f}" for name, vals in rows.items() if name in plain)
+              + f": {ours / theirs:.2f}x ({time.time() - started:.0f} s; load {os.getloadavg()[0]:.1f})",
+              file=sys.stderr, flush=True)
     print(f"\nBertForPreTraining {args.size}, vocab 30,522, batch 16 x 128 (real examples from data/), {args.steps} steps "
           f"per round, {args.rounds} rounds, {args.threads} threads; torch {torch.__version__}, transformers "
           f"{transformers.__version__}; load average at the end: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
@@ -235,7 +248,15 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="--trainer: rounds of the three")
     parser.add_argument("--workdir", help="--trainer: where the workflow's storage goes")
     parser.add_argument("--verbose", action="store_true", help="--trainer: show bertflow's output")
+    parser.add_argument("--plain-loop", choices=["transformers", "bertflow"], help=argparse.SUPPRESS)
+    parser.add_argument("--examples", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plain_loop:  # one plain loop of --trainer, in a process of its own: its window rates as JSON
+        import json
+
+        torch.set_num_threads(args.threads)
+        print(json.dumps(_plain_loop(args.plain_loop, args.examples, args.steps, args.size)))
+        return None
     if args.trainer:
         if "--steps" not in (argv or sys.argv):
             args.steps = 80
