@@ -213,7 +213,12 @@ def cmd_run(spec, args) -> int:
         console = Console(sys.stdout, verbose=args.verbose)
         r.console = console
         with console.attached():
-            outcomes = r.run(args.only, args.force, lease_wait=args.lease_wait)
+            try:
+                outcomes = r.run(args.only, args.force, lease_wait=args.lease_wait)
+            except runner_mod.StepFailed:
+                end_ray()
+                raise
+            end_ray()
     except runner_mod.StepFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)
         if e.outcome.log:
@@ -236,6 +241,14 @@ def cmd_run(spec, args) -> int:
         return storage_error(r, e)
     console.summary(r, outcomes)
     return 0
+
+
+def end_ray() -> None:
+    """Disconnect from Ray (a local one ends) while the console still routes output: what
+    Ray has yet to relay of its workers' output lands in the logs, not after the summary."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def end_descendants() -> None:

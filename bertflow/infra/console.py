@@ -212,8 +212,9 @@ class Console:
                 if name not in self._watched:
                     return
                 if w["bar"] is None:
-                    w["bar"] = tqdm(total=p.get("total"), desc=name, unit=p.get("unit", "it"), file=self.stream,
-                                    dynamic_ncols=True, leave=False, position=len(self._bars()))
+                    # initial: the rate counts from the bar's first reading, not from zero
+                    w["bar"] = tqdm(total=p.get("total"), initial=p["n"], desc=name, unit=p.get("unit", "it"),
+                                    file=self.stream, dynamic_ncols=True, leave=False, position=len(self._bars()))
                 bar = w["bar"]
                 if p.get("total") != bar.total:
                     bar.total = p.get("total")
@@ -221,11 +222,11 @@ class Console:
                 bar.set_postfix_str(p.get("text", ""), refresh=False)
                 bar.refresh()
             return
-        now = time.time()
-        if w["shown"] and now - w["shown"] < PLAIN_EVERY:
-            return
-        w["shown"] = now
-        self.line(plain(name, p))
+        now, text = time.time(), plain(name, p)
+        if w["shown"] and (now - w["shown"] < PLAIN_EVERY or text == w.get("text")):
+            return  # not yet, or nothing new to say
+        w["shown"], w["text"] = now, text
+        self.line(text)
 
     def _bars(self) -> list:
         return [w["bar"] for w in self._watched.values() if w.get("bar") is not None]

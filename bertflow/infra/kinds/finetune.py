@@ -71,7 +71,12 @@ class Finetune(StepKind):
         import fsspec
 
         with fsspec.open(f"{output}/results.md", "r") as f:
-            return f.read()
+            text = f.read()
+        # The table of tasks (and what failed); every setting's row is in the file.
+        head, sep, rest = text.partition("\n## ")
+        failed = [line for line in rest.splitlines() if " trials failed: " in line]
+        return "\n".join([head.rstrip(), *([""] + failed if failed else []),
+                          *(["", f"Every setting and seed: {output}/results.md"] if sep else [])])
 
     @classmethod
     def progress(cls, output: str, params: dict) -> dict | None:
