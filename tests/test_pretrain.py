@@ -267,3 +267,17 @@ def test_ray_started_from_a_step_thread_outlives_the_thread():
         assert ray.get(ray.remote(lambda: 41 + 1).remote(), timeout=60) == 42
     finally:
         ray.shutdown()
+
+
+def test_training_workers_get_the_allocator_settings_unless_the_user_set_them(tmp_path, monkeypatch):
+    from bertflow.trainer.launch import WORKER_ALLOCATOR_ENV, torch_trainer
+
+    def build():
+        return torch_trainer(lambda config: None, {}, output=str(tmp_path), name="run", workers=1, cpus_per_worker=1)
+
+    for key in WORKER_ALLOCATOR_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert build().run_config.worker_runtime_env == {"env_vars": WORKER_ALLOCATOR_ENV}
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own choice reaches the workers as it is
+    env = build().run_config.worker_runtime_env["env_vars"]
+    assert "MALLOC_MMAP_THRESHOLD_" not in env and env["MALLOC_TRIM_THRESHOLD_"] == WORKER_ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]
