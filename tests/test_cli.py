@@ -96,6 +96,7 @@ def test_counters_read_as_numbers():
 
 
 def test_progress_of_a_pretraining_step_from_its_metrics(tmp_path):
+    from bertflow.infra.kinds.pretrain import last_metrics
     from bertflow.trainer.metrics_log import MetricsLog
 
     metrics = MetricsLog(str(tmp_path), start_step=0)
@@ -104,8 +105,9 @@ def test_progress_of_a_pretraining_step_from_its_metrics(tmp_path):
     metrics.close()
     with open(tmp_path / "metrics.jsonl", "a") as f:
         f.write('{"step": 3')  # a line still being written
-    assert cli.progress(str(tmp_path), {"steps": 100, "batch_size": 16}) == {"step": 20, "total": 100, "eta_s": 40.0}
-    assert cli.progress(str(tmp_path / "nothing"), {"steps": 100}) is None
+    progress, last = last_metrics(str(tmp_path), {"steps": 100, "batch_size": 16})
+    assert progress == {"step": 20, "total": 100, "eta_s": 40.0} and last["loss"] == 6.5
+    assert last_metrics(str(tmp_path / "nothing"), {"steps": 100}) is None
 
 
 def test_status_exits_1_on_a_failed_step_and_shows_the_last_run_whatever_its_flags(tmp_path, capsys):

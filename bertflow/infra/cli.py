@@ -32,7 +32,6 @@ from . import preflight
 from . import runner as runner_mod
 from .console import Console, plain
 from .kinds import KINDS
-from .kinds.pretrain import last_metrics
 from .spec import SpecError, load
 
 FILE_HELP = "the workflows file (default ./workflows.yaml); before or after the command"
@@ -264,13 +263,6 @@ def end_descendants() -> None:
 def storage_error(r, e: Exception) -> int:
     print(f"error: storage {preflight.store_error(r.root, e)}", file=sys.stderr)
     return 1
-
-
-def progress(output: str, params: dict) -> dict | None:
-    """A pretraining step's progress from its ``metrics.jsonl``: ``{"step", "total",
-    "eta_s"}``, None before its first line (``bertflow.infra.kinds.pretrain.last_metrics``)."""
-    found = last_metrics(output, params)
-    return found[0] if found else None
 
 
 def since(at: str | None) -> str:

@@ -71,8 +71,7 @@ class Console:
         if self.color and style in STYLES:
             text = f"{STYLES[style]}{text}{RESET}"
         with self._lock:
-            bars = [w["bar"] for w in self._watched.values() if w.get("bar") is not None]
-            if bars:
+            if self._bars():
                 from tqdm import tqdm
 
                 tqdm.write(text, file=self.stream)
