@@ -31,13 +31,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BIN = ROOT / ".venv" / "bin"
+BIN = Path(sys.executable).parent  # .venv's, or .venv-latest's under `make test-latest`
 FENCE = re.compile(r"^```(sh|bash|console)[^\n]*\n(.*?)^```", re.M | re.S)
 NEEDS = re.compile(r"^needs\b")
 NO_RECORD = re.compile(r"^error: no run of workflow '[^']+' recorded under ")
