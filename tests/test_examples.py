@@ -280,29 +280,78 @@ def test_bad_params_name_their_key(inputs, tmp_path, params, message):
     assert message in str(e.value)
 
 
-def test_a_tiny_eval_fraction_still_holds_out_one_document(inputs, tmp_path):
-    """With eval_fraction > 0 and two or more documents the eval split is never empty:
-    the document with the least split hash is held out even when no hash falls under the
-    fraction (90 documents at 1e-6: none would)."""
+def test_a_tiny_eval_fraction_still_holds_out_two_documents(inputs, tmp_path):
+    """With eval_fraction > 0 and four or more documents the eval split holds at least two:
+    the documents with the two least split hashes are held out even when no hash falls
+    under the fraction (90 documents at 1e-6: none would), so that its next-sentence pairs
+    find random partners on the eval side."""
     from bertflow.contracts.hashing import stable_hash
 
-    counters = make(inputs, tmp_path / "ex", eval_fraction=1e-6, dupe_factor=1, nsp=False, masking="dynamic",
-                    short_seq_prob=0.0)
+    counters = make(inputs, tmp_path / "ex", eval_fraction=1e-6, dupe_factor=1, short_seq_prob=0.0)
     assert counters["eval_rows"] > 0 and counters["train_rows"] > 0
     uids = [f"{index}/{r['id']}" for index, folder in enumerate(inputs["documents"])
             for r in read_rows(list_shards(folder, "documents"), columns=["id"])]
-    least = min(uids, key=lambda uid: stable_hash(12345, "split", uid))
+    least_two = sorted(uids, key=lambda uid: stable_hash(12345, "split", uid))[:2]
     assert not any(split_of(12345, uid, 1e-6) == "eval" for uid in uids)
-    # Every eval instance is a span of that one document.
+    # Every eval instance's segments are spans of those two documents, and some pairs are
+    # random ones: their second segment comes from the other held-out document.
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(vocab_folder() / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
-    index, doc_id = least.split("/", 1)
-    doc = next(r for r in read_rows(list_shards(inputs["documents"][int(index)], "documents")) if r["id"] == doc_id)
-    text = "," + ",".join(str(t) for e in tok.encode_batch(doc["sentences"], add_special_tokens=False) for t in e.ids) + ","
-    for r in read_rows(list_shards(str(tmp_path / "ex"), "eval")):
-        assert "," + ",".join(map(str, r["input_ids"][1:-1])) + "," in text
+    texts = []
+    for uid in least_two:
+        index, doc_id = uid.split("/", 1)
+        doc = next(r for r in read_rows(list_shards(inputs["documents"][int(index)], "documents")) if r["id"] == doc_id)
+        texts.append("," + ",".join(str(t) for e in tok.encode_batch(doc["sentences"], add_special_tokens=False)
+                                   for t in e.ids) + ",")
+    rows = list(read_rows(list_shards(str(tmp_path / "ex"), "eval")))
+    for r in rows:
+        ids, types = list(r["input_ids"]), r["token_type_ids"]
+        for position, original in zip(r["masked_lm_positions"], r["masked_lm_ids"]):
+            ids[position] = original
+        a = [t for t, k in zip(ids[1:-1], types[1:-1]) if k == 0][:-1]  # less [SEP]
+        b = [t for t, k in zip(ids[1:-1], types[1:-1]) if k == 1]
+        sources = [[i for i, text in enumerate(texts) if "," + ",".join(map(str, seg)) + "," in text] for seg in (a, b)]
+        assert sources[0] and sources[1], r
+        if r["next_sentence_label"] == 1:  # random next: from the other document
+            assert set(sources[0]) != set(sources[1]) or len(sources[0]) == 2
+    assert {r["next_sentence_label"] for r in rows} == {0, 1}
     stats = json.loads((tmp_path / "ex" / "stats.json").read_text())
     assert stats["eval"]["instances"] == counters["eval_rows"] and stats["params"]["eval_fraction"] == 1e-6
+
+
+def test_split_hashes_at_or_above_2_63_cross_beam(tmp_path):
+    """Split hashes are unsigned 64-bit; Beam codes an int as a signed 64-bit varint and
+    sizes the first elements of every transform's output with that coder, so a hash at or
+    above 2**63 in a one-element bundle would stop the job. The two documents here are
+    chosen so that one's hash is that large (fixed ids and seed: no luck involved)."""
+    from bertflow.contracts.hashing import stable_hash
+
+    rows = book_documents(paragraphs_per_book=12, paragraphs_per_doc=6)[:2]
+    assert max(stable_hash(7, "split", f"0/{r['id']}") for r in rows) >= 2**63
+    write_documents(str(tmp_path / "docs"), rows, num_shards=1)
+    counters = run(config(eval_fraction=0.5, seed=7), [str(tmp_path / "docs")], str(vocab_folder()),
+                   str(tmp_path / "ex"), options(1))
+    assert counters["documents_read"] == 2 and counters["eval_rows"] > 0 and counters["train_rows"] > 0
+
+
+def test_many_one_document_books_with_several_seeds(tmp_path):
+    """The books step on 36 small books (a document each, from the sample books), then the
+    examples job with three seeds: every split hash of 36 documents crosses Beam, half of
+    them at or above 2**63."""
+    from bertflow.pipelines.books import run as books_run
+    from bertflow.pipelines.config import BooksConfig
+
+    books = tmp_path / "books"
+    books.mkdir()
+    for r in book_documents(paragraphs_per_book=36, paragraphs_per_doc=6):
+        (books / f"{r['id']}.txt").write_text(" ".join(r["sentences"]) + "\n", encoding="utf-8")
+    docs = str(tmp_path / "docs")
+    books_run(BooksConfig(files=str(books), num_shards=2), docs, options(1))
+    for seed in (1, 2, 3):
+        counters = run(config(seed=seed, eval_fraction=0.05), [docs], str(vocab_folder()),
+                       str(tmp_path / f"ex-{seed}"), options(2))
+        assert counters["documents_read"] == 36
+        assert counters["eval_rows"] > 0 and counters["train_rows"] > 0

@@ -19,6 +19,16 @@ def stable_hash(*parts: Any) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def hash_to_bytes(h: int) -> bytes:
+    """A hash as it crosses a Beam transform: 8 bytes, big-endian, so they sort as the ints
+    do. Beam codes an ``int`` as a signed 64-bit varint, which half of all hashes overflow."""
+    return h.to_bytes(8, "big")
+
+
+def hash_from_bytes(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
 def stable_hasher(*prefix: Any) -> Callable[[Any], int]:
     """``key -> stable_hash(*prefix, key)``, the prefix hashed once (for a hash per row)."""
     start = hashlib.blake2b(digest_size=8)

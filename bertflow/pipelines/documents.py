@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Iterable, Iterator
 
-from bertflow.contracts.hashing import stable_hash, stable_hasher
+from bertflow.contracts.hashing import hash_to_bytes, stable_hash, stable_hasher
 from bertflow.contracts.layout import DOCUMENTS, list_shards, open_shard
 from bertflow.pipelines.counters import Counters
 
@@ -33,26 +33,33 @@ def document_shards(folders: list[str]) -> list[tuple[int, str]]:
     return out
 
 
-def split_of(seed: int, uid: str, eval_fraction: float, least: int | None = None) -> str:
+# With this many documents or more, the two least split hashes are eval (train keeps two),
+# so that an eval pair's random partner comes from the eval side; with fewer, the least.
+TWO_HELD_OUT = 4
+
+
+def held_out_count(total_docs: int) -> int:
+    """How many of the least split hashes are always eval."""
+    return 2 if total_docs >= TWO_HELD_OUT else 1 if total_docs >= 2 else 0
+
+
+def split_of(seed: int, uid: str, eval_fraction: float, least: Iterable[bytes] = ()) -> str:
     """``eval`` when the document's split hash falls under ``eval_fraction``, or when it is
-    ``least``, the least split hash of the corpus (so that the eval split holds a document
-    unless that one is empty or malformed; when any hash falls under the fraction, the
-    least does too)."""
+    one of ``least``, the least split hashes of the corpus (``hash_to_bytes``; so that the
+    eval split holds documents unless those are empty or malformed; when any hash falls
+    under the fraction, the least does too)."""
     h = stable_hash(seed, "split", uid)
-    return "eval" if h < eval_fraction * 2.0**64 or h == least else "train"
+    return "eval" if h < eval_fraction * 2.0**64 or hash_to_bytes(h) in least else "train"
 
 
-def split_hashes(unit: Unit, seed: int) -> Iterator[int]:
-    """The split hash of every document of a unit that has an id (its id column only)."""
+def split_hashes(unit: Unit, seed: int) -> Iterator[bytes]:
+    """The split hash of every document of a unit that has an id (its id column only), as
+    bytes (``hash_to_bytes``: Beam's int coder is signed 64-bit)."""
     hash_of = stable_hasher(seed, "split")
     for index, url, group in unit:
         with open_shard(url) as shard:
             ids = shard.read_row_group(group, columns=["id"]).column("id").to_pylist()
-        yield from (hash_of(uid_of(index, doc_id)) for doc_id in ids if doc_id is not None)
-
-
-def least(hashes: Iterable[int | None]) -> int | None:
-    return min((h for h in hashes if h is not None), default=None)
+        yield from (hash_to_bytes(hash_of(uid_of(index, doc_id))) for doc_id in ids if doc_id is not None)
 
 
 def num_buckets(num_docs: float, docs_per_bucket: int) -> int:

@@ -15,8 +15,9 @@ The job, stage by stage:
    each is read by one worker, so the raw text never goes through the runner's shuffle
    (the local runner would hold it all in memory);
 2. per unit: its documents are split into ``eval`` and ``train`` by a hash of the id
-   (the least hash of the corpus is always eval, so that the eval split is not empty
-   unless that document is).
+   (the least split hash of the corpus is always eval, and the two least with four
+   documents or more, so that the eval split is not empty unless those documents are, and
+   its next-sentence pairs find random partners on the eval side).
    The train documents are grouped into buckets by a hash of the id (about
    ``docs_per_bucket`` each: where random-next partners come from); the eval documents,
    a small share, are shuffled into eval buckets that span the corpus. Per bucket, in one
@@ -68,7 +69,7 @@ from bertflow.contracts.layout import (CLS, EXAMPLES_SCHEMA, MASK, SEP, SPLITS, 
 from bertflow.contracts.storage import write_bytes_atomic, write_json
 from bertflow.pipelines.config import ExamplesConfig, InstanceConfig
 from bertflow.pipelines.counters import Counters, metric_counters
-from bertflow.pipelines.documents import bucket_of, least, num_buckets, plan_units, read_unit, split_hashes, split_of
+from bertflow.pipelines.documents import bucket_of, held_out_count, num_buckets, plan_units, read_unit, split_hashes, split_of
 from bertflow.pipelines.instances import SHUFFLED, batch_table, make_batches
 from bertflow.pipelines.local_runner import freeze_heap, pipeline_options, worker_environment
 from bertflow.pipelines.shards import SPILL, MergeShards, Runs, merge_all, regroup, write_row_groups
@@ -231,10 +232,10 @@ class _UnitInstances(_Instances):
         super().__init__(*args)
         self.eval_fraction, self.eval_buckets, self.docs_per_bucket = eval_fraction, eval_buckets, docs_per_bucket
 
-    def process(self, unit, least_hash=None):
+    def process(self, unit, least_hashes=()):
         docs = []
         for uid, sentences in read_unit(unit, self.count):
-            if split_of(self.seed, uid, self.eval_fraction, least_hash) == "eval":
+            if split_of(self.seed, uid, self.eval_fraction, least_hashes) == "eval":
                 yield beam.pvalue.TaggedOutput("eval_docs", (bucket_of(self.seed, uid, self.eval_buckets), (uid, sentences)))
             else:
                 docs.append((uid, sentences))
@@ -286,15 +287,17 @@ def build(p: beam.Pipeline, cfg: ExamplesConfig, documents: list[str], vocab: st
     spill = storage.join(output, SPILL)
     common = (vocab, instances, cfg.seed, cfg.dupe_factor, num_shards, spill)
     spread = p | "Units" >> beam.Create(units) | "Spread" >> beam.Reshuffle()
-    least_hash = None
-    if cfg.eval_fraction > 0 and total_docs >= 2:
-        # One cheap pass over the ids: the document with the least split hash is eval.
-        least_hash = beam.pvalue.AsSingleton(
-            spread | "SplitHashes" >> beam.FlatMap(split_hashes, cfg.seed) | "Least" >> beam.CombineGlobally(least))
+    least_hashes = None
+    if cfg.eval_fraction > 0 and held_out_count(total_docs):
+        # One cheap pass over the ids: the documents with the least split hashes are eval.
+        least_hashes = beam.pvalue.AsSingleton(
+            spread
+            | "SplitHashes" >> beam.FlatMap(split_hashes, cfg.seed)
+            | "Least" >> beam.combiners.Top.Smallest(held_out_count(total_docs)))
     train = spread | "TrainInstances" >> beam.ParDo(
         _UnitInstances(*common, eval_fraction=cfg.eval_fraction, docs_per_bucket=cfg.docs_per_bucket,
                        eval_buckets=num_buckets(total_docs * cfg.eval_fraction, cfg.docs_per_bucket)),
-        least_hash=least_hash,
+        least_hashes=least_hashes,
     ).with_outputs("rows", "stats", "eval_docs")
     evals = (
         train.eval_docs

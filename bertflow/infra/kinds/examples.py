@@ -16,7 +16,7 @@ from . import Input, StepKind, register
 @register
 class PretrainingData(StepKind):
     name = "pretraining_data"
-    version = 4  # 4: the eval split is never empty when eval_fraction > 0
+    version = 5  # 4: the eval split is never empty when eval_fraction > 0; 5: two held out from four documents
     Params = ExamplesConfig
     inputs = {"documents": Input(many=True), "vocab": Input()}
 
