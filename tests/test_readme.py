@@ -200,7 +200,7 @@ def check(cmd: Command, work: Path, request=None) -> None:
     if argv[0] == "make":
         code, out = shell(["make", "-n", *argv[1:]], ROOT, env)
         assert code == 0, f"{cmd}: make -n: exit {code}\n" + "\n".join(out)
-        # The recipe's other lines (an install, when .venv is older than pyproject.toml) are
+        # The recipe's other lines (an install, when .venv is older than the lock) are
         # make's to run; a bertflow line is the README's command in other words.
         recipe = [shlex.split(line) for line in out if Path(line.split(" ", 1)[0]).name == "bertflow"]
         for argv in recipe:
