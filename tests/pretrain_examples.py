@@ -40,7 +40,7 @@ def sentences(limit: int, skip: int = 0) -> list[str]:
     return found[skip : skip + limit]
 
 
-def make_rows(num: int, max_len: int, seed: int, static: bool, skip: int = 0) -> list[dict]:
+def make_rows(num: int, max_len: int, seed: int, static: bool, skip: int = 0, random_share: float = 0.5) -> list[dict]:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model_folder() / "tokenizer.json"))
@@ -52,7 +52,7 @@ def make_rows(num: int, max_len: int, seed: int, static: bool, skip: int = 0) ->
     budget = max_len - 3
     for i in range(num):
         a = sents[i]
-        random_next = rng.random() < 0.5
+        random_next = rng.random() < random_share
         b = sents[rng.randrange(len(sents))] if random_next else sents[i + 1]
         a, b = list(a), list(b)
         target = rng.randint(8, budget)  # varied lengths, as BERT's short_seq_prob gives
@@ -90,16 +90,19 @@ def write_examples(
     row_group_size: int = 16,
     dynamic_shards: tuple[int, ...] = (1,),
     with_vocab: bool = True,
+    eval_random_share: float = 0.5,
 ) -> str:
-    """Write train/eval shards (and the vocab files) into ``folder`` (any fsspec URL)."""
+    """Write train/eval shards (and the vocab files) into ``folder`` (any fsspec URL).
+    ``eval_random_share``: of the held-out pairs, the share whose B is random (0: every pair
+    follows, as a held-out split of one document gives)."""
     fs, root = fsspec.core.url_to_fs(folder)
     fs.makedirs(root, exist_ok=True)
-    for split, num, skip in (("train", num_train, 0), ("eval", num_eval, 2500)):
+    for split, num, skip, share in (("train", num_train, 0, 0.5), ("eval", num_eval, 2500, eval_random_share)):
         shards = num_shards if split == "train" else 1
         per = -(-num // shards)
         for s in range(shards):
             static = not (split == "train" and s in dynamic_shards)
-            rows = make_rows(min(per, num - s * per), max_len, seed + s, static, skip + s * per)
+            rows = make_rows(min(per, num - s * per), max_len, seed + s, static, skip + s * per, share)
             table = pa.Table.from_pylist(rows, schema=SCHEMA)
             with fs.open(posixpath.join(root, f"{split}-{s:05d}-of-{shards:05d}.parquet"), "wb") as f:
                 pq.write_table(table, f, row_group_size=row_group_size)

@@ -57,6 +57,8 @@ def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, c
         "e-pages-articles.xml": (real_html(), "files_skipped_not_dump"),
         "f-pages-articles.xml": (BOOK.read_text(encoding="utf-8").encode("utf-16"), "files_skipped_not_dump"),
         "g-pages-articles.xml.bz2": (bz2.compress(real_html()), "files_skipped_not_dump"),
+        # Not read by its name (a folder also holds checksums, a download's .part).
+        "h-pages-articles.xml.gz": (gzip.compress(xml, 1), "files_skipped_by_name"),
     }
     for name, (data, skipped) in files.items():
         (tmp_path / name).write_bytes(data)
@@ -68,6 +70,9 @@ def test_dump_files_that_are_not_dumps_are_skipped_by_what_they_hold(tmp_path, c
             assert f"{tmp_path / name} skipped" in caplog.text
             if name.startswith("c-"):
                 assert "gzip, neither bz2 nor XML text; decompress it, or recompress it with bzip2" in caplog.text
+            if name.startswith("h-"):
+                assert "its name does not end in .xml.bz2 or .xml; decompress it, or recompress it with bzip2" \
+                    in caplog.text
         else:
             assert splits and not counts, (name, counts)
 

@@ -10,6 +10,7 @@ import shutil
 from functools import partial
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -17,6 +18,8 @@ from safetensors.torch import load_file
 import bertflow.trainer.pretrain
 from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
+from bertflow.contracts.layout import list_shards
+from bertflow.trainer.data import eval_nsp_labels
 from bertflow.trainer.pretrain import PretrainRun, pretrain
 from bertflow.trainer.pretrain_config import PretrainConfig
 
@@ -120,6 +123,29 @@ def test_rates_count_training_steps_alone_and_no_eval_split_gives_no_eval_metric
     assert [m["sequences_per_s"] for m in lines] == [4.0, 4.0]
     assert not [k for m in lines for k in m if k.startswith("eval")] and not [k for k in final if k.startswith("eval")]
     assert "no held-out examples" in caplog.text and str(tmp_path / "out") in caplog.text
+
+
+def test_an_eval_split_of_one_nsp_label_gives_no_eval_nsp_accuracy(ray_local, tmp_path, caplog):
+    # One held-out document: every eval pair follows, and the manifest said eval_nsp_acc: 0.0.
+    examples = write_examples(str(tmp_path / "examples"), num_train=64, num_eval=16, max_len=32, eval_random_share=0)
+    eval_shards = list_shards(examples, "eval")
+    assert eval_nsp_labels(eval_shards, 16) == {0}
+    cfg = config(steps=2, batch_size=4, grad_accum=1, log_every=1, eval_every=1, checkpoint_every=2, eval_examples=16)
+    with caplog.at_level(logging.WARNING, logger="bertflow.trainer.pretrain"):
+        final = pretrain(cfg, wiring(examples, tmp_path / "out"))  # what the kind returns: the manifest's counters
+    lines = metrics(tmp_path / "out")
+    assert [m["step"] for m in lines] == [1, 2]
+    assert all("eval_mlm_acc" in m and "eval_nsp_loss" in m and "eval_nsp_acc" not in m for m in lines), lines
+    assert "eval_nsp_acc" not in final and "eval_mlm_acc" in final and "nsp_acc" in final  # training's pairs have both
+    assert f"pretrain {tmp_path / 'out'}: every held-out pair in {examples} is 'is next' (B follows A): " \
+           "no eval_nsp_acc" in caplog.text
+
+    # The labels judged are those of the examples evaluated: the first eval_examples.
+    both = write_examples(str(tmp_path / "both"), num_train=8, num_eval=16, max_len=32)
+    labels = [int(v) for v in pq.read_table(list_shards(both, "eval")[0]).column("next_sentence_label").to_pylist()]
+    first_change = next(i for i, v in enumerate(labels) if v != labels[0])
+    assert eval_nsp_labels(list_shards(both, "eval"), first_change) == {labels[0]}
+    assert eval_nsp_labels(list_shards(both, "eval"), 16) == {0, 1}
 
 
 def test_command_line_is_the_config(examples, tmp_path):

@@ -444,3 +444,45 @@ def test_ctrl_c_during_a_beam_step_is_one_line(tmp_path):
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert out.count("interrupted") == 1, out
     wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in seen), 10, "workers to end")
+
+
+def test_kill_9_during_a_beam_step_is_planned_and_shown_as_died(tmp_path, capsys):
+    # After kill -9 the step's status still says running and its lease names a pid that is
+    # gone: the next plan said "(new)", as if the step had never been started.
+    raw = {"storage": str(tmp_path / "runs"), "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 2}},
+           "workflows": {"b": {"steps": {"books": {"kind": "books", "params": {
+               "files": str(ROOT / "data/books/austen-emma.txt"), "num_shards": 1}}}}}}
+    path = write_spec(tmp_path, raw)
+    r = Runner(SpecFile(raw, path).workflow("b"))
+    status = storage.join(r.output("books"), STATUS)
+    proc = cli("run", "b", "-f", str(path))
+
+    def workers() -> list[psutil.Process]:
+        try:
+            return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "bertflow.pipelines.local_worker" in " ".join(p.cmdline())]
+        except psutil.Error:
+            return []
+
+    wait_for(lambda: len(workers()) == 2 or proc.poll() is not None, 120, "the job's two workers")
+    assert storage.read_json(status)["state"] == "running"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)  # reaped: its pid is gone
+    assert proc.returncode == -signal.SIGKILL
+    assert storage.exists(storage.join(r.output("books"), LEASE))  # nobody released it
+
+    died = f"the last run died while running it: its process {proc.pid} on this host is gone"
+    assert [(p.action, p.reason) for p in r.plan()] == [("run", died)]
+    assert main(["run", "b", "-f", str(path), "--dry-run"]) == 0
+    assert f"{r.output('books')}  ({died})" in capsys.readouterr().out
+    # status tells it by the same judgement, and why.
+    assert main(["status", "b", "-f", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("died ") and f"error: the run died while running it: its process {proc.pid} on" in out, out
+
+    # The same command again takes over the dead run's lease and does the step.
+    proc = cli("run", "b", "-f", str(path))
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert f"({died})" in out and "ran     books" in out, out
+    assert r.is_done("books")

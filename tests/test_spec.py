@@ -137,6 +137,10 @@ TWO_WORKFLOWS = GOOD + """\
         ("a.copies=[1", "--set a.copies=[1: the value is not valid YAML"),
         ("a.text.size=3", "--set a.text.size=3: a.text is 'hi', not a mapping or a list (set it whole: --set a.text=...)"),
         ("b.separator.0=x", "--set b.separator.0=x: b.separator is ' ', not a mapping or a list"),
+        ("b.separator[0]=x", "--set b.separator[0]=x: 'separator[0]' is not a key; a number in the path "
+                             "indexes a list, after a dot: --set b.separator.0=x"),
+        ("b.sep[x]=1", "--set b.sep[x]=1: 'sep[x]' is not a key; a number in the path indexes a list, "
+                       "after a dot: --set STEP.PARAM.0.KEY=VALUE"),
     ],
 )
 def test_bad_set_is_a_spec_error(tmp_path, capsys, assignment, expected):
@@ -177,6 +181,10 @@ def test_set_applies_to_the_workflow_run_only(tmp_path, capsys):
         ("pretrain.steps=[1", "error: --set pretrain.steps=[1: the value is not valid YAML"),
         ("pretrain.model.hidden=3", "error: --set pretrain.model.hidden=3: pretrain.model is 'tiny', not a mapping"),
         ("finetune.tasks.0.epochs=2", None),
+        # Brackets name the list and the dotted form instead of an unknown key 'tasks[0]'.
+        ("finetune.tasks[0].epochs=2", "error: --set finetune.tasks[0].epochs=2: 'tasks[0]' is not a key; "
+                                       "a number in the path indexes a list, after a dot: "
+                                       "--set finetune.tasks.0.epochs=2"),
     ],
 )
 def test_the_issues_set_overrides_on_the_demo(tmp_path, capsys, assignment, expected):

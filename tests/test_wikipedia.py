@@ -151,6 +151,8 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path, caplog)
     (folder / "e-pages-articles.xml.bz2").write_bytes(gzip.compress(head + b"".join(pages[:10]) + tail, 1))
     book = ROOT / "data" / "books" / "austen-persuasion.txt"
     (folder / "f-pages-articles.xml").write_bytes(book.read_text(encoding="utf-8")[:20_000].encode("utf-16"))
+    # g: the sample's XML gzipped under a gzip's name: not read, by its name.
+    (folder / "g-pages-articles.xml.gz").write_bytes(gzip.compress(head + b"".join(pages[:10]) + tail, 1))
 
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING):
@@ -158,10 +160,13 @@ def test_broken_inputs_are_counted_and_survived(single_stream, tmp_path, caplog)
                                                  max_page_bytes=1 << 20), str(out), pipeline_options(direct_num_workers=2))
     # the job's caller names each skipped file (a step's log keeps its own thread's records)
     here = "\n".join(r.getMessage() for r in caplog.records if r.thread == threading.get_ident())
-    for name in ("d-pages-articles.xml.bz2", "e-pages-articles.xml.bz2", "f-pages-articles.xml"):
+    for name in ("d-pages-articles.xml.bz2", "e-pages-articles.xml.bz2", "f-pages-articles.xml",
+                 "g-pages-articles.xml.gz"):
         assert f"skipped {folder / name}: " in here, (name, here)
-    assert counters["files"] == 6 and counters["files_empty"] == 1
+    # (the counters the kind returns are the manifest's)
+    assert counters["files"] == 7 and counters["files_empty"] == 1
     assert counters["files_skipped_not_bz2"] == 1 and counters["files_skipped_not_dump"] == 1
+    assert counters["files_skipped_by_name"] == 1
     assert counters["bz2_streams_corrupt"] == 1
     assert counters["bz2_streams_truncated"] == 1
     assert counters["pages_truncated"] >= 1  # the page open where b was cut

@@ -209,9 +209,12 @@ class Runner:
             elif check:
                 action, reason = "run", f"{MISMATCH}: {check}"
             else:
-                state = self._state(name)
+                attempt = self.last_attempt(name) or {}
+                state = attempt.get("state")
                 action, reason = "run", {"failed": "failed before", "interrupted": "interrupted before"}.get(state, "new")
-                if reason == "new":
+                if state == "died":
+                    reason = f"the last run died while running it: {attempt['died']}"
+                elif reason == "new":
                     reason = self._why_new(name, planned)
             planned.append(PlannedStep(name, self.wf.steps[name].kind, self.hashes[name], self.output(name), action, reason))
         return planned
@@ -233,9 +236,23 @@ class Runner:
         records = storage.glob(storage.join(self.root, "_runs", self.wf.name, "*.json"))
         return storage.read_json(records[-1]) if records else {}
 
-    def _state(self, name: str) -> str | None:
-        url = storage.join(self.output(name), STATUS)
-        return storage.read_json(url).get("state") if storage.exists(url) else None
+    def last_attempt(self, name: str) -> dict | None:
+        """The step's ``_status.json`` (None without one), judged against its lease: a live
+        holder is ``held_by``; a ``running`` that no live run holds is ``died``, with why in
+        ``died`` (its process is gone, its heartbeat stopped). Plan and status both read it."""
+        out = self.output(name)
+        url = storage.join(out, STATUS)
+        if not storage.exists(url):
+            return None
+        attempt = storage.read_json(url)
+        lease = Lease(storage.join(out, LEASE), run_id="")
+        holder = lease.holder()
+        gone = lease.expired(holder) if holder is not None else "no run holds its lease"
+        if not gone:
+            attempt["held_by"] = describe(holder)
+        elif attempt.get("state") == "running":
+            attempt.update(state="died", died=gone)  # nobody keeps its lease alive
+        return attempt
 
     # -- running -----------------------------------------------------------------------
 
@@ -541,16 +558,12 @@ class Runner:
                 row.update(state="done", seconds=m.get("seconds"), counters=m.get("counters", {}), finished=m.get("finished"))
                 if check:
                     row.update(state="damaged", error=f"{MISMATCH}: {check}; the next run redoes it")
-            elif storage.exists(storage.join(out, STATUS)):
-                s = storage.read_json(storage.join(out, STATUS))
-                state = s.get("state", "unknown")
-                lease = Lease(storage.join(out, LEASE), run_id="")
-                holder = lease.holder()
-                if holder is not None and not lease.expired(holder):
-                    row["held_by"] = describe(holder)
-                elif state == "running":
-                    state = "died"  # nobody keeps its lease alive
-                row.update(state=state, error=s.get("error"), log=s.get("log"), at=s.get("at"))
+            elif (attempt := self.last_attempt(name)) is not None:
+                if "held_by" in attempt:
+                    row["held_by"] = attempt["held_by"]
+                died = attempt.get("died") and f"the run died while running it: {attempt['died']}"
+                row.update(state=attempt.get("state", "unknown"), error=attempt.get("error") or died,
+                           log=attempt.get("log"), at=attempt.get("at"))
             rows.append(row)
         return rows
 

@@ -327,6 +327,14 @@ def set_value(raw: dict, assignment: str, workflow: str | None = None) -> None:
     parts = key.split(".")
     if not sep or len(parts) < 2 or not all(parts):
         raise SpecError([f"--set {assignment}: expected STEP.PARAM=VALUE"])
+    bracketed = next((part for part in parts if "[" in part or "]" in part), None)
+    if bracketed is not None:
+        # Brackets would otherwise pass as a key of their own and fail later as an
+        # unknown parameter, without saying that a list is indexed with a dot.
+        dotted = re.sub(r"\.?\[(\d+)\]", r".\1", key)
+        form = f"--set {dotted}={value}" if "[" not in dotted and "]" not in dotted else "--set STEP.PARAM.0.KEY=VALUE"
+        raise SpecError([f"--set {assignment}: '{bracketed}' is not a key; a number in the path "
+                         f"indexes a list, after a dot: {form}"])
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:

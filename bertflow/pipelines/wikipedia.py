@@ -18,7 +18,7 @@ busy; a single-stream file is read by one worker. Nothing holds more than one pa
 one chunk of a file.
 
 Every decision is a Beam counter (namespace ``wikipedia``): files read, empty, skipped
-(not bz2 nor XML, not a MediaWiki export), pages read, not articles, redirects (by the
+(not named as a dump, not bz2 nor XML, not a MediaWiki export), pages read, not articles, redirects (by the
 ``<redirect>`` element), empty after cleaning, malformed XML, undecodable bytes, too
 large, truncated, bz2 streams read/corrupt/truncated, documents, sentences, words.
 Bad input is logged with its file and position and skipped; what could be read is kept.
@@ -96,9 +96,16 @@ class Page:
 # ----------------------------------------------------------------------------- input
 
 
+def is_dump_name(url: str) -> bool:
+    """Whether a file's name is a dump's (``.xml.bz2`` or ``.xml``): a folder or a glob
+    also holds files that are not read (``.xml.gz``, checksums, a download's ``.part``)."""
+    return url.endswith((".xml.bz2", ".xml"))
+
+
 def list_dumps(dump: str) -> list[str]:
-    """The dump files named by ``dump``: a file, a glob, or a folder (its
-    ``*pages-articles*.xml[.bz2]`` files; ``-index`` files are not dumps)."""
+    """The files named by ``dump``: a file, a glob, or a folder (its ``*pages-articles*``
+    files; ``-index`` files are not dumps). Files whose name is no dump's are listed too:
+    the job counts and names them as skipped (``plan_splits``)."""
     fs, path = storage.fs_for(dump)
     if any(c in path for c in "*?["):
         found = storage.glob(dump)
@@ -109,11 +116,7 @@ def list_dumps(dump: str) -> list[str]:
     else:
         raise FileNotFoundError(f"wikipedia dump not found: {dump} (give a file, a glob or a folder of pages-articles*.xml.bz2)")
     found = [u for u in found if "-index" not in posixpath.basename(u) and not fs.isdir(u)]
-    other = [u for u in found if not u.endswith((".xml.bz2", ".xml"))]
-    if other:
-        log.warning("not read, as their names do not end in .xml.bz2 or .xml: %s", ", ".join(other))
-    found = [u for u in found if u not in other]
-    if not found:
+    if not any(is_dump_name(u) for u in found):
         raise FileNotFoundError(f"no *.xml.bz2 or *.xml dump files in {dump}")
     return found
 
@@ -149,8 +152,13 @@ def _no_count(name: str, n: int = 1) -> None:
 
 def plan_splits(url: str, split_bytes: int | None = None, count: Count = _no_count) -> list[Split]:
     """The splits of one dump file: ranges of ``split_bytes`` (default: about 64 ranges a
-    file, between 256 KiB and 32 MiB). An empty file, or one that is not a dump, has none
-    (counted and logged)."""
+    file, between 256 KiB and 32 MiB). An empty file, one that is not a dump, or one whose
+    name is no dump's, has none (counted and logged)."""
+    if not is_dump_name(url):
+        compressed = re.search(r"\.xml\.[^./]+$", url)
+        hint = "; decompress it, or recompress it with bzip2" if compressed else ""
+        skip_file(count, "files_skipped_by_name", url, f"not read, as its name does not end in .xml.bz2 or .xml{hint}")
+        return []
     fs, path = fsspec.core.url_to_fs(url)
     size = fs.size(path)
     if size == 0:

@@ -191,6 +191,21 @@ def read_eval(urls: list[str], max_examples: int, rank: int = 0, world: int = 1)
     return out
 
 
+def eval_nsp_labels(urls: list[str], max_examples: int) -> set[int]:
+    """The next-sentence labels of the examples ``read_eval`` gives the workers (the first
+    ``max_examples`` in file order), reading that column alone."""
+    labels, seen = set(), 0
+    for unit in scan_units(urls):
+        if seen >= max_examples:
+            break
+        with open_shard(unit.url) as shard:
+            column = shard.read_row_group(unit.row_group, columns=["next_sentence_label"]).column(0)
+        taken = column.to_numpy(zero_copy_only=False)[: max_examples - seen]
+        labels.update(int(v) for v in np.unique(taken))
+        seen += len(taken)
+    return labels
+
+
 # ---------------------------------------------------------------------------------------
 # Batches
 

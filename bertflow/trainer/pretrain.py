@@ -119,6 +119,23 @@ def eval_rows(examples: str) -> int:
     return sum(u.num_rows for u in scan_units(list_shards(examples, "eval")))
 
 
+def eval_nsp_judgement(cfg: PretrainConfig, run: PretrainRun) -> bool:
+    """Whether the evaluation reports an NSP accuracy: only when the held-out pairs it reads
+    have both labels. Pairs that all follow (one held-out document has no random partner)
+    score a model that always says "is next" perfectly, and measure nothing; warned of."""
+    from bertflow.trainer.data import eval_nsp_labels
+
+    if not nsp_enabled(cfg, run.examples) or not eval_rows(run.examples):
+        return True  # no NSP loss, or no evaluation: nothing to leave out
+    labels = eval_nsp_labels(list_shards(run.examples, "eval"), cfg.eval_examples)
+    if len(labels) == 2:
+        return True
+    which = "'is next' (B follows A)" if labels == {0} else "'random next' (B from elsewhere)"
+    log.warning("pretrain %s: every held-out pair in %s is %s: no eval_nsp_acc (an accuracy over one label "
+                "measures nothing); eval_nsp_loss is over those pairs alone", run.output, run.examples, which)
+    return False
+
+
 def check_run(cfg: PretrainConfig, run: PretrainRun) -> None:
     """What can be checked before Ray starts: the batch split, the input folders."""
     if run.workers < 1:
@@ -268,6 +285,7 @@ class Worker:
     batches: Any  # per step, this worker's micro-batches
     eval_set: list | None  # None: there is no held-out split
     eval_collate: Any
+    eval_nsp_acc: bool  # whether the held-out pairs have both NSP labels (``eval_nsp_judgement``)
     micro: int  # sequences per micro-batch
     peak: float | None
     metrics_log: MetricsLog | None  # rank 0's
@@ -276,7 +294,7 @@ class Worker:
     nodes: list[str] = field(default_factory=list)
 
 
-def setup(cfg: PretrainConfig, run: PretrainRun) -> Worker:
+def setup(cfg: PretrainConfig, run: PretrainRun, eval_nsp_acc: bool) -> Worker:
     """Model, optimizer, data and logs of this worker, resumed from Ray Train's last
     checkpoint when there is one."""
     import ray
@@ -312,7 +330,7 @@ def setup(cfg: PretrainConfig, run: PretrainRun) -> Worker:
         cfg, run, rank, world, device, model, net, optimizer, schedule,
         autocast=torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext(),
         use_nsp=use_nsp, vocab_dir=vocab_dir, num_examples=stream.num_examples, collate=collate, batches=batches,
-        eval_set=eval_set, eval_collate=Collator(vocab, masking, salt="eval"),
+        eval_set=eval_set, eval_collate=Collator(vocab, masking, salt="eval"), eval_nsp_acc=eval_nsp_acc,
         micro=cfg.batch_size // world // cfg.grad_accum, peak=peak_flops(device),
         metrics_log=MetricsLog(run.output, start_step) if rank == 0 else None,
         start_step=start_step, resumes=resumes,
@@ -426,7 +444,10 @@ def evaluate(w: Worker) -> dict[str, float]:
                 batch = to_device(w, w.eval_collate(chunk))
                 accumulate(sums, forward(w, w.model, batch), batch)
     w.model.train()
-    return sums_to_metrics(all_reduce_sums(sums, w.device), prefix="eval_")
+    metrics = sums_to_metrics(all_reduce_sums(sums, w.device), prefix="eval_")
+    if not w.eval_nsp_acc:
+        metrics.pop("eval_nsp_acc", None)
+    return metrics
 
 
 def window_metrics(w: Worker, window: Window) -> dict[str, float]:
@@ -512,8 +533,9 @@ def export(w: Worker) -> None:
 
 
 def train_loop(config: dict) -> None:
-    """The per-worker function Ray Train runs: ``{"config": PretrainConfig, "run": PretrainRun}`` as dicts."""
-    w = setup(PretrainConfig.model_validate(config["config"]), PretrainRun(**config["run"]))
+    """The per-worker function Ray Train runs: ``{"config": PretrainConfig, "run": PretrainRun}`` as
+    dicts, and ``eval_nsp_acc``: whether the evaluation reports an NSP accuracy."""
+    w = setup(PretrainConfig.model_validate(config["config"]), PretrainRun(**config["run"]), config["eval_nsp_acc"])
     window = Window()
     for step in range(w.start_step, w.cfg.steps):
         started = time.perf_counter()
@@ -570,8 +592,10 @@ def pretrain(cfg: PretrainConfig, run: PretrainRun) -> dict[str, float]:
     if not eval_rows(run.examples):
         log.warning("pretrain %s: no held-out examples in %s (eval-*.parquet missing or empty): no eval metrics",
                     run.output, run.examples)
+    eval_nsp_acc = eval_nsp_judgement(cfg, run)
     trainer = torch_trainer(
-        train_loop, {"config": cfg.model_dump(), "run": asdict(run)}, output=run.output, name=CHECKPOINTS,
+        train_loop, {"config": cfg.model_dump(), "run": asdict(run), "eval_nsp_acc": eval_nsp_acc},
+        output=run.output, name=CHECKPOINTS,
         workers=run.workers, cpus_per_worker=run.cpus_per_worker, gpus_per_worker=run.gpus_per_worker,
         max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=[_progress_callback(cfg.steps)],
     )
