@@ -250,6 +250,27 @@ def test_checkpoints_on_any_storage_keep_the_newest_and_restore(tmp_path):
     assert checkpoint.latest(root).endswith("step-0000002")
 
 
+def test_each_step_and_worker_draws_its_own_dropout_and_a_resume_with_other_workers_is_recorded(caplog):
+    from bertflow.trainer.checkpoint import seed_step, trained_on
+
+    def masks(step: int, rank: int) -> torch.Tensor:
+        seed_step(7, step, rank)
+        return torch.nn.functional.dropout(torch.ones(256), 0.5) > 0
+
+    first = masks(3, 0)
+    torch.rand(1000)  # whatever was drawn before, the step's seeding gives the same masks
+    assert torch.equal(masks(3, 0), first)
+    assert not torch.equal(masks(3, 1), first) and not torch.equal(masks(4, 0), first)
+
+    cpu2 = [{"from_step": 0, "workers": 2, "device": "cpu, 1 thread"}]
+    with caplog.at_level(logging.WARNING, logger="bertflow.trainer.checkpoint"):
+        assert trained_on(None, 0, 2, "cpu, 1 thread") == cpu2
+        assert trained_on(cpu2, 6, 2, "cpu, 1 thread") == cpu2  # a resume on the same: one stretch
+        assert not caplog.records
+        assert trained_on(cpu2, 6, 1, "cpu, 1 thread") == cpu2 + [{"from_step": 6, "workers": 1, "device": "cpu, 1 thread"}]
+    assert "not have the bytes of a straight run" in caplog.text
+
+
 def test_ray_started_from_a_step_thread_outlives_the_thread():
     # Steps run in threads; a local Ray's GCS dies with the thread that started it unless
     # connect_ray starts it from a thread that lives as long as the process.
