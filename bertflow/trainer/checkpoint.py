@@ -101,7 +101,7 @@ def load(folder: str, model, optimizer=None, schedule=None) -> dict:
         return json.load(f)
 
 
-# --------------------------------------------------------------------------- what resuming recomputes
+# --------------------------------------------------------------------------- randomness, and what trained
 
 
 def seed_step(seed: int, step: int, rank: int) -> None:
