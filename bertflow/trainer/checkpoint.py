@@ -22,11 +22,17 @@ Without Ray's checkpointing (a fine-tuning trial), the same folders under any fs
 
     save_to(f"{output}/checkpoints", model, optimizer, schedule, {"step": step, "epoch": 1}, keep=1)
     state = load_latest(f"{output}/checkpoints", model, optimizer, schedule)   # None: none yet
+
+No generator state is saved: both trainers call ``seed_step`` before each step's forward
+passes, so the random draws follow from the step, which the checkpoint holds. The state
+also records what the weights were trained on (``trained_on``): with the inputs,
+parameters and seed, that is what their bytes depend on (docs/DESIGN.md, "Deterministic").
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -38,6 +44,8 @@ from bertflow.contracts.storage import fs_for, join, local_folder, url_of
 CHECKPOINTS = "checkpoints"  # the folder of a run's checkpoints
 MODEL, OPTIMIZER, STATE, MANIFEST = "model.safetensors", "optimizer.pt", "state.json", "checkpoint.json"
 _STEP = re.compile(r"step-(\d+)$")
+
+log = logging.getLogger(__name__)
 
 
 def step_name(step: int) -> str:
@@ -91,6 +99,45 @@ def load(folder: str, model, optimizer=None, schedule=None) -> dict:
             schedule.load_state_dict(opt["schedule"])
     with open(os.path.join(folder, STATE)) as f:
         return json.load(f)
+
+
+# --------------------------------------------------------------------------- randomness, and what trained
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed torch's generators (the CPU's and every GPU's) for training step ``step``
+    (0-based) on worker ``rank``. Dropout draws from (seed, step, rank) alone: a run resumed
+    at a step draws what the straight run drew there, and each worker draws its own masks."""
+    import torch
+
+    from bertflow.contracts.hashing import stable_hash
+
+    torch.manual_seed(stable_hash(seed, "dropout", step, rank) % 2**63)
+
+
+def device_name(device) -> str:
+    """What a worker computes on, as far as the bits of its results go: the GPU's model, or
+    the CPU's thread count (a matmul's or a sum's split across threads sets its rounding)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{device.type}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def trained_on(earlier: list[dict] | None, step: int, workers: int, device: str) -> list[dict]:
+    """``state["trained_on"]`` of a run that starts (or resumes) at ``step`` on ``workers``
+    workers, each computing on ``device`` (``device_name``), after the ``earlier`` runs that
+    wrote the checkpoint it resumes from. A new entry only when the workers or the device
+    changed, which is logged: the weights then end as no straight run's."""
+    earlier = list(earlier or [])
+    if earlier and (earlier[-1]["workers"], earlier[-1]["device"]) == (workers, device):
+        return earlier
+    if earlier:
+        log.warning("resuming at step %d on %d worker(s) (%s), after %d (%s): the result will not have the bytes "
+                    "of a straight run on either", step, workers, device, earlier[-1]["workers"], earlier[-1]["device"])
+    return earlier + [{"from_step": step, "workers": workers, "device": device}]
 
 
 # --------------------------------------------------------------------------- under Ray Train

@@ -17,8 +17,9 @@ Resuming: Ray Train records each checkpoint after it is fully uploaded (its snap
 ``checkpoints/``), so a run started again on the same output, or a worker group that Ray
 restarts after a failure (``max_failures``), continues from the last whole checkpoint.
 The data position (``step * batch_size`` examples into the global stream of
-``bertflow.trainer.data``) and the dropout seeds (a hash of seed, step and rank, set every step)
-follow from the step alone, so a resumed run computes what the uninterrupted run would.
+``bertflow.trainer.data``) and the dropout seeds (``checkpoint.seed_step``: seed, step and rank,
+set every step) follow from the step alone, so a resumed run on the same workers computes
+the bytes the uninterrupted run would; ``state.json`` records what it trained on.
 
 Loss: the MLM loss is the mean over every masked token of the *global* batch and the NSP
 loss the mean over its examples; each worker scales its sums by the global counts (one
@@ -54,7 +55,7 @@ from typing import Any
 from bertflow.contracts.config import add_arguments, parse
 from bertflow.contracts.layout import IGNORE_INDEX, TOKENIZER_FILES, VOCAB, examples_folder, list_shards
 from bertflow.contracts.storage import exists, fs_for, join
-from bertflow.trainer.checkpoint import CHECKPOINTS
+from bertflow.trainer.checkpoint import CHECKPOINTS, device_name, seed_step, trained_on
 from bertflow.trainer.metrics_log import MetricsLog
 from bertflow.trainer.pretrain_config import PretrainConfig, check_batch
 
@@ -291,6 +292,7 @@ class Worker:
     metrics_log: MetricsLog | None  # rank 0's
     start_step: int = 0
     resumes: list[int] = field(default_factory=list)
+    trained_on: list[dict] = field(default_factory=list)  # checkpoint.trained_on; rank 0's, which saves it
     nodes: list[str] = field(default_factory=list)
 
 
@@ -318,7 +320,7 @@ def setup(cfg: PretrainConfig, run: PretrainRun, eval_nsp_acc: bool) -> Worker:
     model = build_model(cfg, vocab.size, run.init).to(device)
     optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay)
     schedule = build_schedule(optimizer, cfg.warmup_steps(), cfg.steps, cfg.schedule)
-    start_step, resumes = resume(model, optimizer, schedule, rank)
+    start_step, resumes, earlier = resume(model, optimizer, schedule, rank)
     net = wrap(model, cfg, world, device)
 
     masking = Masking(vocab, cfg.seed, cfg.max_predictions)
@@ -334,6 +336,7 @@ def setup(cfg: PretrainConfig, run: PretrainRun, eval_nsp_acc: bool) -> Worker:
         micro=cfg.batch_size // world // cfg.grad_accum, peak=peak_flops(device),
         metrics_log=MetricsLog(run.output, start_step) if rank == 0 else None,
         start_step=start_step, resumes=resumes,
+        trained_on=trained_on(earlier, start_step, world, device_name(device)) if rank == 0 else [],
     )
     w.nodes = [ray.get_runtime_context().get_node_id()] * world
     if world > 1:
@@ -345,20 +348,21 @@ def setup(cfg: PretrainConfig, run: PretrainRun, eval_nsp_acc: bool) -> Worker:
     return w
 
 
-def resume(model, optimizer, schedule, rank: int) -> tuple[int, list[int]]:
-    """(the step to start at, the steps resumed at so far) from Ray Train's last checkpoint."""
+def resume(model, optimizer, schedule, rank: int) -> tuple[int, list[int], list[dict]]:
+    """(the step to start at, the steps resumed at so far, what the checkpoint was trained
+    on) from Ray Train's last checkpoint."""
     import ray.train
 
     from bertflow.trainer.checkpoint import load, ray_checkpoint_folder
 
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return 0, []
+        return 0, [], []
     with ray_checkpoint_folder(checkpoint, rank) as folder:
         state = load(folder, model, optimizer, schedule)
     if rank == 0:
         print(f"[pretrain] resumed from step {state['step']} ({state['examples_seen']} examples seen)", flush=True)
-    return state["step"], state.get("resumed_at", []) + [state["step"]]
+    return state["step"], state.get("resumed_at", []) + [state["step"]], state.get("trained_on", [])
 
 
 def wrap(model, cfg: PretrainConfig, world: int, device):
@@ -397,15 +401,13 @@ def train_step(w: Worker, step: int, window: Window) -> None:
     import torch
     import torch.distributed as dist
 
-    from bertflow.contracts.hashing import stable_hash
     from bertflow.trainer.optim import clip_grad_norm
 
     waiting = time.perf_counter()
     host_batches = next(w.batches)  # ready in the prefetch queue unless the loader falls behind
     window.stall += time.perf_counter() - waiting
     micro_batches = [to_device(w, b) for b in host_batches]
-    # dropout draws from a seed of (seed, step, rank): a resumed run draws the same
-    torch.manual_seed(stable_hash(w.cfg.seed, "dropout", step, w.rank) % (2**63))
+    seed_step(w.cfg.seed, step, w.rank)
     counts = torch.tensor(
         [float((b["masked_lm_ids"] != IGNORE_INDEX).sum()) for b in micro_batches]
         + [float((b["next_sentence_label"] != IGNORE_INDEX).sum()) for b in micro_batches],
@@ -509,9 +511,8 @@ def save_and_report(w: Worker, done: int, metrics: dict) -> None:
         if w.rank == 0:
             examples_seen = done * w.cfg.batch_size
             state = {"step": done, "examples_seen": examples_seen, "seed": w.cfg.seed, "resumed_at": w.resumes,
-                     "nodes": w.nodes, "epoch": examples_seen // w.num_examples,
-                     "epoch_offset": examples_seen % w.num_examples,
-                     "rng": "dropout: torch.manual_seed(hash(seed, 'dropout', step, rank)) every step"}
+                     "nodes": w.nodes, "trained_on": w.trained_on, "epoch": examples_seen // w.num_examples,
+                     "epoch_offset": examples_seen % w.num_examples}
             save(tmp, w.model, w.optimizer, w.schedule, state)
             w.metrics_log.sync()
             checkpoint = ray.train.Checkpoint.from_directory(tmp)

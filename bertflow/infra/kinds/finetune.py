@@ -52,7 +52,7 @@ from .base import Input, StepContext, StepKind
 @register
 class Finetune(StepKind):
     name = "finetune"
-    version = 3  # seeds: a setting's trials per seed, medians; results.json in percent
+    version = 4  # 3: seeds, medians, percent; 4: dropout drawn per (seed, step, worker), other weights
     Params = FinetuneConfig
     inputs = {"model": Input(required=False)}
 

@@ -8,7 +8,9 @@ workers each run ``train_loop``:
    steps); each epoch's batches are a permutation seeded by (seed, epoch), split across
    the workers (each weighing its loss by its share of the batch; one with none of a
    last, small batch steps at weight 0), so the global batch, the step count and the
-   logged loss do not depend on the worker count;
+   logged loss do not depend on the worker count; dropout draws from (seed, step, rank)
+   (``checkpoint.seed_step``), so each worker draws its own masks and a resumed trial
+   those of the straight one;
 3. every ``log_every_steps`` steps rank 0 logs the train loss and learning rate to
    ``metrics.jsonl`` and ``tensorboard/`` in the trial folder; after each epoch it
    evaluates on dev (after the last epoch only when ``eval_every_epoch`` is off), logs
@@ -131,12 +133,12 @@ def train_loop(config: dict) -> None:
         rank, world, device = 0, 1, torch.device("cpu")
     # as many intra-op threads as the worker has CPUs (Ray would otherwise leave 1)
     torch.set_num_threads(max(1, int(trial.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the new head's initial weights: the seed's, the same on every worker
 
     from bertflow.trainer.hf_folder import load_config, load_pretrained
     from bertflow.trainer.optim import build_optimizer, build_schedule, clip_grad_norm
 
-    from bertflow.trainer.checkpoint import CHECKPOINTS, load_latest, save_to
+    from bertflow.trainer.checkpoint import CHECKPOINTS, device_name, load_latest, save_to, seed_step, trained_on
     from bertflow.trainer.metrics_log import MetricsLog
 
     from .heads import HeadConfig
@@ -164,11 +166,12 @@ def train_loop(config: dict) -> None:
 
     start_epoch, history = 0, []
     checkpoints = join(trial.output, CHECKPOINTS)
-    state = load_latest(checkpoints, model, optimizer, schedule)
-    if state is not None:
+    state = load_latest(checkpoints, model, optimizer, schedule) or {}
+    if state:
         start_epoch, history = state["epoch"], state["history"]
         log.info("trial %s/%s: resumed after epoch %d", cfg.name, trial.trial_id, start_epoch)
     step = start_epoch * steps_per_epoch
+    runs = trained_on(state.get("trained_on"), step, world, device_name(device)) if rank == 0 else []
     metrics_log = MetricsLog(trial.output, step) if rank == 0 else None
 
     if world > 1:
@@ -190,6 +193,7 @@ def train_loop(config: dict) -> None:
             # A worker with no example in a (last, small) batch still joins DDP's gradient
             # all-reduce: it steps on one of the batch's examples, at weight 0.
             batch = task.collate([train.features[i] for i in indices or whole[:1]])
+            seed_step(cfg.seed, step, rank)
             loss = task.loss(trained, batch, device)
             if world > 1:
                 # DDP averages the workers' gradients: weighed by its share of what the
@@ -231,8 +235,8 @@ def train_loop(config: dict) -> None:
             scalars = {"train/epoch_loss": train_loss, "train/examples_per_s": metrics["examples_per_s"],
                        **{f"dev/{k}": v for k, v in dev_metrics.items() if isinstance(v, (int, float))}}
             metrics_log.write(step, scalars, epoch=epoch + 1)
-            save_to(checkpoints, model, optimizer, schedule, {"step": step, "epoch": epoch + 1, "history": history},
-                    keep=1)
+            save_to(checkpoints, model, optimizer, schedule,
+                    {"step": step, "epoch": epoch + 1, "history": history, "trained_on": runs}, keep=1)
             metrics_log.sync()
             t = timer.add("checkpoint", t)
             log.info("trial %s/%s epoch %d: loss %.4f, dev %s", cfg.name, trial.trial_id, epoch + 1,
@@ -248,7 +252,7 @@ def train_loop(config: dict) -> None:
     test = task.load(cfg.test, train=False) if cfg.test else None
     result: dict[str, Any] = {"task": cfg.name, "type": cfg.type, "setting": trial.setting,
                               "setting_id": trial.setting_id, "trial_id": trial.trial_id, "seed": cfg.seed,
-                              "metric": cfg.main_metric, "history": history}
+                              "metric": cfg.main_metric, "history": history, "trained_on": runs}
     several = len(dev_sets) > 1
     splits = [(name, f"dev-{name}" if several else "dev", split)
               for name, split in zip(dev_sets, [dev, *other_devs.values()])] + [("test", "test", test)]
