@@ -41,6 +41,7 @@ from importlib import metadata
 from bertflow.contracts import storage
 from bertflow.contracts.config import data_paths, hashed
 
+from .inputs import by_name as input_by_name
 from .inputs import changes as input_changes
 from .inputs import identity as input_identity
 from .kinds import KINDS, Resources, StepContext
@@ -220,9 +221,13 @@ class Runner:
         """Why a step that is not done runs: ``input changed: files: austen-emma.txt changed
         (size ...)`` when the last run of this workflow read other data under the same
         paths, ``reads books, whose input changed``, or ``new``."""
-        last = self._last_record().get("steps", {}).get(name, {}).get("data", {})
+        # by name where the data paths are in named items (a task's files): removing one
+        # task must not read as every later task's file changed
+        step = self._last_record().get("steps", {}).get(name, {})
+        last = input_by_name(step.get("data", {}), step.get("params", {}))
+        now = input_by_name(self.data[name], self.wf.params[name].model_dump(mode="json"))
         changed = [f"{key}: {'; '.join(input_changes(last[key], ident)) or 'changed'}"
-                   for key, ident in self.data[name].items() if key in last and last[key].get("digest") != ident["digest"]]
+                   for key, ident in now.items() if key in last and last[key].get("digest") != ident["digest"]]
         if changed:
             return "input changed: " + " | ".join(changed)
         upstream = [p.name for p in planned if p.reason.startswith("input changed") and p.name in self.wf.upstream(name)]
