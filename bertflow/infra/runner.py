@@ -46,7 +46,7 @@ from .inputs import changes as input_changes
 from .inputs import identity as input_identity
 from .kinds import KINDS, Resources, StepContext
 from .lease import LEASE, Lease, LeaseHeld, describe
-from .spec import Workflow
+from .spec import SpecError, Workflow
 
 SUCCESS = "_SUCCESS.json"
 STATUS = "_status.json"
@@ -250,6 +250,10 @@ class Runner:
         waited for, ``lease_wait`` seconds at most (None: as long as that run takes), and
         reused if that run finished it."""
         planned = self.plan(only, force)
+        # What the steps to run will read, checked before any of them starts an engine.
+        errors = self.wf.data_errors([p.name for p in planned if p.action == "run"])
+        if errors:
+            raise SpecError(errors)
         if dry_run:
             return [StepOutcome(p.name, "would run" if p.action == "run" else "would reuse", p.output) for p in planned]
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
