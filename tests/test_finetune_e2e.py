@@ -9,6 +9,7 @@ and the metrics logs.
 A tiny random BERT (2 layers, hidden 32, the real vocabulary and tokenizer) keeps the
 training steps to milliseconds; tests/test_model.py loads the real checkpoint."""
 
+import csv
 import json
 import logging
 import shutil
@@ -150,7 +151,7 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
     raw = {"storage": str(tmp_path / "runs"), "ray": {"num_cpus": 2}, "workflows": {"w": {"steps": {"finetune": {
         "kind": "finetune", "params": {"init": tiny_bert, "tasks": tasks, "max_concurrent_trials": 2}}}}}}
     runner = Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
-    with pytest.raises(StepFailed, match=r"1 of 3 fine-tuning trials failed \(sentiment/default: "
+    with pytest.raises(StepFailed, match=r"1 of 3 fine-tuning trials failed:\n  sentiment/default: "
                                          r"FileNotFoundError: .*sentiment-train.csv"):
         runner.run()
     step = Path(runner.output("finetune"))
@@ -304,3 +305,28 @@ def test_two_dev_sets_score_one_trained_model_by_the_chosen_metric(tiny_bert, tm
         labels = ["fresh", "rotten"]
         gold, pred = ([labels.index(line.rsplit(",", 2)[i]) for line in predicted] for i in (1, 2))
         assert result["dev_sets"][name]["mcc"] == pytest.approx(matthews_corrcoef(gold, pred))
+
+
+def test_dev_rows_whose_label_train_never_had_are_counted_as_rows_beside_the_score(tiny_bert, tmp_path):
+    from bertflow.trainer.finetune.fanout import results_table, summarize
+    from bertflow.trainer.finetune.trial import train_loop
+
+    # the real dev file's first 60 reviews, the last 20 of them labelled `mixed`, which train never has
+    lines = (DATA / "sentiment/dev.csv").read_text().splitlines(keepends=True)
+    rows = list(csv.reader(lines[1:61]))
+    assert len(rows) == 60 and {label for _, label in rows} == {"fresh", "rotten"}
+    dev = tmp_path / "dev.csv"
+    with open(dev, "w", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], *rows[:40], *([text, "mixed"] for text, _ in rows[40:])])
+    task = sentiment(dev=str(dev), max_train_examples=16, max_eval_examples=None)
+    out = tmp_path / "trial"
+    train_loop(TrialConfig(task=task, init=tiny_bert, output=str(out)).model_dump())
+    result = json.loads((out / "result.json").read_text())
+    assert result["dev_skipped"] == 20 and result["dev_scored"] == 40  # rows, not the one distinct label
+    assert result["dev_skipped_why"] == {"labels train never had": 20}
+    assert len((out / "predictions/dev.csv").read_text().splitlines()) == 1 + 40
+
+    summary = summarize([{"status": "ok", **result}], {"sentiment": task})
+    table = results_table(summary, {"sentiment": task})
+    accuracy = summary["tasks"]["sentiment"]["best"]["dev"]
+    assert f"| {accuracy:.2f} (20 of 60 rows skipped: labels train never had) |" in table.splitlines()[6]

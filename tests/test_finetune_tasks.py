@@ -166,3 +166,34 @@ def test_the_command_line_is_made_from_the_schema(monkeypatch, tmp_path):
     assert calls["args"] == ("m", "o", 1, 1, 0) and calls["ray"] == {"address": None, "num_cpus": 2}
     with pytest.raises(SystemExit):  # a bad value is the command line's error, naming the flag
         cli.main(["--config", str(spec), "--init", "m", "--output", "o", "--max-concurrent-trials", "0"])
+
+
+def test_failed_trials_give_each_distinct_reason_once_whole_with_the_trials_it_stopped(tmp_path):
+    import csv
+    import itertools
+
+    from bertflow.trainer.finetune import fanout
+
+    # real reviews under a long path, their label column named `stars`: every sentiment
+    # trial fails on it (reading train's labels, before any worker starts)
+    deep = tmp_path / ("reviews-" * 25) / ("posneg-" * 25)
+    deep.mkdir(parents=True)
+    nolabel = deep / "train.csv"
+    with open(ROOT / "data/finetune/sentiment/train.csv", newline="", encoding="utf-8") as f:
+        rows = [[r["text"], r["label"]] for r in itertools.islice(csv.DictReader(f), 20)]
+    with open(nolabel, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "stars"], *rows])
+    missing = tmp_path / "wnut-train.conll"
+    config = FinetuneConfig.model_validate({"tasks": [
+        {"name": "sentiment", "type": "classification", "train": str(nolabel), "dev": str(nolabel)},
+        {"name": "wnut", "type": "ner", "train": str(missing), "dev": str(ROOT / "data/finetune/ner/dev.conll")},
+    ], "grid": {"lr": [1e-4, 2e-4]}, "seed": 1})
+    results = [fanout._drive(trial.model_dump()) for trial in fanout.expand(config, "model", str(tmp_path / "out"))]
+    summary = fanout.summarize(results, {t.name: t for t in config.tasks})
+    reason = f"ValueError: {nolabel}: no column(s) ['label']; the file has ['stars', 'text']"
+    assert len(reason) > 500  # longer than any cut
+    lines = fanout.failures(summary)
+    assert lines[0] == f"sentiment (every trial): {reason}"
+    assert len(lines) == 2 and lines[1].startswith(f"wnut (every trial): FileNotFoundError: ") and str(missing) in lines[1]
+    table = fanout.results_table(summary, {t.name: t for t in config.tasks})
+    assert f"- sentiment (every trial): {reason}" in table.splitlines()

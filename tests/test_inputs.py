@@ -125,3 +125,39 @@ def test_finetune_task_files_and_init_folders_are_hashed_by_content(tmp_path):
     after_dev = plan_hash()
     (model / "config.json").write_text('{"hidden_size": 8}')
     assert len({before, after_dev, plan_hash()}) == 3
+
+
+def test_removing_a_task_is_not_read_as_every_later_tasks_file_changing(tmp_path):
+    from bertflow.infra.runner import StepFailed
+    from tests import runner_kinds  # noqa: F401 - registers test_text, the step the finetune step reads
+
+    data = ROOT / "data/finetune"
+    files = tmp_path / "files"
+    shutil.copytree(data, files)
+    tasks = [
+        {"name": "sentiment", "type": "classification", "train": "files/sentiment/dev.csv",
+         "dev": "files/sentiment/dev.csv"},
+        {"name": "similarity", "type": "regression", "train": "files/similarity/train.csv",
+         "dev": "files/similarity/dev.csv", "text_column": "word1", "text_pair_column": "word2"},
+        {"name": "wnut", "type": "ner", "train": "files/ner/train.conll", "dev": "files/ner/dev.conll"},
+    ]
+
+    def runner(tasks) -> Runner:
+        # the finetune step reads a step that fails: the run records its data without training
+        raw = {"storage": str(tmp_path / "runs"), "workflows": {"w": {"steps": {
+            "model": {"kind": "test_text", "params": {"text": "no model", "crash": True}},
+            "finetune": {"kind": "finetune", "inputs": {"model": "model"}, "params": {"tasks": tasks}}}}}}
+        return Runner(SpecFile(raw, tmp_path / "workflows.yaml").workflow("w"))
+
+    with pytest.raises(StepFailed, match="crashed after writing"):
+        runner(tasks).run()
+    # the first task removed: the others' files are the same files
+    (plan,) = [p for p in runner(tasks[1:]).plan() if p.name == "finetune"]
+    assert plan.reason == "new"
+    # one of them changed: named by its task
+    size = (files / "ner/train.conll").stat().st_size
+    sentence = (data / "ner/dev.conll").read_bytes().split(b"\n\n")[0] + b"\n\n"  # dev's first, into train
+    with open(files / "ner/train.conll", "ab") as f:
+        f.write(sentence)
+    (plan,) = [p for p in runner(tasks[1:]).plan() if p.name == "finetune"]
+    assert plan.reason == f"input changed: tasks.wnut.train: train.conll changed (size {size} -> {size + len(sentence)})"

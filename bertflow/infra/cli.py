@@ -173,13 +173,17 @@ def remote_urls(wf) -> dict[str, str]:
 
 def cmd_validate(spec, args) -> int:
     names = [args.workflow] if args.workflow else spec.workflows
+    errors = []
     for name in names:
-        spec.workflow(name)  # an unknown name is a SpecError
+        # an unknown name is a SpecError; a local data file its step refuses, an error too
+        errors += spec.workflow(name).data_errors(remote=False)
         steps = spec.spec.workflows[name].steps
         print(f"{name}: {len(steps)} steps ({', '.join(steps)})")
     # Not errors: the demo in the same file runs while the cluster recipe waits for its bucket.
     for line in spec.warnings(args.workflow):
         print(f"warning: {line}", file=sys.stderr)
+    if errors:
+        raise SpecError(errors)
     print(f"{args.file}: valid")
     return 0
 

@@ -115,6 +115,26 @@ def _local_digest(path: str) -> str:
     return digest
 
 
+def by_name(data: dict[str, dict], params: dict) -> dict[str, dict]:
+    """A step's data identities (by data path key: ``tasks.0.train``) keyed by the names of
+    the list items their keys go through, where an item in ``params`` (as JSON) has a
+    ``name`` (``tasks.sentiment.train``): comparing two runs' data then pairs a task with
+    itself, not with whichever task took its place in the list."""
+    out = {}
+    for key, ident in data.items():
+        node, parts = params, []
+        for part in key.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                name = node.get("name") if isinstance(node, dict) else None
+                parts.append(name if isinstance(name, str) else part)
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
+                parts.append(part)
+        out[".".join(parts)] = ident
+    return out
+
+
 def changes(before: dict, after: dict) -> list[str]:
     """What differs between two identities of the same input, a line per file:
     ``austen-emma.txt changed (size 912345 -> 912399)``, ``added``, ``removed``."""

@@ -41,11 +41,12 @@ from importlib import metadata
 from bertflow.contracts import storage
 from bertflow.contracts.config import data_paths, hashed
 
+from .inputs import by_name as input_by_name
 from .inputs import changes as input_changes
 from .inputs import identity as input_identity
 from .kinds import KINDS, Resources, StepContext
 from .lease import LEASE, Lease, LeaseHeld, describe
-from .spec import Workflow
+from .spec import SpecError, Workflow
 
 SUCCESS = "_SUCCESS.json"
 STATUS = "_status.json"
@@ -223,9 +224,13 @@ class Runner:
         """Why a step that is not done runs: ``input changed: files: austen-emma.txt changed
         (size ...)`` when the last run of this workflow read other data under the same
         paths, ``reads books, whose input changed``, or ``new``."""
-        last = self._last_record().get("steps", {}).get(name, {}).get("data", {})
+        # by name where the data paths are in named items (a task's files): removing one
+        # task must not read as every later task's file changed
+        step = self._last_record().get("steps", {}).get(name, {})
+        last = input_by_name(step.get("data", {}), step.get("params", {}))
+        now = input_by_name(self.data[name], self.wf.params[name].model_dump(mode="json"))
         changed = [f"{key}: {'; '.join(input_changes(last[key], ident)) or 'changed'}"
-                   for key, ident in self.data[name].items() if key in last and last[key].get("digest") != ident["digest"]]
+                   for key, ident in now.items() if key in last and last[key].get("digest") != ident["digest"]]
         if changed:
             return "input changed: " + " | ".join(changed)
         upstream = [p.name for p in planned if p.reason.startswith("input changed") and p.name in self.wf.upstream(name)]
@@ -262,6 +267,10 @@ class Runner:
         waited for, ``lease_wait`` seconds at most (None: as long as that run takes), and
         reused if that run finished it."""
         planned = self.plan(only, force)
+        # What the steps to run will read, checked before any of them starts an engine.
+        errors = self.wf.data_errors([p.name for p in planned if p.action == "run"])
+        if errors:
+            raise SpecError(errors)
         if dry_run:
             return [StepOutcome(p.name, "would run" if p.action == "run" else "would reuse", p.output) for p in planned]
         self.run_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

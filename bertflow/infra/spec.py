@@ -11,9 +11,10 @@ no cycle. Every error names its key path and, when the file has it, its line:
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -124,8 +125,10 @@ def pydantic_errors(e: ValidationError, prefix: str = "") -> list[str]:
 class Workflow:
     """A validated workflow: its steps in dependency order with their kinds' Params."""
 
-    def __init__(self, name: str, spec: Spec, wf: WorkflowSpec, base_dir: Path):
+    def __init__(self, name: str, spec: Spec, wf: WorkflowSpec, base_dir: Path,
+                 with_lines: Callable[[list[str]], list[str]] = list):
         self.name, self.base_dir = name, base_dir
+        self._with_lines = with_lines
         self.storage = wf.storage or spec.storage
         self.beam = wf.beam or spec.beam
         self.ray = wf.ray or spec.ray
@@ -133,6 +136,19 @@ class Workflow:
         self.steps = wf.steps
         self.params = {n: KINDS[s.kind].Params.model_validate(s.params) for n, s in wf.steps.items()}
         self.order = topological_order({n: deps(s) for n, s in wf.steps.items()})
+
+    def data_errors(self, steps: Iterable[str] | None = None, remote: bool = True) -> list[str]:
+        """What the data files of ``steps`` (default: every step) hold that their kinds
+        refuse (``StepKind.check_data``: a fine-tuning CSV without its label column), read
+        from a bounded head of each: ``key.path: message (line N)`` lines, as errors are.
+        ``remote``: read files in stores too (``run``), else local files only (``validate``)."""
+        resolve = functools.partial(storage.absolute, base_dir=self.base_dir)
+        errors = []
+        for name in self.order if steps is None else steps:
+            kind = KINDS[self.steps[name].kind]
+            at = f"workflows.{self.name}.steps.{name}"
+            errors += [f"{at}.{m}" for m in kind.check_data(self.params[name], resolve, remote)]
+        return self._with_lines(errors)
 
     def inputs(self, step: str) -> dict[str, list[str]]:
         return {k: [v] if isinstance(v, str) else list(v) for k, v in self.steps[step].inputs.items()}
@@ -293,7 +309,7 @@ class SpecFile:
     def workflow(self, name: str) -> Workflow:
         if name not in self.spec.workflows:
             raise SpecError([f"workflows.{name}: no such workflow (this file has: {', '.join(self.workflows)})"])
-        return Workflow(name, self.spec, self.spec.workflows[name], self.base_dir)
+        return Workflow(name, self.spec, self.spec.workflows[name], self.base_dir, self._with_lines)
 
 
 def _leaves(value: Any, path: str) -> list[tuple[str, Any]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from bertflow.contracts import storage
 from bertflow.contracts.config import Config
@@ -76,6 +76,15 @@ class StepKind:
         """Errors of params and inputs together that neither shows alone (validated
         ``params``, the names of the step's ``inputs``): ``key.path: message`` lines,
         relative to the step (``params.init: ...``). ``bertflow validate`` reports them."""
+        return []
+
+    @classmethod
+    def check_data(cls, params: Params, resolve: Callable[[str], str], remote: bool) -> list[str]:
+        """Errors in what the step's data paths hold that would stop its run, found by
+        reading a bounded head of each file (a header, the first records), never a whole
+        dump: ``key.path: message`` lines as ``check``'s. ``resolve`` makes a data path
+        absolute (against the workflow file's folder); ``remote``: read files in stores too
+        (``run``, before any engine starts), else local files only (``validate``)."""
         return []
 
     def run(self, ctx: StepContext) -> dict[str, float]:

@@ -67,6 +67,24 @@ class Finetune(StepKind):
         return []
 
     @classmethod
+    def check_data(cls, params: FinetuneConfig, resolve, remote: bool) -> list[str]:
+        """Each task's files, read from their heads by the task type's own reader
+        (``TaskConfig.check_file``: columns, format, labels), so that a CSV without its
+        label column is refused before Ray starts, not in every trial. A path with nothing
+        there is left to its trial, which fails naming it (``validate`` warns about it)."""
+        errors = []
+        for i, task in enumerate(params.tasks):
+            for key, path in data_paths(task).items():
+                url = resolve(path)
+                local = not storage.missing_backend(url) and storage.is_local(url)
+                if (not local and not remote) or not storage.exists(url):
+                    continue
+                problem = task.check_file(url, train=key == "train")
+                if problem:
+                    errors.append(f"params.tasks.{i}.{key}: {problem}")
+        return errors
+
+    @classmethod
     def summary(cls, output: str) -> str | None:
         import fsspec
 
@@ -74,7 +92,10 @@ class Finetune(StepKind):
             text = f.read()
         # The table of tasks (and what failed); every setting's row is in the file.
         head, sep, rest = text.partition("\n## ")
-        failed = [line for line in rest.splitlines() if " trials failed: " in line]
+        lines = rest.splitlines()
+        # the line that says how many failed, and each reason under it
+        at = next((i for i, line in enumerate(lines) if " trials failed: " in line), len(lines))
+        failed = [line for line in lines[at:] if line.strip()]
         return "\n".join([head.rstrip(), *([""] + failed if failed else []),
                           *(["", f"Every setting and seed: {output}/results.md"] if sep else [])])
 
@@ -171,13 +192,15 @@ class Finetune(StepKind):
         for name, t in summary["tasks"].items():
             if t["best"] and t["best"]["dev"] is not None:
                 counters[f"best_dev_{t['metric']}/{name}"] = t["best"]["dev"]
-        if summary["trials_ok"] == 0:
-            raise RuntimeError(f"every fine-tuning trial failed; see {ctx.output}/results.md and trials/*/*/error.txt")
-        if summary["trials_failed"] and not p.allow_failed_trials:
-            failures = [f"{name}/{s['setting_id']}: {s['error']}" for name, t in summary["tasks"].items()
-                        for s in t["settings"] if s["status"] != "ok"]
-            raise RuntimeError(
-                f"{summary['trials_failed']} of {summary['trials_ok'] + summary['trials_failed']} fine-tuning trials "
-                f"failed ({'; '.join(failures[:3])}{'; ...' if len(failures) > 3 else ''}); see {ctx.output}/results.md. "
-                "A rerun reuses the finished trials and retries these; allow_failed_trials: true accepts them")
+        if summary["trials_failed"] and (summary["trials_ok"] == 0 or not p.allow_failed_trials):
+            from bertflow.trainer.finetune.fanout import failures
+
+            ok, failed = summary["trials_ok"], summary["trials_failed"]
+            # each distinct reason once, whole, a line each, with the trials it stopped
+            raise RuntimeError("\n".join([
+                f"{failed} of {ok + failed} fine-tuning trials failed:",
+                *(f"  {line}" for line in failures(summary)),
+                f"see {ctx.output}/results.md and trials/<task>/<trial>/error.txt"
+                + ("" if not ok else "; a rerun reuses the finished trials and retries these, "
+                                     "allow_failed_trials: true accepts them")]))
         return counters

@@ -170,7 +170,7 @@ def short_error(text: str) -> str:
     message, whose last ``SomeError: ...`` line is the worker's exception."""
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
     errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", l)]
-    return (errors[-1] if errors else lines[-1] if lines else text)[:500]
+    return errors[-1] if errors else lines[-1] if lines else text
 
 
 def run_grid(trials: list[TrialConfig], max_concurrent: int | None = None) -> list[dict[str, Any]]:
@@ -241,6 +241,10 @@ def summarize(results: list[dict[str, Any]], tasks: dict[str, TaskConfig]) -> di
             if "dev_sets" in r:  # every dev set's scores, the first's being `dev`'s
                 trial["dev_sets"] = {n: task.percent(m) for n, m in r["dev_sets"].items()}
             trial["reused"] = bool(r.get("reused"))
+            for split in ("dev", "test"):
+                if r.get(f"{split}_skipped"):  # counted in records; older trials have no reasons
+                    trial[f"{split}_skipped"] = {"skipped": r[f"{split}_skipped"], "scored": r.get(f"{split}_scored"),
+                                                 "why": r.get(f"{split}_skipped_why") or {}}
         else:
             trial["error"] = r["error"]
         settings[r["task"], r["setting_id"]]["trials"].append(trial)
@@ -256,6 +260,9 @@ def summarize(results: list[dict[str, Any]], tasks: dict[str, TaskConfig]) -> di
                     keys = [k for k in scored[0] if all(isinstance(d.get(k), (int, float)) for d in scored)]
                     row[split] = {k: statistics.median(d[k] for d in scored) for k in keys}
                     row[f"{split}_spread"] = spread([d[t["metric"]] for d in scored if t["metric"] in d])
+                skipped = [x[f"{split}_skipped"] for x in ok if f"{split}_skipped" in x]
+                if skipped:  # the same file read the same way for every seed
+                    row[f"{split}_skipped"] = skipped[0]
             sets = [x["dev_sets"] for x in ok if "dev_sets" in x]
             if sets:
                 row["dev_sets"] = {n: statistics.median(d[n].get(t["metric"], math.nan) for d in sets) for n in sets[0]}
@@ -268,7 +275,8 @@ def summarize(results: list[dict[str, Any]], tasks: dict[str, TaskConfig]) -> di
         if scored:  # ties go to the first setting in grid order
             best = tasks[name].best(scored, lambda row: row["dev"].get(t["metric"]))
             t["best"] = {"setting_id": best["setting_id"], "dev": best["dev"].get(t["metric"]),
-                         "test": best.get("test", {}).get(t["metric"])}
+                         "test": best.get("test", {}).get(t["metric"]),
+                         **{k: best[k] for k in ("dev_skipped", "test_skipped") if k in best}}
     summary["trials_ok"] = sum(r["status"] == "ok" for r in results)
     summary["trials_failed"] = sum(r["status"] != "ok" for r in results)
     return summary
@@ -307,6 +315,39 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def skipped_text(skipped: dict[str, Any] | None, task: TaskConfig) -> str:
+    """What a score leaves out, to show beside it: `` (20 of 60 rows skipped: labels train
+    never had)``; "" when nothing was skipped."""
+    if not skipped:
+        return ""
+    n, scored, why = skipped["skipped"], skipped.get("scored"), skipped.get("why") or {}
+    if task.skipped_records is None and scored is not None:
+        count = f"{n} of {n + scored} {task.records}"
+    else:
+        count = f"{n} {task.skipped_records or task.records}"
+    reasons = next(iter(why)) if len(why) == 1 else ", ".join(f"{reason} {k}" for reason, k in why.items())
+    return f" ({count} skipped" + (f": {reasons}" if reasons else "") + ")"
+
+
+def failures(summary: dict[str, Any]) -> list[str]:
+    """Each distinct reason trials failed for, once and whole, after the trials it stopped
+    (``sentiment (every trial)`` when it stopped all of a task's): one line each."""
+    stopped: dict[str, dict[str, list[str]]] = {}  # reason -> task -> trial ids
+    for name, t in summary["tasks"].items():
+        for row in t["settings"]:
+            for x in row["trials"]:
+                if x["status"] != "ok":
+                    stopped.setdefault(x["error"], {}).setdefault(name, []).append(x["trial_id"])
+    lines = []
+    for reason, tasks in stopped.items():
+        who = []
+        for name, ids in tasks.items():
+            total = sum(len(row["trials"]) for row in summary["tasks"][name]["settings"])
+            who.append(f"{name} (every trial)" if len(ids) == total > 1 else ", ".join(f"{name}/{i}" for i in ids))
+        lines.append(f"{', '.join(who)}: {reason}")
+    return lines
+
+
 def _spread(s: dict[str, float] | None) -> list[str]:
     if not s:
         return ["-", "-", "-"]
@@ -324,7 +365,10 @@ def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
     for name, t in summary["tasks"].items():
         b = t["best"] or {}
         seeds = max(len(row["trials"]) for row in t["settings"])
-        line = (f"| {name} | {t['type']} | {t['metric']} | {_number(b.get('dev'))} | {_number(b.get('test'))} "
+        task = tasks[name]
+        dev = _number(b.get("dev")) + skipped_text(b.get("dev_skipped"), task)
+        test = _number(b.get("test")) + skipped_text(b.get("test_skipped"), task)
+        line = (f"| {name} | {t['type']} | {t['metric']} | {dev} | {test} "
                 f"| {b.get('setting_id', 'none: every setting failed')} | {seeds} |")
         if references:
             ref = references.get(name)
@@ -382,7 +426,7 @@ def results_table(summary: dict[str, Any], tasks: dict[str, TaskConfig]) -> str:
         lines.append(f"{summary['trials_failed']} of {total} trials failed: "
                      + ("allowed (`allow_failed_trials: true`)." if summary.get("allow_failed_trials")
                         else "the step is not done; a rerun retries them and reuses the finished ones."))
-        lines.append("")
+        lines += ["", *(f"- {line}" for line in failures(summary)), ""]
     return "\n".join(lines)
 
 

@@ -1,7 +1,13 @@
-"""Reading task files through fsspec: whole texts, and the records of CSV/TSV/JSONL tables."""
+"""Reading task files through fsspec: whole texts, and the records of CSV/TSV/JSONL tables.
+
+A reader given ``head=True`` reads only the first ``HEAD_BYTES`` of a file (decompressed):
+what the step checks when it is planned, before any worker starts (the header, the first
+records), with the readers' own rules.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -10,6 +16,7 @@ from typing import Any, Iterator
 import fsspec
 
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+HEAD_BYTES = 1 << 20  # what a plan-time check reads of each task file
 
 
 def read_text(url: str) -> str:
@@ -22,8 +29,25 @@ def read_text(url: str) -> str:
         raise ValueError(f"{url}: not UTF-8 text ({e}); re-encode the file as UTF-8") from None
 
 
-def text_stream(url: str) -> io.StringIO:
-    return io.StringIO(read_text(url), newline="")
+def read_head(url: str, size: int = HEAD_BYTES) -> tuple[str, bool]:
+    """The first ``size`` bytes of a text file (decompressed), decoded, without a character
+    cut in two; and whether that is the whole file."""
+    with fsspec.open(url, "rb", compression="infer") as f:
+        data = f.read(size + 1)
+    whole = len(data) <= size
+    try:
+        return codecs.getincrementaldecoder("utf-8-sig")().decode(data[:size], final=whole), whole
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{url}: not UTF-8 text ({e}); re-encode the file as UTF-8") from None
+
+
+def read_lines(url: str, head: bool = False) -> tuple[str, bool]:
+    """A text file whole, or (``head``) its first ``HEAD_BYTES`` up to the last whole line;
+    and whether that is the whole file."""
+    if not head:
+        return read_text(url), True
+    text, whole = read_head(url)
+    return (text, True) if whole else (text[:text.rfind("\n") + 1], False)
 
 
 def file_format(url: str) -> str:
@@ -40,12 +64,27 @@ def file_format(url: str) -> str:
     raise ValueError(f"{url}: unknown table format; name the file .csv, .tsv or .jsonl")
 
 
-def read_records(url: str, fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_records(url: str, fieldnames: list[str] | None = None,
+                 head: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, dict)`` for each record of a CSV/TSV/JSONL file; a JSONL line that
     is not JSON comes as ``{"__error__": why}``. ``fieldnames`` names the columns of a
-    CSV/TSV without a header line (GLUE's CoLA train/dev), whose first line is then a record."""
+    CSV/TSV without a header line (GLUE's CoLA train/dev), whose first line is then a record.
+    ``head``: the records of the file's first ``HEAD_BYTES`` only."""
     fmt = file_format(url)
-    stream = text_stream(url)
+    text, whole = read_lines(url, head)
+    records = _records(fmt, io.StringIO(text, newline=""), fieldnames)
+    if whole:
+        yield from records
+        return
+    # the last record read may be cut (a quoted CSV field can span lines): held back
+    last = None
+    for record in records:
+        if last is not None:
+            yield last
+        last = record
+
+
+def _records(fmt: str, stream: io.StringIO, fieldnames: list[str] | None) -> Iterator[tuple[int, dict[str, Any]]]:
     if fmt == "jsonl":
         for n, line in enumerate(stream, 1):
             if line.strip():

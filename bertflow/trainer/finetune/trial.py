@@ -118,6 +118,12 @@ def evaluate(task, model, split, device):
         return task.evaluate(model, split, device)
 
 
+def skips(name: str, split) -> dict[str, Any]:
+    """What a scored split left out, for ``result.json``: the records scored and skipped
+    (rows, questions, token lines: never distinct values), and the skipped by reason."""
+    return {f"{name}_scored": len(split.examples), f"{name}_skipped": split.skipped, f"{name}_skipped_why": split.why}
+
+
 def train_loop(config: dict) -> None:
     """The Ray Train worker function of one trial (also runs without Ray, world size 1)."""
     trial = TrialConfig.model_validate(config)
@@ -264,10 +270,12 @@ def train_loop(config: dict) -> None:
         else:
             split_metrics, files = evaluate(task, model, split, device)
         if split_name == "test":
-            result["test"], result["test_skipped"] = split_metrics, split.skipped
+            result["test"] = split_metrics
+            result.update(skips("test", split))
         else:
             if split is dev:
-                result["dev"], result["dev_skipped"] = split_metrics, split.skipped
+                result["dev"] = split_metrics
+                result.update(skips("dev", split))
             if several:
                 result.setdefault("dev_sets", {})[split_name] = split_metrics
         for suffix, data in files.items():
@@ -275,7 +283,7 @@ def train_loop(config: dict) -> None:
             write_bytes_atomic(join(trial.output, "predictions", name), data)
     t = timer.add("eval", t)
     result["train_examples"] = len(train.features)
-    result["train_skipped"] = train.skipped
+    result["train_skipped"], result["train_skipped_why"] = train.skipped, train.why
 
     from bertflow.trainer.hf_folder import save_pretrained
     save_pretrained(model, join(trial.output, "model"), model.config, extra_files=tokenizer_files(tokenizer))

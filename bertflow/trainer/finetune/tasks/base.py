@@ -17,11 +17,13 @@ A trial calls ``evaluate`` under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import logging
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Iterator, Literal
 
 from pydantic import Field, model_validator
@@ -67,6 +69,8 @@ class TaskConfig(Config):
     main_metric: ClassVar[str]  # the dev metric that picks the best setting
     higher_is_better: ClassVar[bool] = True
     scale: ClassVar[float] = 100.0  # results show metric * scale (1 for metrics already in percent)
+    records: ClassVar[str] = "rows"  # what an example of a file is, and what a skip leaves out
+    skipped_records: ClassVar[str | None] = None  # what a skip leaves out when not a whole example
     implementation: ClassVar[type["Task"]]
 
     @model_validator(mode="after")
@@ -102,6 +106,20 @@ class TaskConfig(Config):
         return {k: v * self.scale if isinstance(v, float) and k not in self.unscaled else v
                 for k, v in metrics.items()}
 
+    def check_file(self, url: str, train: bool) -> str | None:
+        """What keeps every trial from using the file ``url`` (the train file when ``train``),
+        read from its head as a trial reads it (``Task.check_head``): one line naming the
+        file, or None. Rows the head shows a trial would skip are not reported here: the
+        trial counts and logs them."""
+        with _quiet(logging.getLogger(__name__.rsplit(".", 1)[0])):
+            try:
+                self.implementation.check_head(self, url, train)
+            except ValueError as e:
+                return " ".join(str(e).split())
+            except OSError as e:  # a folder, no permission: the trial could not read it either
+                return f"{url}: cannot be read: {e.strerror or e} ({type(e).__name__})"
+        return None
+
     def best(self, rows: list[dict[str, Any]], score) -> dict[str, Any]:
         """The row with the best ``score(row)`` (None: worst); ties go to the first."""
         worst = float("-inf") if self.higher_is_better else float("inf")
@@ -113,11 +131,29 @@ class TaskConfig(Config):
         return (max if self.higher_is_better else min)(rows, key=key)
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """``logger``'s warnings held back (a check's skips are the trial's to log)."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @dataclass
 class Split:
     examples: list[Any]  # what the file holds (rows, sentences, questions), in its order
     features: list[dict[str, Any]]  # the encoded inputs: one or more per example
-    skipped: int = 0  # records left out (each logged with where it was)
+    skipped: int = 0  # records left out (each logged with where it was): rows, not distinct values
+    why: dict[str, int] = field(default_factory=dict)  # the skipped records by reason, shown with the scores
+
+    @classmethod
+    def of(cls, examples: list[Any], features: list[dict[str, Any]], **why: int) -> "Split":
+        """A split whose skipped records are counted by reason (``labels_train_never_had=20``)."""
+        why = {reason.replace("_", " "): n for reason, n in why.items() if n}
+        return cls(examples, features, sum(why.values()), why)
 
 
 class Task:
@@ -138,6 +174,14 @@ class Task:
     @classmethod
     def read_labels(cls, cfg: TaskConfig) -> list[str]:
         """The head's label names (from train, sorted, so the same data gives the same ids)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_head(cls, cfg: TaskConfig, url: str, train: bool) -> None:
+        """Read the head of ``url`` (``files.HEAD_BYTES``) with ``load``'s reader and raise a
+        ValueError naming the file when no trial could use it: a column missing, no usable
+        record, not the type's format, labels the settings cannot take. Run when the step
+        is planned, before any worker starts (``TaskConfig.check_file``)."""
         raise NotImplementedError
 
     def load(self, url: str, train: bool) -> Split:

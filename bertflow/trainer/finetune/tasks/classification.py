@@ -39,11 +39,18 @@ class Classification(ArgmaxTask):
         rows, _ = read_rows(cfg, cfg.train, cfg.max_train_examples)
         return sorted({r.label for r in rows})
 
+    @classmethod
+    def check_head(cls, cfg: "Config", url: str, train: bool) -> None:
+        rows, _ = read_rows(cfg, url, head=True)
+        if train and cfg.metric == "f1":
+            labels = sorted({r.label for r in rows})
+            if len(labels) > 2:  # the rest of the file can only add labels
+                raise ValueError(f1_labels(cfg, labels, "at least "))
+
     def __init__(self, cfg: "Config", tokenizer, labels: list[str]):
         super().__init__(cfg, tokenizer, labels)
         if cfg.metric == "f1" and len(labels) != 2:
-            raise ValueError(f"metric f1 is the F1 of the second of two labels, but {cfg.train} has {len(labels)}: "
-                             f"{labels[:10]}; choose accuracy or mcc")
+            raise ValueError(f1_labels(cfg, labels))
 
     def load(self, url: str, train: bool) -> Split:
         limit = self.cfg.max_train_examples if train else self.cfg.max_eval_examples
@@ -61,12 +68,18 @@ class Classification(ArgmaxTask):
                              truncation=True, max_length=self.cfg.max_seq_length)
         features = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
                      "labels": self.label_id[r.label]} for i, r in enumerate(rows)]
-        return Split(rows, features, skipped + len(unknown))
+        return Split.of(rows, features, incomplete_or_unreadable=skipped,
+                        labels_train_never_had=sum(unknown.values()))
 
     def evaluate(self, model, split: Split, device):
         preds = self.predict(model, split, device)
         metrics = classification_metrics([f["labels"] for f in split.features], preds, len(self.labels))
         return metrics, {"csv": predictions_csv((r.id, r.label, self.labels[p]) for r, p in zip(split.examples, preds))}
+
+
+def f1_labels(cfg: "Config", labels: list[str], at_least: str = "") -> str:
+    return (f"{cfg.train}: metric f1 is the F1 of the second of two labels, but train has {at_least}{len(labels)}: "
+            f"{labels[:10]}; choose accuracy or mcc")
 
 
 class Config(TextColumns):

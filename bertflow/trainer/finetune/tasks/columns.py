@@ -46,12 +46,13 @@ class Row:
     label: str
 
 
-def read_rows(cfg: TextColumns, url: str, limit: int | None = None) -> tuple[list[Row], int]:
-    """The rows of ``url`` with their text(s) and label (``limit``: the first N), and how
-    many were skipped: a row without a value it needs is logged with its file and line."""
+def read_rows(cfg: TextColumns, url: str, limit: int | None = None, head: bool = False) -> tuple[list[Row], int]:
+    """The rows of ``url`` with their text(s) and label (``limit``: the first N; ``head``:
+    those of the file's head, ``files.HEAD_BYTES``), and how many were skipped: a row
+    without a value it needs is logged with its file and line."""
     rows, skipped = [], 0
     needed = [cfg.text_column, cfg.label_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    for i, (n, rec) in enumerate(read_records(url, cfg.columns)):
+    for i, (n, rec) in enumerate(read_records(url, cfg.columns, head)):
         if limit is not None and len(rows) >= limit:
             break
         if i == 0 and "__error__" not in rec and set(needed) - set(rec):

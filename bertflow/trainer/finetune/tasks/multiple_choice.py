@@ -37,13 +37,15 @@ class Question:
     label: int
 
 
-def read_questions(cfg: "Config", url: str, limit: int | None = None) -> tuple[list[Question], int]:
+def read_questions(cfg: "Config", url: str, limit: int | None = None, head: bool = False) -> tuple[list[Question], int]:
+    """The questions of ``url`` (``limit``: the first N; ``head``: those of the file's head),
+    and how many rows were skipped, each logged with its file and line."""
     questions, skipped = [], 0
     needed = [cfg.context_column, *cfg.ending_columns, cfg.label_column]
     if cfg.start_column:
         needed.append(cfg.start_column)
     n_endings = len(cfg.ending_columns)
-    for i, (n, rec) in enumerate(read_records(url)):
+    for i, (n, rec) in enumerate(read_records(url, head=head)):
         if limit is not None and len(questions) >= limit:
             break
         if i == 0 and "__error__" not in rec and set(needed) - set(rec):
@@ -77,6 +79,10 @@ class MultipleChoice(ArgmaxTask):
     def read_labels(cls, cfg: "Config") -> list[str]:
         return list(cfg.ending_columns)  # label k: the k-th ending
 
+    @classmethod
+    def check_head(cls, cfg: "Config", url: str, train: bool) -> None:
+        read_questions(cfg, url, head=True)
+
     def load(self, url: str, train: bool) -> Split:
         limit = self.cfg.max_train_examples if train else self.cfg.max_eval_examples
         questions, skipped = read_questions(self.cfg, url, limit)
@@ -87,7 +93,7 @@ class MultipleChoice(ArgmaxTask):
         features = [{"input_ids": enc["input_ids"][i * n:(i + 1) * n],
                      "token_type_ids": enc["token_type_ids"][i * n:(i + 1) * n], "labels": q.label}
                     for i, q in enumerate(questions)]
-        return Split(questions, features, skipped)
+        return Split.of(questions, features, incomplete_or_label_not_an_ending=skipped)
 
     def evaluate(self, model, split: Split, device):
         preds = self.predict(model, split, device)
@@ -106,6 +112,7 @@ class Config(TaskConfig):
     id_column: str | None = Field(None, description="default: the row number")
 
     main_metric = "accuracy"
+    records = "questions"
     implementation = MultipleChoice
 
     @field_validator("ending_columns")

@@ -25,7 +25,7 @@ from typing import Literal
 
 from bertflow.contracts.layout import IGNORE_INDEX
 
-from ..files import read_text
+from ..files import read_lines
 from ..metrics import ner_metrics
 from .base import Split, Task, TaskConfig
 
@@ -50,9 +50,10 @@ def _columns(line: str) -> list[str]:
     return line.split()
 
 
-def read_conll(url: str, limit: int | None = None) -> tuple[list[Sentence], int]:
-    """Sentences of a CoNLL file, and how many malformed lines were skipped (each logged)."""
-    lines = read_text(url).splitlines()
+def read_conll(url: str, limit: int | None = None, head: bool = False) -> tuple[list[Sentence], int]:
+    """Sentences of a CoNLL file (``head``: of its head, ``files.HEAD_BYTES``), and how many
+    malformed token lines were skipped (each logged)."""
+    lines = read_lines(url, head)[0].splitlines()
     # A space-separated line with more columns than the file's lines have is a token with
     # spaces in it: the tag and the other columns are the last ones.
     widths = collections.Counter(len(line.split()) for line in lines
@@ -121,6 +122,10 @@ class Ner(Task):
         sentences, _ = read_conll(cfg.train, cfg.max_train_examples)
         return sorted({t for s in sentences for t in s.tags})
 
+    @classmethod
+    def check_head(cls, cfg: "Config", url: str, train: bool) -> None:
+        read_conll(url, head=True)
+
     def load(self, url: str, train: bool) -> Split:
         sentences, skipped = read_conll(url, self.cfg.max_train_examples if train else self.cfg.max_eval_examples)
         unknown = sorted({t for s in sentences for t in s.tags} - set(self.label_id))
@@ -142,7 +147,7 @@ class Ner(Task):
                 previous = w
             features.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
                              "labels": labels, "first_piece": first_piece})
-        return Split(sentences, features, skipped)
+        return Split.of(sentences, features, without_a_tag=skipped)
 
     def loss(self, model, batch, device):
         import torch
@@ -182,6 +187,8 @@ class Ner(Task):
 
 class Config(TaskConfig):
     type: Literal["ner"] = "ner"
+    records = "sentences"
+    skipped_records = "token lines"  # a malformed line is left out of its sentence, which stays
 
     main_metric = "f1"
     implementation = Ner

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..files import read_text
+from ..files import read_head, read_text
 from ..metrics import exact_match, f1_score, normalize_answer, squad_metrics
 from .base import Split, Task, TaskConfig
 
@@ -47,11 +48,38 @@ class Question:
     is_impossible: bool
 
 
-def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]:
+SQUAD_LAYOUT = "expected {'data': [{'paragraphs': [{'context', 'qas'}]}]}"
+
+
+def read_squad(url: str, limit: int | None = None, head: bool = False) -> tuple[list[Question], int]:
+    """The questions of a SQuAD JSON file (``limit``: the first N; ``head``: those of its
+    first paragraph when the file is longer than ``files.HEAD_BYTES``), and how many were
+    skipped (an answer that is not in its context where it says), each logged."""
+    text, whole = read_head(url) if head else (read_text(url), True)
     try:
-        data = json.loads(read_text(url))["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{url}: not a SQuAD JSON file ({e}); expected {{'data': [{{'paragraphs': ...}}]}}") from None
+        data = json.loads(text)["data"] if whole else first_paragraph(text, url)
+        return _questions(url, data, limit)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{url}: not a SQuAD JSON file ({type(e).__name__}: {e}); {SQUAD_LAYOUT}") from None
+
+
+def first_paragraph(head: str, url: str) -> list[dict] | None:
+    """The first paragraph of a SQuAD file from its head, as ``data`` (``[{"paragraphs":
+    [it]}]``); None when it goes on past the head."""
+    found = re.search(r'^\s*\{.*?"data"\s*:\s*\[.*?"paragraphs"\s*:\s*\[\s*', head, re.S)
+    if found is None:
+        raise ValueError(f"{url}: not a SQuAD JSON file (no 'data' list of 'paragraphs' in its first "
+                         f"{len(head.encode())} bytes); {SQUAD_LAYOUT}")
+    try:
+        paragraph, _ = json.JSONDecoder().raw_decode(head, found.end())
+    except json.JSONDecodeError:
+        return None
+    return [{"paragraphs": [paragraph]}]
+
+
+def _questions(url: str, data: list[dict] | None, limit: int | None) -> tuple[list[Question], int]:
+    if data is None:
+        return [], 0
     questions, skipped = [], 0
     misplaced: list[str] = []  # the first skipped question's answer, as the context has it
     for article in data:
@@ -83,7 +111,7 @@ def read_squad(url: str, limit: int | None = None) -> tuple[list[Question], int]
                          f"their context at answer_start ({misplaced[0]}); answer_start counts characters of the "
                          "context, from 0")
     if not questions:
-        raise ValueError(f"{url}: no questions; expected {{'data': [{{'paragraphs': [{{'context', 'qas'}}]}}]}}")
+        raise ValueError(f"{url}: no questions; {SQUAD_LAYOUT}")
     return questions, skipped
 
 
@@ -134,6 +162,10 @@ class Qa(Task):
     def read_labels(cls, cfg: "Config") -> list[str]:
         return ["LABEL_0", "LABEL_1"]  # transformers' default for a QA head's config
 
+    @classmethod
+    def check_head(cls, cfg: "Config", url: str, train: bool) -> None:
+        read_squad(url, head=True)
+
     def _question_text(self, q: str) -> str:
         """The question cut to ``max_query_length`` word pieces (by character offset)."""
         q = q.lstrip()  # SQuAD has questions with leading spaces that only waste room
@@ -158,7 +190,7 @@ class Qa(Task):
             else:
                 f["question"], f["offsets"] = q_index, offsets
             features.append(f)
-        return Split(questions, features, skipped)
+        return Split.of(questions, features, answers_not_in_their_context=skipped)
 
     @staticmethod
     def _answer_tokens(q: Question, offsets: list) -> tuple[int, int]:
@@ -237,6 +269,7 @@ class Config(TaskConfig):
     null_score_diff_threshold: float = 0.0
 
     main_metric = "f1"
+    records = "questions"
     scale = 1.0  # SQuAD's metrics are in percent already
     unscaled = frozenset({"total", "best_exact_thresh", "best_f1_thresh"})  # thresholds are logit differences
     implementation = Qa

@@ -36,6 +36,18 @@ def score(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def scored(cfg: "Config", url: str, rows: list) -> list[tuple]:
+    """``(row, score)`` of the rows whose label is a number; the others are logged."""
+    scores = [score(r.label) for r in rows]
+    for r, s in zip(rows, scores):
+        if s is None:
+            log.warning("%s: row %s skipped: score %r is not a number", url, r.id, r.label)
+    kept = [(r, s) for r, s in zip(rows, scores) if s is not None]
+    if not kept:
+        raise ValueError(f"{url}: no row has a number in column {cfg.label_column!r}")
+    return kept
+
+
 class Regression(Task):
     @classmethod
     def head(cls):
@@ -47,22 +59,21 @@ class Regression(Task):
     def read_labels(cls, cfg: "Config") -> list[str]:
         return [cfg.label_column]  # one output, named after what it predicts
 
+    @classmethod
+    def check_head(cls, cfg: "Config", url: str, train: bool) -> None:
+        scored(cfg, url, read_rows(cfg, url, head=True)[0])
+
     def load(self, url: str, train: bool) -> Split:
         limit = self.cfg.max_train_examples if train else self.cfg.max_eval_examples
         rows, skipped = read_rows(self.cfg, url, limit)
-        scores = [score(r.label) for r in rows]
-        for r, s in zip(rows, scores):
-            if s is None:
-                log.warning("%s: row %s skipped: score %r is not a number", url, r.id, r.label)
-        kept = [(r, s) for r, s in zip(rows, scores) if s is not None]
-        if not kept:
-            raise ValueError(f"{url}: no row has a number in column {self.cfg.label_column!r}")
+        kept = scored(self.cfg, url, rows)
         enc = self.tokenizer([r.text for r, _ in kept],
                              [r.pair for r, _ in kept] if self.cfg.text_pair_column else None,
                              truncation=True, max_length=self.cfg.max_seq_length)
         features = [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i], "labels": s}
                     for i, (_, s) in enumerate(kept)]
-        return Split([r for r, _ in kept], features, skipped + len(rows) - len(kept))
+        return Split.of([r for r, _ in kept], features, incomplete_or_unreadable=skipped,
+                        scores_not_numbers=len(rows) - len(kept))
 
     def loss(self, model, batch, device):
         import torch.nn.functional as F
