@@ -209,10 +209,14 @@ def in_scratch(train_fn: Callable[[dict], None], scratch: str) -> Callable[[dict
     """``train_fn`` run with every temporary file of the worker in the run's scratch folder
     on its node: checkpoint staging, the metrics mirror, copies of remote folders, and what
     the libraries make. A Ray Train worker process is started for one run and ends with it,
-    so its ``tempfile.tempdir`` is the run's to set."""
+    so its ``tempfile.tempdir`` is the run's to set. Torch's compile cache is the exception:
+    it stays where torch keeps it across runs, so that a rerun compiles from it."""
 
     @functools.wraps(train_fn)
     def staged(config: dict) -> None:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        cache_dir()  # torch's choice, pinned in TORCHINDUCTOR_CACHE_DIR before the temporary directory moves
         tempfile.tempdir = scratch_folder(scratch)
         train_fn(config)
 
