@@ -4,7 +4,7 @@ learn the sample) with a failed trial (a missing train file) that keeps it from 
 allowed, and once the file is there a new folder that copies the other tasks' finished
 trials in and trains the fixed one, a killed two-worker trial (dropout on) that resumes to
 the bytes of a straight one, transformers loading our saved model with the same logits, two dev sets,
-and the metrics logs.
+and the metrics logs; the trials through Ray leave nothing in the temporary directory.
 
 A tiny random BERT (2 layers, hidden 32, the real vocabulary and tokenizer) keeps the
 training steps to milliseconds; tests/test_model.py loads the real checkpoint."""
@@ -20,6 +20,7 @@ import torch
 
 from tests import finetune_faults
 from tests.finetune_models import tiny_bert_folder
+from tests.temp_dirs import leftovers, own_temp_dir
 from bertflow.trainer.finetune.config import FinetuneConfig, TrialConfig
 from bertflow.trainer.finetune.tasks.classification import Config as ClassificationConfig
 
@@ -38,15 +39,18 @@ def tiny_bert_dropout(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_session():
+def ray_session(tmp_path_factory):
+    """A local Ray whose processes, and this one, have a temporary directory of the
+    module's own: yields it, for the tests to check that a fine-tune leaves nothing there."""
     import ray
 
     from bertflow.trainer.launch import connect_ray
 
     ray.shutdown()
-    connect_ray(num_cpus=2)
-    yield
-    ray.shutdown()
+    with own_temp_dir(tmp_path_factory.mktemp("tmp")) as tmp:
+        connect_ray(num_cpus=2)
+        yield tmp
+        ray.shutdown()
 
 
 def sentiment(**kw) -> ClassificationConfig:
@@ -128,6 +132,7 @@ def test_grid_reports_a_failure_runs_ddp_and_saves_loadable_models(ray_session, 
     again = finetune(FinetuneConfig(tasks=[sentiment(max_train_examples=49)], grid={"label_column": ["label"]}),
                      tiny_bert, out, workers=2)
     assert again["tasks"]["sentiment"]["settings"][0]["reused"]
+    assert leftovers(ray_session) == []  # the trials' Ray Train folders went with them
 
 
 def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_session, tiny_bert, tmp_path,
@@ -209,6 +214,7 @@ def test_the_step_learns_ner_and_qa_and_is_not_done_while_a_trial_failed(ray_ses
     assert all(len(line.split()) == 3 for line in conll[0].splitlines())
     BertForTokenClassification.from_pretrained(str(step / "trials/wnut/default/model"))
     BertForQuestionAnswering.from_pretrained(str(step / "trials/squad/default/model"))
+    assert leftovers(ray_session) == []
 
 
 def test_a_killed_two_worker_trial_resumes_to_the_bytes_of_a_straight_one(ray_session, tiny_bert_dropout, tmp_path,

@@ -331,3 +331,25 @@ def test_training_workers_get_the_allocator_settings_unless_the_user_set_them(tm
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own choice reaches the workers as it is
     env = build().run_config.worker_runtime_env["env_vars"]
     assert "MALLOC_MMAP_THRESHOLD_" not in env and env["MALLOC_TRIM_THRESHOLD_"] == WORKER_ALLOCATOR_ENV["MALLOC_TRIM_THRESHOLD_"]
+
+
+def test_a_workers_temporary_files_go_to_the_runs_scratch_but_torchs_compile_cache_stays(tmp_path, monkeypatch):
+    # What a worker stages goes with its run; torch's compile cache is kept across runs (a
+    # rerun compiles from it), where torch puts it: torchinductor_<user> in the temporary directory.
+    import os
+    import tempfile
+
+    from bertflow.trainer.launch import in_scratch
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # restored afterwards, as in_scratch moves it
+    seen = {}
+
+    def train_fn(config):
+        seen["staged"] = tempfile.mkdtemp(prefix="bertflow-ckpt-")
+        torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())  # torch makes its compile cache here
+        seen["cache"] = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+    in_scratch(train_fn, "bertflow-train-test")({})
+    assert Path(seen["staged"]).parent == tmp_path / "bertflow-train-test"
+    assert Path(seen["cache"]).parent == tmp_path and Path(seen["cache"]).name.startswith("torchinductor_")

@@ -1,10 +1,12 @@
 """Pretraining across two Ray nodes on this machine (``ray.cluster_utils.Cluster``, one
 CPU and one worker per node), examples and checkpoints on the loopback S3 endpoint; a
-worker dies after the first checkpoint and the run resumes from S3."""
+worker dies after the first checkpoint and the run resumes from S3, leaving nothing in the
+temporary directory."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from functools import partial
 
 import fsspec
@@ -14,23 +16,34 @@ from safetensors.torch import load as load_safetensors
 import bertflow.trainer.pretrain
 from tests import pretrain_faults
 from tests.pretrain_examples import write_examples
+from tests.temp_dirs import leftovers, own_temp_dir
 from bertflow.trainer.pretrain import PretrainRun, pretrain
 from bertflow.trainer.pretrain_config import PretrainConfig
 
 
 @pytest.fixture
-def two_nodes(s3_endpoint):
+def two_nodes(s3_endpoint, tmp_path, monkeypatch):
+    """Two nodes whose processes have a temporary directory of the test's own: yields it.
+    This process, the driver, has another one, as a driver off the cluster would, and Ray
+    is not a local one of ours (`connect_ray`'s mark, left by an earlier test, goes): what a
+    run staged on the nodes can only go by the tasks it runs on each of them."""
     import ray
     from ray.cluster_utils import Cluster
 
+    from bertflow.trainer.launch import LOCAL_RAY
+
+    monkeypatch.delenv(LOCAL_RAY, raising=False)
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with own_temp_dir(tmp_path / "tmp") as tmp:
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        (tmp_path / "driver-tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "driver-tmp"))
+        yield tmp
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def test_two_nodes_with_checkpoints_on_s3(two_nodes, s3_bucket, monkeypatch):
@@ -52,3 +65,6 @@ def test_two_nodes_with_checkpoints_on_s3(two_nodes, s3_bucket, monkeypatch):
     weights = load_safetensors(fs.cat(f"{root}/model/model.safetensors"))
     config = json.loads(fs.cat(f"{root}/model/config.json"))
     assert config["hidden_size"] == 128 and "bert.embeddings.word_embeddings.weight" in weights
+    # the checkpoint staging of the worker that exited, and of the one Ray Train then ended,
+    # and rank 0's mirror of the metrics are gone
+    assert leftovers(two_nodes) == []

@@ -1,5 +1,6 @@
 """The runner when things go wrong around a step: a damaged output, an interrupted --force,
-a storage root it cannot write, a store it cannot reach, two runs on one step, Ctrl-C."""
+a storage root it cannot write, a store it cannot reach, a store that dies mid-pretraining,
+two runs on one step, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from bertflow.infra.lease import LEASE, Lease, LeaseHeld
 from bertflow.infra.runner import SCRATCH, STATUS, SUCCESS, Runner, StepFailed
 from bertflow.infra.spec import SpecFile
 from tests import runner_kinds
-from tests.loopback import closed_port, connects_to
+from tests.loopback import S3_KEYS, closed_port, connects_to, s3_process
+from tests.temp_dirs import engines_dir, leftovers, temp_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,6 +196,51 @@ def test_unreachable_store_is_one_line(tmp_path, monkeypatch, capsys, command):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: storage s3://bertflow-gone/runs: ") and "\n" not in err, err
     assert "cannot reach 127.0.0.1" in err and "AWS_ACCESS_KEY_ID" in err
+
+
+def test_s3_endpoint_that_dies_mid_pretraining_leaves_its_log_named_and_nothing_else(tmp_path):
+    """The store goes away while a `pretrain` step trains on it: the error is one line, it
+    names the copy of the step's log that exists (the upload failed), and that copy is all
+    the run leaves in the temporary directory: the examples step's uploaded log, the
+    workers' checkpoint staging and metrics mirror, Ray Train's folders are gone."""
+    import s3fs
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    raw = {"storage": "s3://bertflow-dies/runs", "ray": {"num_cpus": 1}, "workflows": {"p": {"steps": {
+        "examples": {"kind": "test_examples"},
+        "pretrain": {"kind": "pretrain", "inputs": {"examples": "examples"},
+                     "params": {"model": "tiny", "steps": 100000, "batch_size": 4, "log_every": 1,
+                                "checkpoint_every": 5, "max_seq_length": 32},
+                     "resources": {"workers": 1, "cpus_per_worker": 1}},
+    }}}}
+    path = write_spec(tmp_path, raw)
+    with s3_process() as (url, server), engines_dir() as engines:
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": url}, key="testing", secret="testing").mkdir("bertflow-dies")
+        # AWS_MAX_ATTEMPTS=1: botocore's retries of each write to the dead store take a
+        # minute and change nothing the test checks
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **temp_env(tmp, engines), **S3_KEYS,
+               "AWS_ENDPOINT_URL": url, "AWS_ENDPOINT_URL_S3": url, "AWS_MAX_ATTEMPTS": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "tests.runner_kinds", "run", "p", "-f", str(path)], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "[pretrain] step " in line:  # metrics.jsonl is on the store: a checkpoint was written
+                break
+        else:
+            raise AssertionError("".join(seen))
+        server.kill()
+        server.wait()
+        out = "".join(seen) + proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, out
+    error = out[out.index("\nerror: ") + 1:].splitlines()
+    assert error[0].startswith("error: step 'pretrain' failed: TrainingFailed: "), out
+    assert "Could not connect to the endpoint URL" in error[0], out
+    assert error[1].startswith("  log: "), out
+    log = Path(error[1].removeprefix("  log: "))
+    assert log.parent == tmp and "step pretrain (pretrain) -> s3://bertflow-dies/runs/pretrain-" in log.read_text()
+    assert leftovers(tmp) == [log.name]
 
 
 # -- two runs on one step (issue 16.6) --------------------------------------------------

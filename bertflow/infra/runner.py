@@ -456,7 +456,9 @@ class Runner:
                 try:
                     self._close_log(p, local_log, handler)
                 except Exception as e2:  # noqa: BLE001 - keep the step's own error, not the bookkeeping's
-                    logger.warning("step %s: could not save its log %s: %s", p.name, outcome.log, cause(e2))
+                    logger.warning("step %s: could not save its log %s: %s; it is in %s", p.name, outcome.log,
+                                   cause(e2), local_log)
+                    outcome.log = local_log  # the error points to the copy that exists
             holding = lease is not None and self._leases.get(p.name) is lease
             if holding and not (isinstance(e, Bookkeeping) and outcome.log is None):
                 try:
@@ -491,9 +493,12 @@ class Runner:
     def _open_log(self, p: PlannedStep):
         if storage.is_local(p.output):
             path = os.path.join(p.output, LOG)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         else:
-            path = os.path.join(tempfile.gettempdir(), "bertflow-logs", f"{p.name}-{p.hash}-{uuid.uuid4().hex[:6]}.log")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+            # written here, uploaded when the step ends (an object store cannot append), then
+            # removed; kept, and named in the step's error, when the upload fails
+            fd, path = tempfile.mkstemp(prefix=f"bertflow-{p.name}-{p.hash}-", suffix=".log")
+            os.close(fd)
         handler = logging.FileHandler(path, mode="a")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         # This thread's records, and those of threads that are no step's (a local Ray's
@@ -508,6 +513,7 @@ class Runner:
         handler.close()
         if not storage.is_local(p.output):
             storage.put_file(local_log, storage.join(p.output, LOG))
+            os.remove(local_log)
 
     def _write_status(self, p: PlannedStep, state: str, **extra) -> None:
         storage.write_json(

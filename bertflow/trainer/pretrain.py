@@ -587,21 +587,20 @@ def _progress_callback(total_steps: int):
 
 def pretrain(cfg: PretrainConfig, run: PretrainRun) -> dict[str, float]:
     """Run (or resume) pretraining on the connected Ray cluster; returns the final metrics."""
-    from bertflow.trainer.launch import torch_trainer
+    from bertflow.trainer.launch import train
 
     check_run(cfg, run)
     if not eval_rows(run.examples):
         log.warning("pretrain %s: no held-out examples in %s (eval-*.parquet missing or empty): no eval metrics",
                     run.output, run.examples)
     eval_nsp_acc = eval_nsp_judgement(cfg, run)
-    trainer = torch_trainer(
+    started = time.time()
+    result = train(
         train_loop, {"config": cfg.model_dump(), "run": asdict(run), "eval_nsp_acc": eval_nsp_acc},
         output=run.output, name=CHECKPOINTS,
         workers=run.workers, cpus_per_worker=run.cpus_per_worker, gpus_per_worker=run.gpus_per_worker,
         max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=[_progress_callback(cfg.steps)],
     )
-    started = time.time()
-    result = trainer.fit()
     log.info("pretrain: fit took %.1f s", time.time() - started)
     return {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
 

@@ -35,7 +35,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from typing import Any
 
 import torch
@@ -300,26 +299,23 @@ def train_loop(config: dict) -> None:
 # --------------------------------------------------------------------------- launching
 
 
-def run_trial(trial: TrialConfig, scratch: str | None = None) -> dict[str, Any]:
+def run_trial(trial: TrialConfig) -> dict[str, Any]:
     """Run one trial through Ray Train (Ray must be connected) unless its folder already
     has ``result.json``; returns the result. Raises when training fails."""
     done = join(trial.output, RESULT)
     if exists(done):
         return {**read_json(done), "reused": True}
 
-    from bertflow.trainer.launch import torch_trainer
+    from bertflow.trainer.launch import train
 
     remove_tree(join(trial.output, "error.txt"))  # an earlier attempt's: this one says how it ends
     # train's labels are the first thing a worker reads: a bad train file fails the trial
     # here, before a worker group starts
     trial.task.implementation.read_labels(trial.task)
-    # Ray Train's own run folder is scratch: the trial writes its checkpoints and results itself.
-    trainer = torch_trainer(train_loop, trial.model_dump(),
-                            output=scratch or os.path.join(tempfile.gettempdir(), "bertflow-ray-train"),
-                            name=f"finetune-{trial.task.name}-{trial.trial_id}-{uuid.uuid4().hex[:8]}",
-                            workers=trial.workers, cpus_per_worker=trial.cpus_per_worker,
-                            gpus_per_worker=trial.gpus_per_worker)
-    trainer.fit()
+    # output=None: Ray Train's own run folder is scratch, removed with the run; the trial
+    # writes its checkpoints and results itself.
+    train(train_loop, trial.model_dump(), output=None, name=f"finetune-{trial.task.name}-{trial.trial_id}",
+          workers=trial.workers, cpus_per_worker=trial.cpus_per_worker, gpus_per_worker=trial.gpus_per_worker)
     if not exists(join(trial.output, RESULT)):
         raise RuntimeError(f"trial {trial.task.name}/{trial.trial_id} ended without writing {RESULT}")
     return read_json(join(trial.output, RESULT))
