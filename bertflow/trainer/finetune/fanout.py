@@ -149,7 +149,7 @@ def _drive(trial_dict: dict[str, Any]) -> dict[str, Any]:
                 **result}
     except Exception as e:  # a failing trial is reported; the grid goes on
         detail = f"{traceback.format_exc()}\n{e}"
-        error = short_error(f"{type(e).__name__}: {e}")
+        error = short_error(e)
         try:
             write_bytes_atomic(join(trial.output, "error.txt"), (detail + "\n").encode())
         except Exception as write_error:  # the trial's own error is what the table reports
@@ -165,9 +165,15 @@ def failed(trial: TrialConfig, error: str) -> dict[str, Any]:
             "seed": trial.task.seed, "metric": trial.task.main_metric}
 
 
-def short_error(text: str) -> str:
-    """The line that says what went wrong: Ray wraps the worker's traceback in its own
-    message, whose last ``SomeError: ...`` line is the worker's exception."""
+def short_error(e: BaseException) -> str:
+    """The line that says what went wrong: a failed Ray Train run's own one line
+    (``launch.TrainingFailed``: each failed worker's error); else, as Ray wraps a task's
+    traceback in its own message, its last ``SomeError: ...`` line."""
+    from bertflow.trainer.launch import TrainingFailed
+
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, TrainingFailed):
+        return str(e)
     lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
     errors = [l for l in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b.*:", l)]
     return errors[-1] if errors else lines[-1] if lines else text
@@ -197,7 +203,7 @@ def run_grid(trials: list[TrialConfig], max_concurrent: int | None = None) -> li
             try:
                 results[i] = ray.get(ref)
             except Exception as e:  # the driving task itself died (worker crash, OOM kill)
-                results[i] = failed(trials[i], short_error(f"{type(e).__name__}: {e}"))
+                results[i] = failed(trials[i], short_error(e))
             r = results[i]
             log.info("trial %s/%s: %s %s", r["task"], r["trial_id"], r["status"],
                      r.get("error") or f"dev {r['metric']} {r['dev'].get(r['metric'], float('nan')):.4f}")
