@@ -467,23 +467,30 @@ def alive(pid: int) -> bool:
         return False
 
 
+def one_book_on_two_beam_workers(tmp_path) -> dict:
+    """A workflow ``b`` of one books step (a real book) on two Beam worker processes."""
+    return {"storage": str(tmp_path / "runs"), "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 2}},
+            "workflows": {"b": {"steps": {"books": {"kind": "books", "params": {
+                "files": str(ROOT / "data/books/austen-emma.txt"), "num_shards": 1}}}}}}
+
+
+def beam_workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The local Beam worker processes under a ``bertflow run``."""
+    try:
+        return [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if "bertflow.pipelines.local_worker" in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
 def test_ctrl_c_during_a_beam_step_is_one_line(tmp_path):
     # The local runner's workers share the terminal's process group: they took the SIGINT
     # too and printed their KeyboardInterrupt tracebacks under the run's one line.
-    raw = {"storage": str(tmp_path / "runs"), "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 2}},
-           "workflows": {"b": {"steps": {"books": {"kind": "books", "params": {
-               "files": str(ROOT / "data/books/austen-emma.txt"), "num_shards": 1}}}}}}
+    raw = one_book_on_two_beam_workers(tmp_path)
     proc = cli("run", "b", "-f", str(write_spec(tmp_path, raw)))
 
-    def workers() -> list[psutil.Process]:
-        try:
-            return [p for p in psutil.Process(proc.pid).children(recursive=True)
-                    if "bertflow.pipelines.local_worker" in " ".join(p.cmdline())]
-        except psutil.Error:
-            return []
-
-    wait_for(lambda: len(workers()) == 2 or proc.poll() is not None, 120, "the job's two workers")
-    seen = workers()
+    wait_for(lambda: len(beam_workers(proc)) == 2 or proc.poll() is not None, 120, "the job's two workers")
+    seen = beam_workers(proc)
     time.sleep(0.5)  # the workers are importing Beam, the moment a Ctrl-C printed most
     os.killpg(proc.pid, signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
@@ -496,22 +503,13 @@ def test_ctrl_c_during_a_beam_step_is_one_line(tmp_path):
 def test_kill_9_during_a_beam_step_is_planned_and_shown_as_died(tmp_path, capsys):
     # After kill -9 the step's status still says running and its lease names a pid that is
     # gone: the next plan said "(new)", as if the step had never been started.
-    raw = {"storage": str(tmp_path / "runs"), "beam": {"runner": "DirectRunner", "options": {"direct_num_workers": 2}},
-           "workflows": {"b": {"steps": {"books": {"kind": "books", "params": {
-               "files": str(ROOT / "data/books/austen-emma.txt"), "num_shards": 1}}}}}}
+    raw = one_book_on_two_beam_workers(tmp_path)
     path = write_spec(tmp_path, raw)
     r = Runner(SpecFile(raw, path).workflow("b"))
     status = storage.join(r.output("books"), STATUS)
     proc = cli("run", "b", "-f", str(path))
 
-    def workers() -> list[psutil.Process]:
-        try:
-            return [p for p in psutil.Process(proc.pid).children(recursive=True)
-                    if "bertflow.pipelines.local_worker" in " ".join(p.cmdline())]
-        except psutil.Error:
-            return []
-
-    wait_for(lambda: len(workers()) == 2 or proc.poll() is not None, 120, "the job's two workers")
+    wait_for(lambda: len(beam_workers(proc)) == 2 or proc.poll() is not None, 120, "the job's two workers")
     assert storage.read_json(status)["state"] == "running"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)  # reaped: its pid is gone
