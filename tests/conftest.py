@@ -1,5 +1,6 @@
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -8,6 +9,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def temporary_directory_kept():
+    """A test that leaves this process's temporary directory moved (``tempfile.tempdir``,
+    ``TMPDIR``) fails: every later test would stage its files there."""
+    before = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    yield
+    assert (tempfile.tempdir, os.environ.get("TMPDIR")) == before, "the test left the temporary directory moved"
 
 
 @pytest.fixture(scope="session")

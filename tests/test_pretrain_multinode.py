@@ -40,7 +40,9 @@ def two_nodes(s3_endpoint, tmp_path, monkeypatch):
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         (tmp_path / "driver-tmp").mkdir()
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "driver-tmp"))
+        # own_temp_dir restores tempfile.tempdir when it ends; a monkeypatch would set it
+        # back to this test's folder after that, for every later test
+        tempfile.tempdir = str(tmp_path / "driver-tmp")
         yield tmp
         ray.shutdown()
         cluster.shutdown()
