@@ -25,10 +25,6 @@ def hash_to_bytes(h: int) -> bytes:
     return h.to_bytes(8, "big")
 
 
-def hash_from_bytes(b: bytes) -> int:
-    return int.from_bytes(b, "big")
-
-
 def stable_hasher(*prefix: Any) -> Callable[[Any], int]:
     """``key -> stable_hash(*prefix, key)``, the prefix hashed once (for a hash per row)."""
     start = hashlib.blake2b(digest_size=8)

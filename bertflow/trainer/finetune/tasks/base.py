@@ -146,14 +146,17 @@ def _quiet(logger: logging.Logger):
 class Split:
     examples: list[Any]  # what the file holds (rows, sentences, questions), in its order
     features: list[dict[str, Any]]  # the encoded inputs: one or more per example
-    skipped: int = 0  # records left out (each logged with where it was): rows, not distinct values
     why: dict[str, int] = field(default_factory=dict)  # the skipped records by reason, shown with the scores
+
+    @property
+    def skipped(self) -> int:
+        """Records left out (each logged with where it was): rows, not distinct values."""
+        return sum(self.why.values())
 
     @classmethod
     def of(cls, examples: list[Any], features: list[dict[str, Any]], **why: int) -> "Split":
         """A split whose skipped records are counted by reason (``labels_train_never_had=20``)."""
-        why = {reason.replace("_", " "): n for reason, n in why.items() if n}
-        return cls(examples, features, sum(why.values()), why)
+        return cls(examples, features, {reason.replace("_", " "): n for reason, n in why.items() if n})
 
 
 class Task:
